@@ -1,0 +1,217 @@
+"""Builds the bundled models from a synthetic customer dataset, with fixed seeds.
+
+    python models/make_models.py            # (re)write models/
+    python models/make_models.py --check    # rebuild in a temp dir and compare bytes with models/
+
+Needs the `bench` extra (scikit-learn, skl2onnx). Bytes are reproducible for the same versions of numpy,
+scikit-learn, skl2onnx and onnx (recorded in each version's `build.json`); other versions may train a slightly
+different model or serialize the graph differently, so `--check` says which versions differ when bytes do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import io
+import json
+import os
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+# One BLAS thread, set before numpy loads: threaded reductions may sum in another order and change the last bits.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SEED = 20261123
+N_ROWS = 16_000
+N_GOLDEN = 64
+
+NUMERIC = [
+    "age", "tenure_months", "monthly_spend", "total_spend", "support_calls", "late_payments",
+    "logins_30d", "session_minutes", "devices", "discount_pct", "data_usage_gb", "days_since_login",
+    "nps_score", "contract_months_left", "referrals", "complaints_90d", "bill_change_pct", "payment_failures",
+]
+CATEGORICAL = {
+    "country": ["US", "GB", "DE", "FR", "ES", "IT", "NL", "BR"],
+    "plan": ["basic", "standard", "pro", "enterprise"],
+    "channel": ["web", "store", "partner", "phone"],
+    "payment_method": ["card", "debit", "paypal", "invoice"],
+}
+FEATURES = NUMERIC + list(CATEGORICAL)
+
+
+def make_dataset(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Customers as a float matrix (categoricals as vocabulary indices), a churn label and next month's spend."""
+    rng = np.random.default_rng(seed)
+    age = rng.normal(42, 12, n).clip(18, 90)
+    tenure = rng.gamma(2.0, 14.0, n).clip(0, 120)
+    plan = rng.choice(4, n, p=[0.4, 0.3, 0.2, 0.1])
+    monthly = (20 + 25 * plan + rng.normal(0, 8, n)).clip(5, None)
+    total = monthly * tenure * rng.uniform(0.9, 1.1, n)
+    support = rng.poisson(1.2 + 0.3 * (plan == 0), n)
+    late = rng.poisson(0.4, n)
+    logins = rng.poisson(12 + 3 * plan, n)
+    minutes = rng.lognormal(2.5, 0.6, n)
+    devices = 1 + rng.poisson(0.8 + 0.4 * plan, n)
+    discount = rng.choice([0, 5, 10, 15, 25], n, p=[0.5, 0.2, 0.15, 0.1, 0.05]).astype(float)
+    data_gb = rng.gamma(2.0, 5.0 + 2 * plan, n)
+    since_login = rng.exponential(6, n).clip(0, 120)
+    nps = rng.integers(0, 11, n).astype(float)
+    months_left = rng.integers(0, 25, n).astype(float)
+    referrals = rng.poisson(0.5, n)
+    complaints = rng.poisson(0.3 + 0.2 * (support > 2), n)
+    bill_change = rng.normal(0, 10, n)
+    failures = rng.poisson(0.2 + 0.3 * late, n)
+    country = rng.choice(8, n, p=[0.3, 0.15, 0.12, 0.12, 0.08, 0.08, 0.08, 0.07])
+    channel = rng.choice(4, n, p=[0.5, 0.2, 0.2, 0.1])
+    payment = rng.choice(4, n, p=[0.45, 0.25, 0.2, 0.1])
+    X = np.column_stack([
+        age, tenure, monthly, total, support, late, logins, minutes, devices, discount, data_gb, since_login,
+        nps, months_left, referrals, complaints, bill_change, failures, country, plan, channel, payment,
+    ]).astype(np.float32)
+    logit = (
+        -1.2 - 0.035 * tenure + 0.45 * support + 0.6 * late + 0.08 * since_login - 0.18 * (nps - 5)
+        - 0.09 * months_left + 0.5 * complaints + 0.03 * bill_change + 0.7 * failures - 0.05 * logins
+        + 0.4 * (plan == 0) - 0.5 * (plan == 3) + 0.3 * (channel == 2) + 0.35 * (payment == 3)
+        + 0.25 * (country == 7) + 0.01 * (age - 42)
+    )
+    churn = (rng.uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    spend = monthly * (1 + bill_change / 100) + 2.5 * devices + 0.4 * data_gb + rng.normal(0, 4, n)
+    return X, churn, spend.astype(np.float32)
+
+
+def _to_onnx(model, n_features: int, name: str, *, zipmap: bool | None = None):
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    options = {id(model): {"zipmap": zipmap}} if zipmap is not None else None
+    onx = to_onnx(
+        model,
+        initial_types=[("inputs", FloatTensorType([None, n_features]))],
+        options=options,
+        target_opset={"": 17, "ai.onnx.ml": 3},
+        naming=name,
+    )
+    onx.doc_string = ""
+    return onx
+
+
+def _rename_outputs(onx, names: dict[str, str]):
+    """Give outputs stable, readable names (what clients read in the answer)."""
+    graph = onx.graph
+    for node in graph.node:
+        for i, out in enumerate(node.output):
+            if out in names:
+                node.output[i] = names[out]
+    for out in graph.output:
+        if out.name in names:
+            out.name = names[out.name]
+    return onx
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    # np.savez stamps the current time into the zip; a fixed one keeps the bytes reproducible.
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key in sorted(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, buf.getvalue())
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import skl2onnx
+    import sklearn
+
+    return {"numpy": np.__version__, "scikit-learn": sklearn.__version__, "skl2onnx": skl2onnx.__version__,
+            "onnx": onnx.__version__}
+
+
+def _write_version(folder: Path, onx, golden: dict[str, np.ndarray], info: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.onnx").write_bytes(onx.SerializeToString())
+    _write_npz(folder / "validation.npz", golden)
+    (folder / "build.json").write_text(json.dumps({**info, "seed": SEED, "versions": _versions()}, indent=2) + "\n")
+
+
+def build(out: Path) -> None:
+    from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, churn, spend = make_dataset(N_ROWS, SEED)
+    X_gold, churn_gold, _ = make_dataset(N_GOLDEN, SEED + 1)
+    d = X.shape[1]
+    common = {"features": FEATURES, "categorical_vocabularies": CATEGORICAL, "rows": N_ROWS}
+
+    gbm = GradientBoostingClassifier(n_estimators=100, max_depth=6, learning_rate=0.1, subsample=0.8,
+                                     random_state=SEED).fit(X, churn)
+    onx = _rename_outputs(_to_onnx(gbm, d, "churn", zipmap=False),
+                          {"label": "label", "probabilities": "probabilities"})
+    _write_version(out / "churn" / "1", onx, {
+        "inputs": X_gold, "label": gbm.predict(X_gold).astype(np.int64),
+        "probabilities": gbm.predict_proba(X_gold)}, {**common, "estimator": "GradientBoostingClassifier(100, depth 6)"})
+
+    mlp = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(256, 256, 256), max_iter=15,
+                                                         batch_size=256, random_state=SEED))
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        # A fixed, short training run is the point: the model exists to be compute-heavy, not perfect.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mlp.fit(X, churn)
+    onx = _rename_outputs(_to_onnx(mlp, d, "churn_mlp", zipmap=False),
+                          {"label": "label", "probabilities": "probabilities"})
+    _write_version(out / "churn_mlp" / "1", onx, {
+        "inputs": X_gold, "label": mlp.predict(X_gold).astype(np.int64),
+        "probabilities": mlp.predict_proba(X_gold)}, {**common, "estimator": "MLPClassifier(256, 256, 256)"})
+
+    reg = GradientBoostingRegressor(n_estimators=100, max_depth=4, random_state=SEED).fit(X, spend)
+    onx = _to_onnx(reg, d, "spend")
+    onx = _rename_outputs(onx, {onx.graph.output[0].name: "prediction"})
+    _write_version(out / "spend" / "1", onx, {
+        "inputs": X_gold, "prediction": reg.predict(X_gold).reshape(-1, 1)},
+        {**common, "estimator": "GradientBoostingRegressor(100, depth 4)", "target": "next month's spend"})
+
+
+def _compare(a: Path, b: Path) -> list[str]:
+    diffs = []
+    for path in sorted(p for p in a.rglob("*") if p.is_file() and p.suffix in {".onnx", ".npz", ".json"}):
+        other = b / path.relative_to(a)
+        if not other.exists() or not filecmp.cmp(path, other, shallow=False):
+            diffs.append(str(path.relative_to(a)))
+    return diffs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="rebuild in a temp dir and compare with models/")
+    args = parser.parse_args(argv)
+    if not args.check:
+        build(HERE)
+        print(f"wrote models under {HERE}")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        build(Path(tmp))
+        diffs = _compare(Path(tmp), HERE)
+    if diffs:
+        print("differs from models/: " + ", ".join(diffs), file=sys.stderr)
+        print(f"this environment: {_versions()} (see build.json for the versions models/ was built with)",
+              file=sys.stderr)
+        return 1
+    print("models/ reproduced byte for byte")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,3 @@
+from fastserve.cli import main
+
+raise SystemExit(main())

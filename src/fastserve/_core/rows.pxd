@@ -1,0 +1,5 @@
+ctypedef fused real:
+    float
+    double
+
+cpdef Py_ssize_t fill_rows(list rows, real[:, ::1] out, bint allow_non_finite, str path) except -1

@@ -1,0 +1,9 @@
+import numpy as np
+import numpy.typing as npt
+
+def fill_rows(
+    rows: list[list[float]],
+    out: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    allow_non_finite: bool,
+    path: str,
+) -> int: ...

@@ -1,0 +1,168 @@
+"""Configuration: the server's options and each model's `fastserve.toml`, validated in one place.
+
+User-facing names map to implementations here (devices to execution providers, optimization levels to
+onnxruntime's enums), so the rest of the code never parses strings.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from fastserve.exceptions import ConfigError
+
+MODEL_CONFIG_FILE = "fastserve.toml"
+
+# device name -> execution providers in order of preference; onnxruntime falls back along the list.
+DEVICES: dict[str, tuple[str, ...]] = {
+    "auto": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "cpu": ("CPUExecutionProvider",),
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+}
+GRAPH_OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How a version's ONNX Runtime session is built.
+
+    Defaults suit tabular models on small batches: one intra-op thread and no spinning, because splitting a
+    30-feature row across threads costs more than it saves and a spinning pool steals the core the event loop
+    needs. Compute-heavy models (large MLPs, big batches) gain from `intra_op_threads` = physical cores.
+    """
+
+    device: str = "auto"
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    allow_spinning: bool = False
+    graph_optimization: str = "all"
+    memory_arena: bool = True
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """What a request may carry for this model."""
+
+    allow_non_finite: bool = False
+    max_rows: int = 4096
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    description: str = ""
+    primary: int | None = None
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    inputs: InputOptions = field(default_factory=InputOptions)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    models_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: str | None = None  # overrides every model's runtime.device when set
+    log_level: str = "info"
+    max_body_bytes: int = 8 * 1024 * 1024
+
+
+class _Table:
+    """A TOML table read key by key, so that unknown keys and wrong types are reported with their place."""
+
+    def __init__(self, data: dict[str, Any], where: str) -> None:
+        self._data = dict(data)
+        self._where = where
+
+    def take(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        if key not in self._data:
+            return default
+        value = self._data.pop(key)
+        # bool is an int in Python; an int field must not accept `true`.
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            value_ok = False
+        else:
+            value_ok = isinstance(value, kind)
+        if not value_ok:
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise ConfigError(f"{self._where}: `{key}` must be {names}, got {type(value).__name__} {value!r}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value: str = self.take(key, str, default)
+        if value not in choices:
+            raise ConfigError(f"{self._where}: `{key}` must be one of {', '.join(choices)}; got {value!r}")
+        return value
+
+    def positive(self, key: str, default: int, *, minimum: int = 1) -> int:
+        value: int = self.take(key, int, default)
+        if value < minimum:
+            raise ConfigError(f"{self._where}: `{key}` must be >= {minimum}, got {value}")
+        return value
+
+    def sub(self, key: str) -> _Table:
+        return _Table(self.take(key, dict, {}), f"{self._where} [{key}]")
+
+    def done(self) -> None:
+        if self._data:
+            unknown = ", ".join(f"`{k}`" for k in sorted(self._data))
+            raise ConfigError(f"{self._where}: unknown key {unknown}; see docs/configuration.md for the keys")
+
+
+def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConfig:
+    top = _Table(data, where)
+    model = top.sub("model")
+    description = model.take("description", str, "")
+    primary = model.take("primary", int, None)
+    if primary is not None and primary < 0:
+        raise ConfigError(f"{where} [model]: `primary` must be a version number >= 0, got {primary}")
+    model.done()
+
+    rt = top.sub("runtime")
+    runtime = RuntimeOptions(
+        device=rt.choice("device", tuple(DEVICES), "auto"),
+        intra_op_threads=rt.positive("intra_op_threads", 1, minimum=0),
+        inter_op_threads=rt.positive("inter_op_threads", 1, minimum=0),
+        allow_spinning=rt.take("allow_spinning", bool, False),
+        graph_optimization=rt.choice("graph_optimization", GRAPH_OPTIMIZATION_LEVELS, "all"),
+        memory_arena=rt.take("memory_arena", bool, True),
+    )
+    rt.done()
+
+    inp = top.sub("inputs")
+    inputs = InputOptions(
+        allow_non_finite=inp.take("allow_non_finite", bool, False),
+        max_rows=inp.positive("max_rows", 4096),
+    )
+    inp.done()
+    top.done()
+    return ModelConfig(name=name, description=description, primary=primary, runtime=runtime, inputs=inputs)
+
+
+def load_model_config(model_dir: Path) -> ModelConfig:
+    """Read `<model_dir>/fastserve.toml`; a model folder without one gets the defaults."""
+    path = model_dir / MODEL_CONFIG_FILE
+    if not path.exists():
+        return ModelConfig(name=model_dir.name)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    return parse_model_config(data, model_dir.name, str(path))
+
+
+def with_device(config: ModelConfig, device: str | None) -> ModelConfig:
+    """The server-wide `--device` overrides each model's own choice."""
+    if device is None:
+        return config
+    return replace(config, runtime=replace(config.runtime, device=device))
+
+
+def default_models_dir() -> Path:
+    """$FASTSERVE_MODELS_DIR, else ./models (the bundled models when run from the repository)."""
+    env = os.environ.get("FASTSERVE_MODELS_DIR")
+    return Path(env) if env else Path("models")

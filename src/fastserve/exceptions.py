@@ -1,0 +1,88 @@
+"""One exception hierarchy. Only `fastserve.http` maps these to status codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FastserveError(Exception):
+    """Base of every error fastserve raises on purpose."""
+
+    code = "internal"
+
+    def __init__(self, message: str, *, detail: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class ConfigError(FastserveError, ValueError):
+    """A configuration file or option is wrong; the message says which and how to fix it."""
+
+    code = "config"
+
+
+class ModelLoadError(FastserveError, RuntimeError):
+    """A model version could not be loaded, warmed or checked."""
+
+    code = "model_load"
+
+
+class DeviceUnavailable(ModelLoadError):
+    """An execution provider was asked for explicitly and cannot be used here."""
+
+    code = "device_unavailable"
+
+
+class NotFound(FastserveError, LookupError):
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
+
+
+class ModelNotReady(FastserveError):
+    """The model exists but no version of it can serve now."""
+
+    code = "model_not_ready"
+
+
+class RequestError(FastserveError, ValueError):
+    """The request itself is wrong (body, headers); the client must change it."""
+
+    code = "bad_request"
+
+
+class MalformedBody(RequestError):
+    """The body cannot be decoded at all."""
+
+    code = "malformed_body"
+
+
+class InvalidInput(RequestError):
+    """The body decodes but its content is not what the model takes."""
+
+    code = "invalid_input"
+
+
+class BodyTooLarge(RequestError):
+    code = "body_too_large"
+
+
+class UnsupportedMediaType(RequestError):
+    code = "unsupported_media_type"
+
+
+class NotAcceptable(RequestError):
+    code = "not_acceptable"
+
+
+class InferenceError(FastserveError, RuntimeError):
+    """ONNX Runtime failed on input that passed validation."""
+
+    code = "inference_failed"

@@ -1,0 +1,75 @@
+"""The ASGI application: predict on a bare fast path, everything else through Starlette."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+
+from fastserve.config import ServerConfig
+from fastserve.exceptions import FastserveError
+from fastserve.http import endpoints
+from fastserve.http.predict import handle_predict, predict_target
+from fastserve.metrics import Metrics
+from fastserve.registry import Registry
+
+log = logging.getLogger("fastserve")
+
+
+class App:
+    """ASGI entry point. Models load in the background after start-up, so /healthz answers at once and
+    /readyz tells when every model can serve."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.registry = Registry(config.models_dir, config.device)
+        self.metrics = Metrics(self.registry)
+        self._loading: asyncio.Task[None] | None = None
+        self._starlette = Starlette(
+            routes=[
+                Route("/v1/models", endpoints.list_models, methods=["GET"]),
+                Route("/v1/models/{name}", endpoints.model_status, methods=["GET"]),
+                Route("/healthz", endpoints.healthz, methods=["GET"]),
+                Route("/readyz", endpoints.readyz, methods=["GET"]),
+                Route("/metrics", endpoints.metrics, methods=["GET"]),
+            ],
+            exception_handlers={FastserveError: endpoints.fastserve_error, HTTPException: endpoints.http_error},
+            lifespan=self._lifespan,
+        )
+        self._starlette.state.fastserve = self
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            target = predict_target(scope["path"])
+            if target is not None:
+                await handle_predict(self, scope, receive, send, *target)
+                return
+        await self._starlette(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
+        self.registry.discover()  # fail start-up at once on a missing directory or a broken config
+        self._loading = asyncio.create_task(self._load())
+        try:
+            yield
+        finally:
+            if not self._loading.done():
+                self._loading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._loading
+            self.registry.close()
+
+    async def _load(self) -> None:
+        await self.registry.load_all()
+        states = ", ".join(f"{m.name}: {'ready' if m.ready else 'NOT READY'}" for m in self.registry.models.values())
+        log.info("models loaded from %s (%s)", self.config.models_dir, states or "no models found")
+
+
+def create_app(config: ServerConfig) -> App:
+    return App(config)

@@ -1,0 +1,95 @@
+"""Content negotiation and (de)serialization: JSON (orjson) and msgpack."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import numpy as np
+import orjson
+
+from fastserve.exceptions import MalformedBody, NotAcceptable, UnsupportedMediaType
+
+JSON = "application/json"
+MSGPACK = "application/msgpack"
+_MEDIA = {
+    "application/json": JSON,
+    "application/msgpack": MSGPACK,
+    "application/x-msgpack": MSGPACK,
+    "application/vnd.msgpack": MSGPACK,
+}
+CONTENT_TYPE_HEADER = {JSON: b"application/json", MSGPACK: b"application/msgpack"}
+
+
+def _media_type(value: str) -> str:
+    return value.split(";", 1)[0].strip().lower()
+
+
+def request_format(content_type: bytes | None) -> str:
+    """The body's format from its Content-Type; a missing one is taken as JSON."""
+    if content_type is None:
+        return JSON
+    media = _media_type(content_type.decode("latin-1"))
+    fmt = _MEDIA.get(media)
+    if fmt is None:
+        raise UnsupportedMediaType(
+            f"Content-Type {media!r} is not supported; send application/json or application/msgpack",
+            detail={"content_type": media},
+        )
+    return fmt
+
+
+def response_format(accept: bytes | None, default: str) -> str:
+    """The answer's format from Accept (q-values honoured); `*/*` or no Accept answers in `default`."""
+    if accept is None:
+        return default
+    choices: list[tuple[float, int, str]] = []
+    for i, part in enumerate(accept.decode("latin-1").split(",")):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            choices.append((-q, i, media.lower()))
+    for _, _, media in sorted(choices):
+        if media in _MEDIA:
+            return _MEDIA[media]
+        if media in ("*/*", "application/*", ""):
+            return default
+    raise NotAcceptable(
+        f"cannot answer in {accept.decode('latin-1')!r}; accept application/json or application/msgpack",
+        detail={"accept": accept.decode("latin-1")},
+    )
+
+
+def decode(body: bytes, fmt: str) -> Any:
+    if not body:
+        raise MalformedBody("empty body; send an object such as {\"inputs\": [[...]]}")
+    if fmt == JSON:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedBody(f"body is not valid JSON: {exc}") from exc
+    try:
+        # msgpack bounds every container length by the buffer size, so a huge declared length fails fast.
+        return msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises ValueError subclasses, UnicodeDecodeError, TypeError...
+        raise MalformedBody(f"body is not valid msgpack: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _msgpack_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def encode(obj: Any, fmt: str) -> bytes:
+    if fmt == JSON:
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+    return msgpack.packb(obj, use_bin_type=True, default=_msgpack_default)

@@ -1,0 +1,74 @@
+"""Everything but predict: model listing and status, health, readiness, metrics. Served through Starlette."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fastserve.exceptions import FastserveError, ModelNotFound
+from fastserve.http.errors import error_body, error_headers, status_for
+from fastserve.metrics import PROMETHEUS_CONTENT_TYPE
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _app(request: Request) -> Any:
+    return request.app.state.fastserve
+
+
+async def list_models(request: Request) -> Response:
+    registry = _app(request).registry
+    return JSONResponse({"models": [
+        {"name": m.name, "ready": m.ready, "primary": m.primary.number if m.primary else None,
+         "versions": [{"version": v.number, "state": v.state} for _, v in sorted(m.versions.items())]}
+        for _, m in sorted(registry.models.items())
+    ]})
+
+
+async def model_status(request: Request) -> Response:
+    registry = _app(request).registry
+    name = request.path_params["name"]
+    model = registry.models.get(name)
+    if model is None:
+        raise ModelNotFound(f"no model named {name!r} (models: {', '.join(sorted(registry.models)) or 'none'})",
+                            detail={"model": name})
+    return JSONResponse(model.status())
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "alive"})
+
+
+async def readyz(request: Request) -> Response:
+    registry = _app(request).registry
+    models = {name: m.ready for name, m in sorted(registry.models.items())}
+    ready = registry.ready
+    body = {"ready": ready, "loading": not registry.loaded, "models": models}
+    return JSONResponse(body, status_code=200 if ready else 503, headers=None if ready else {"retry-after": "1"})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_app(request).metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
+
+
+async def fastserve_error(request: Request, exc: Exception) -> Response:
+    exc = cast(FastserveError, exc)  # registered for this type only
+    status = status_for(exc)
+    headers = {k.decode(): v.decode() for k, v in error_headers(status)}
+    return JSONResponse(error_body(exc.code, exc.message, exc.detail), status_code=status, headers=headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    exc = cast(HTTPException, exc)  # registered for this type only
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = f"no route for {request.method} {request.url.path}" if exc.status_code == 404 else str(exc.detail)
+    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)

@@ -1,0 +1,48 @@
+"""The one place where exceptions become HTTP status codes and error bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastserve.exceptions import (
+    BodyTooLarge,
+    FastserveError,
+    InferenceError,
+    InvalidInput,
+    MalformedBody,
+    ModelNotReady,
+    NotAcceptable,
+    NotFound,
+    RequestError,
+    UnsupportedMediaType,
+)
+
+# Most specific first.
+_STATUS: tuple[tuple[type[FastserveError], int], ...] = (
+    (NotFound, 404),
+    (ModelNotReady, 503),
+    (BodyTooLarge, 413),
+    (UnsupportedMediaType, 415),
+    (NotAcceptable, 406),
+    (MalformedBody, 400),
+    (InvalidInput, 422),
+    (RequestError, 400),
+    (InferenceError, 500),
+)
+RETRY_AFTER_SECONDS = {503: 1}
+
+
+def status_for(exc: FastserveError) -> int:
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "detail": detail}}
+
+
+def error_headers(status: int) -> list[tuple[bytes, bytes]]:
+    retry = RETRY_AFTER_SECONDS.get(status)
+    return [(b"retry-after", str(retry).encode())] if retry is not None else []

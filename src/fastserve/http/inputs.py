@@ -1,0 +1,111 @@
+"""A predict body's `inputs` into the model's input matrix: rows (JSON or msgpack) or a raw msgpack tensor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fastserve._core import fill_rows
+from fastserve.config import InputOptions
+from fastserve.exceptions import InvalidInput
+from fastserve.runtime import ModelSession
+
+PREDICT_KEYS = frozenset({"inputs"})
+_TENSOR_KEYS = frozenset({"dtype", "shape", "data"})
+# Raw tensors are little-endian whatever the machine.
+_TENSOR_DTYPES = {"float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "bool", type(None): "null"}.get(
+        type(value), type(value).__name__)
+
+
+def predict_inputs(payload: Any, session: ModelSession, options: InputOptions) -> np.ndarray:
+    """Validate a decoded predict body and return `[rows, n_features]` in the model's input dtype."""
+    if type(payload) is not dict:
+        raise InvalidInput(f"expected an object with `inputs`, got {_type_name(payload)} - at `$`",
+                           detail={"path": "$"})
+    if payload.keys() - PREDICT_KEYS or "inputs" not in payload:
+        unknown = sorted(payload.keys() - PREDICT_KEYS)
+        why = f"unknown field `{unknown[0]}`" if unknown else "missing field `inputs`"
+        raise InvalidInput(f"{why}; a predict body has {', '.join(sorted(PREDICT_KEYS))} - at `$`",
+                           detail={"path": "$", "unknown": unknown})
+    inputs = payload["inputs"]
+    if type(inputs) is list:
+        return _from_rows(inputs, session, options)
+    if type(inputs) is dict:
+        return _from_tensor(inputs, session, options)
+    raise InvalidInput(f"expected `inputs` to be an array of rows or a tensor object, got {_type_name(inputs)}"
+                       " - at `$.inputs`", detail={"path": "$.inputs"})
+
+
+def _check_rows(n: int, session: ModelSession, options: InputOptions, path: str) -> None:
+    if n == 0:
+        raise InvalidInput(f"empty batch: send at least one row - at `{path}`", detail={"path": path})
+    limit = min(options.max_rows, session.fixed_batch or options.max_rows)
+    if n > limit:
+        raise InvalidInput(f"batch of {n} rows is over this model's limit of {limit} - at `{path}`",
+                           detail={"path": path, "rows": n, "max_rows": limit})
+    if session.fixed_batch is not None and n != session.fixed_batch:
+        raise InvalidInput(f"this model takes exactly {session.fixed_batch} rows, got {n} - at `{path}`",
+                           detail={"path": path, "rows": n})
+
+
+def _from_rows(rows: list[Any], session: ModelSession, options: InputOptions) -> np.ndarray:
+    _check_rows(len(rows), session, options, "$.inputs")
+    out = np.empty((len(rows), session.n_features), dtype=session.input_dtype)
+    fill_rows(rows, out, options.allow_non_finite, "$.inputs")
+    return out
+
+
+def _from_tensor(tensor: dict[str, Any], session: ModelSession, options: InputOptions) -> np.ndarray:
+    if tensor.keys() != _TENSOR_KEYS:
+        missing = sorted(_TENSOR_KEYS - tensor.keys())
+        extra = sorted(tensor.keys() - _TENSOR_KEYS)
+        raise InvalidInput(f"a tensor has exactly `dtype`, `shape`, `data` (missing {missing}, unknown {extra})"
+                           " - at `$.inputs`", detail={"path": "$.inputs", "missing": missing, "unknown": extra})
+    dtype, shape, data = tensor["dtype"], tensor["shape"], tensor["data"]
+    if dtype not in _TENSOR_DTYPES:
+        raise InvalidInput(f"tensor dtype must be one of {', '.join(_TENSOR_DTYPES)}, got {dtype!r} - at "
+                           "`$.inputs.dtype`", detail={"path": "$.inputs.dtype"})
+    if (type(shape) is not list or len(shape) != 2 or any(type(s) is not int or s < 0 for s in shape)):
+        raise InvalidInput(f"tensor shape must be [rows, features] with non-negative integers, got {shape!r} - at "
+                           "`$.inputs.shape`", detail={"path": "$.inputs.shape"})
+    rows, width = shape
+    if width != session.n_features:
+        raise InvalidInput(f"expected {session.n_features} features per row, got {width} - at `$.inputs.shape[1]`",
+                           detail={"path": "$.inputs.shape[1]", "expected": session.n_features, "got": width})
+    _check_rows(rows, session, options, "$.inputs.shape[0]")
+    if type(data) is not bytes:
+        raise InvalidInput(f"tensor data must be raw bytes (msgpack bin), got {_type_name(data)} - at "
+                           "`$.inputs.data`", detail={"path": "$.inputs.data"})
+    source = np.dtype(_TENSOR_DTYPES[dtype])
+    expected = rows * width * source.itemsize
+    if len(data) != expected:
+        raise InvalidInput(f"tensor data has {len(data)} bytes; shape {shape} of {dtype} needs {expected} - at "
+                           "`$.inputs.data`", detail={"path": "$.inputs.data", "expected": expected,
+                                                      "got": len(data)})
+    raw = np.frombuffer(data, dtype=source).reshape(rows, width)
+    with np.errstate(over="ignore"):
+        x = raw.astype(session.input_dtype, copy=False)
+    if not options.allow_non_finite or x.dtype != raw.dtype:
+        _check_finite(raw, x, options.allow_non_finite)
+    return x
+
+
+def _check_finite(raw: np.ndarray, x: np.ndarray, allow_non_finite: bool) -> None:
+    """Vectorized: refuse NaN/Inf (unless allowed) and values the cast to the model's dtype made infinite."""
+    finite = np.isfinite(x)
+    if finite.all():
+        return
+    bad = ~finite if not allow_non_finite else (~finite & np.isfinite(raw))
+    if not bad.any():
+        return
+    i, j = (int(k) for k in np.argwhere(bad)[0])
+    value = raw[i, j].item()
+    why = (f"value {value!r} is out of the {x.dtype} range" if np.isfinite(raw[i, j])
+           else f"non-finite value {value!r} refused (the model's inputs must be finite)")
+    path = f"$.inputs.data[{i}][{j}]"
+    raise InvalidInput(f"{why} - at `{path}`", detail={"path": path, "row": i, "column": j})

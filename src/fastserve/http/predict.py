@@ -1,0 +1,134 @@
+"""The predict route as a bare ASGI handler: the hot path pays for no framework layer it does not need."""
+
+from __future__ import annotations
+
+import logging
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from fastserve.exceptions import BodyTooLarge, FastserveError, NotAcceptable, RequestError
+from fastserve.http.codecs import CONTENT_TYPE_HEADER, JSON, decode, encode, request_format, response_format
+from fastserve.http.errors import error_body, error_headers, status_for
+from fastserve.http.inputs import predict_inputs
+from fastserve.routing import route
+
+if TYPE_CHECKING:
+    from fastserve.http.app import App
+
+log = logging.getLogger("fastserve.http")
+
+Scope = dict[str, Any]
+CLIENT_CLOSED = 499  # counted in metrics only: nobody is left to answer
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+def predict_target(path: str) -> tuple[str, str | None] | None:
+    """(model, version or None) for `/v1/models/{name}[/versions/{v}]/predict`, else None."""
+    if not path.startswith("/v1/models/") or not path.endswith("/predict"):
+        return None
+    parts = path.split("/")  # ['', 'v1', 'models', name, ..., 'predict']
+    if len(parts) == 5 and parts[3]:
+        return parts[3], None
+    if len(parts) == 7 and parts[3] and parts[4] == "versions" and parts[5]:
+        return parts[3], parts[5]
+    return None
+
+
+async def read_body(receive: Any, content_length: bytes | None, limit: int) -> bytes:
+    """The whole body, refused from its Content-Length, or while counting bytes, once over `limit`."""
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise RequestError(f"invalid Content-Length {content_length.decode('latin-1')!r}") from None
+        if declared > limit:
+            raise BodyTooLarge(f"body of {declared} bytes is over the limit of {limit} bytes",
+                               detail={"limit": limit, "declared": declared})
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise BodyTooLarge(f"body is over the limit of {limit} bytes", detail={"limit": limit})
+        return body
+    chunks, size = [body], len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"body is over the limit of {limit} bytes", detail={"limit": limit})
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def send_bytes(send: Any, status: int, body: bytes, fmt: str,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    all_headers = [(b"content-type", CONTENT_TYPE_HEADER[fmt]), (b"content-length", str(len(body)).encode())]
+    if headers:
+        all_headers.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: str, version: str | None) -> None:
+    started = perf_counter()
+    stats = app.metrics.stats
+    stats.in_flight += 1
+    model_label = version_label = ""
+    status = 500
+    fmt = JSON
+    try:
+        content_type = accept = content_length = None
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                content_type = value
+            elif key == b"accept":
+                accept = value
+            elif key == b"content-length":
+                content_length = value
+        try:
+            fmt = request_format(content_type)
+            fmt = response_format(accept, fmt)
+            if scope["method"] != "POST":
+                await _send_error(send, 405, "method_not_allowed", "predict takes POST", None, fmt,
+                                  [(b"allow", b"POST")])
+                status = 405
+                return
+            body = await read_body(receive, content_length, app.config.max_body_bytes)
+            target = route(app.registry, name, version)
+            model_label, version_label = target.model, str(target.number)
+            x = predict_inputs(decode(body, fmt), target.session, target.config.inputs)  # type: ignore[arg-type]
+            outputs = await target.runner.run(x)  # type: ignore[union-attr]
+            payload = encode({"model": target.model, "version": target.number, "outputs": outputs}, fmt)
+        except FastserveError as exc:
+            status = status_for(exc)
+            if isinstance(exc, NotAcceptable):
+                fmt = JSON
+            if status >= 500:
+                log.error("%s: %s", scope["path"], exc.message)
+            await _send_error(send, status, exc.code, exc.message, exc.detail, fmt, error_headers(status))
+            return
+        status = 200
+        await send_bytes(send, 200, payload, fmt, [(b"x-model-version", version_label.encode())])
+    except ClientDisconnected:
+        status = CLIENT_CLOSED
+    except Exception:
+        log.exception("unexpected error serving %s", scope["path"])
+        status = 500
+        await _send_error(send, 500, "internal", "internal error; see the server log", None, fmt, None)
+    finally:
+        stats.in_flight -= 1
+        stats.observe(model_label, version_label, status, perf_counter() - started)
+
+
+async def _send_error(send: Any, status: int, code: str, message: str, detail: Any, fmt: str,
+                      headers: list[tuple[bytes, bytes]] | None) -> None:
+    await send_bytes(send, status, encode(error_body(code, message, detail), fmt), fmt, headers)

@@ -1,0 +1,116 @@
+"""Prometheus metrics. The request path only bumps plain counters; a collector turns them into metric
+families when /metrics is scraped, so serving pays nothing per request for the Prometheus client."""
+
+from __future__ import annotations
+
+import platform
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+
+import fastserve
+
+if TYPE_CHECKING:
+    from fastserve.registry import Registry
+
+# Seconds. Fine at the low end, where a tabular model answers.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0)
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Histogram:
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # last one is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.buckets[bisect_left(LATENCY_BUCKETS, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, total = [], 0
+        for bound, n in zip((*LATENCY_BUCKETS, float("inf")), self.buckets, strict=True):
+            total += n
+            out.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        return out
+
+
+class RequestStats:
+    """Counts kept by the request path. Model and version labels come from the registry, never from the
+    client: an unknown model is counted under model="" so label values stay bounded."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[tuple[str, str], _Histogram] = {}
+        self.in_flight = 0
+
+    def observe(self, model: str, version: str, status: int, seconds: float) -> None:
+        key = (model, version, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        hist = self.latency.get((model, version))
+        if hist is None:
+            hist = self.latency[(model, version)] = _Histogram()
+        hist.observe(seconds)
+
+
+class _Collector:
+    def __init__(self, stats: RequestStats, registry: Registry) -> None:
+        self._stats = stats
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("fastserve_build_info", "fastserve build", labels=["version", "core", "python"])
+        info.add_metric([fastserve.__version__, "compiled", platform.python_version()], 1)
+        yield info
+
+        requests = CounterMetricFamily("fastserve_requests", "Prediction requests answered, by status code",
+                                       labels=["model", "version", "code"])
+        for (model, version, code), n in sorted(self._stats.requests.items()):
+            requests.add_metric([model, version, str(code)], n)
+        yield requests
+
+        latency = HistogramMetricFamily("fastserve_request_duration_seconds",
+                                        "Time from request start to the last byte of the answer, in the server",
+                                        labels=["model", "version"])
+        for (model, version), hist in sorted(self._stats.latency.items()):
+            latency.add_metric([model, version], hist.cumulative(), hist.sum)
+        yield latency
+
+        in_flight = GaugeMetricFamily("fastserve_requests_in_flight", "Prediction requests being served now")
+        in_flight.add_metric([], self._stats.in_flight)
+        yield in_flight
+
+        ready = GaugeMetricFamily("fastserve_model_version_ready", "1 when the version is loaded and can serve",
+                                  labels=["model", "version", "provider"])
+        load = GaugeMetricFamily("fastserve_model_version_load_seconds", "Time to load and warm the version",
+                                 labels=["model", "version"])
+        for model in self._registry.models.values():
+            for version in model.versions.values():
+                provider = version.session.providers[0] if version.session else ""
+                ready.add_metric([model.name, str(version.number), provider], 1 if version.state == "ready" else 0)
+                if version.load_seconds is not None:
+                    load.add_metric([model.name, str(version.number)], version.load_seconds)
+        yield ready
+        yield load
+
+
+class Metrics:
+    """The server's metrics registry: request counts, latency, model state, process figures."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.stats = RequestStats()
+        self.prometheus = CollectorRegistry(auto_describe=False)
+        self.prometheus.register(_Collector(self.stats, registry))
+        self.prometheus.register(ProcessCollector(namespace="fastserve", registry=None))
+
+    def render(self) -> bytes:
+        return generate_latest(self.prometheus)

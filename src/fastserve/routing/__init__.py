@@ -1,0 +1,5 @@
+"""Which version answers a request."""
+
+from fastserve.routing.router import route
+
+__all__ = ["route"]
