@@ -24,7 +24,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 SEED = 20261123
@@ -98,11 +98,16 @@ def _to_onnx(model, n_features: int, name: str, *, zipmap: bool | None = None):
         naming=name,
     )
     onx.doc_string = ""
+    # skl2onnx collects opset domains in a set: their order follows the process's string hash seed.
+    opsets = sorted((o.domain, o.version) for o in onx.opset_import)
+    del onx.opset_import[:]
+    for domain, version in opsets:
+        onx.opset_import.add(domain=domain, version=version)
     return onx
 
 
 def _rename_outputs(onx, names: dict[str, str]):
-    """Give outputs stable, readable names (what clients read in the answer)."""
+    """Give outputs readable names (what clients read in the answer)."""
     graph = onx.graph
     for node in graph.node:
         for i, out in enumerate(node.output):
@@ -142,46 +147,42 @@ def _write_version(folder: Path, onx, golden: dict[str, np.ndarray], info: dict)
 
 
 def build(out: Path) -> None:
+    import warnings
+
     from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     X, churn, spend = make_dataset(N_ROWS, SEED)
-    X_gold, churn_gold, _ = make_dataset(N_GOLDEN, SEED + 1)
+    X_gold, _, _ = make_dataset(N_GOLDEN, SEED + 1)
     d = X.shape[1]
     common = {"features": FEATURES, "categorical_vocabularies": CATEGORICAL, "rows": N_ROWS}
 
+    def classifier(name: str, model, estimator: str) -> None:
+        golden = {"inputs": X_gold, "label": model.predict(X_gold).astype(np.int64),
+                  "probabilities": model.predict_proba(X_gold)}
+        _write_version(out / name / "1", _to_onnx(model, d, name, zipmap=False), golden,
+                       {**common, "estimator": estimator})
+
     gbm = GradientBoostingClassifier(n_estimators=100, max_depth=6, learning_rate=0.1, subsample=0.8,
                                      random_state=SEED).fit(X, churn)
-    onx = _rename_outputs(_to_onnx(gbm, d, "churn", zipmap=False),
-                          {"label": "label", "probabilities": "probabilities"})
-    _write_version(out / "churn" / "1", onx, {
-        "inputs": X_gold, "label": gbm.predict(X_gold).astype(np.int64),
-        "probabilities": gbm.predict_proba(X_gold)}, {**common, "estimator": "GradientBoostingClassifier(100, depth 6)"})
+    classifier("churn", gbm, "GradientBoostingClassifier(100, depth 6)")
 
     mlp = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(256, 256, 256), max_iter=15,
                                                          batch_size=256, random_state=SEED))
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-
     with warnings.catch_warnings():
         # A fixed, short training run is the point: the model exists to be compute-heavy, not perfect.
         warnings.simplefilter("ignore", ConvergenceWarning)
         mlp.fit(X, churn)
-    onx = _rename_outputs(_to_onnx(mlp, d, "churn_mlp", zipmap=False),
-                          {"label": "label", "probabilities": "probabilities"})
-    _write_version(out / "churn_mlp" / "1", onx, {
-        "inputs": X_gold, "label": mlp.predict(X_gold).astype(np.int64),
-        "probabilities": mlp.predict_proba(X_gold)}, {**common, "estimator": "MLPClassifier(256, 256, 256)"})
+    classifier("churn_mlp", mlp, "MLPClassifier(256, 256, 256)")
 
     reg = GradientBoostingRegressor(n_estimators=100, max_depth=4, random_state=SEED).fit(X, spend)
     onx = _to_onnx(reg, d, "spend")
     onx = _rename_outputs(onx, {onx.graph.output[0].name: "prediction"})
-    _write_version(out / "spend" / "1", onx, {
-        "inputs": X_gold, "prediction": reg.predict(X_gold).reshape(-1, 1)},
-        {**common, "estimator": "GradientBoostingRegressor(100, depth 4)", "target": "next month's spend"})
+    _write_version(out / "spend" / "1", onx, {"inputs": X_gold, "prediction": reg.predict(X_gold).reshape(-1, 1)},
+                   {**common, "estimator": "GradientBoostingRegressor(100, depth 4)", "target": "next month's spend"})
 
 
 def _compare(a: Path, b: Path) -> list[str]:

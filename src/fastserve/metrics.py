@@ -37,7 +37,8 @@ class _Histogram:
         self.count += 1
 
     def cumulative(self) -> list[tuple[str, float]]:
-        out, total = [], 0
+        out: list[tuple[str, float]] = []
+        total = 0
         for bound, n in zip((*LATENCY_BUCKETS, float("inf")), self.buckets, strict=True):
             total += n
             out.append(("+Inf" if bound == float("inf") else repr(bound), total))
@@ -93,12 +94,12 @@ class _Collector:
                                   labels=["model", "version", "provider"])
         load = GaugeMetricFamily("fastserve_model_version_load_seconds", "Time to load and warm the version",
                                  labels=["model", "version"])
-        for model in self._registry.models.values():
-            for version in model.versions.values():
-                provider = version.session.providers[0] if version.session else ""
-                ready.add_metric([model.name, str(version.number), provider], 1 if version.state == "ready" else 0)
-                if version.load_seconds is not None:
-                    load.add_metric([model.name, str(version.number)], version.load_seconds)
+        for loaded in self._registry.models.values():
+            for v in loaded.versions.values():
+                provider = v.session.providers[0] if v.session else ""
+                ready.add_metric([loaded.name, str(v.number), provider], 1 if v.state == "ready" else 0)
+                if v.load_seconds is not None:
+                    load.add_metric([loaded.name, str(v.number)], v.load_seconds)
         yield ready
         yield load
 

@@ -95,8 +95,8 @@ async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: 
             elif key == b"content-length":
                 content_length = value
         try:
-            fmt = request_format(content_type)
-            fmt = response_format(accept, fmt)
+            body_fmt = request_format(content_type)
+            fmt = response_format(accept, body_fmt)
             if scope["method"] != "POST":
                 await _send_error(send, 405, "method_not_allowed", "predict takes POST", None, fmt,
                                   [(b"allow", b"POST")])
@@ -105,7 +105,7 @@ async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: 
             body = await read_body(receive, content_length, app.config.max_body_bytes)
             target = route(app.registry, name, version)
             model_label, version_label = target.model, str(target.number)
-            x = predict_inputs(decode(body, fmt), target.session, target.config.inputs)  # type: ignore[arg-type]
+            x = predict_inputs(decode(body, body_fmt), target.session, target.config.inputs)  # type: ignore[arg-type]
             outputs = await target.runner.run(x)  # type: ignore[union-attr]
             payload = encode({"model": target.model, "version": target.number, "outputs": outputs}, fmt)
         except FastserveError as exc:

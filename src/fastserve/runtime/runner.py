@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -53,10 +54,8 @@ class Runner:
                 result, error = self._fn(x), None
             except BaseException as exc:
                 result, error = None, exc
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop closed while we ran: nobody is waiting
                 loop.call_soon_threadsafe(_resolve, fut, result, error)
-            except RuntimeError:  # the loop closed while we ran: nobody is waiting
-                pass
 
     def close(self, timeout: float = 5.0) -> None:
         """Finish queued jobs, then stop the thread."""

@@ -1,0 +1,111 @@
+"""Predictions over real HTTP match in-process onnxruntime and the original scikit-learn models."""
+
+import msgpack
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from tests.conftest import MODELS
+
+JSON = {"content-type": "application/json"}
+MSGPACK = {"content-type": "application/msgpack"}
+
+
+def local_outputs(model: str, x: np.ndarray) -> dict[str, np.ndarray]:
+    # The server's options (one intra-op thread): a tree ensemble split over threads sums in another order.
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(MODELS / model / "1" / "model.onnx"), sess_options=options,
+                                   providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {"inputs": x.astype(np.float32)}), strict=True))
+
+
+@pytest.mark.parametrize("model", ["churn", "churn_mlp", "spend"])
+def test_json_outputs_equal_in_process_onnxruntime(client, golden, model):
+    x = golden[model]["inputs"]
+    r = client.post(f"/v1/models/{model}/predict", json={"inputs": x.tolist()})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == model and body["version"] == 1
+    assert r.headers["x-model-version"] == "1"
+    expected = local_outputs(model, x)
+    assert set(body["outputs"]) == set(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(np.asarray(body["outputs"][name], dtype=value.dtype), value)
+
+
+@pytest.mark.parametrize("model", ["churn", "churn_mlp"])
+def test_classifier_probabilities_match_scikit_learn(client, golden, model):
+    g = golden[model]
+    r = client.post(f"/v1/models/{model}/predict", json={"inputs": g["inputs"].tolist()})
+    outputs = r.json()["outputs"]
+    np.testing.assert_allclose(np.asarray(outputs["probabilities"]), g["probabilities"], atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(outputs["label"], g["label"])
+
+
+def test_regressor_matches_scikit_learn(client, golden):
+    g = golden["spend"]
+    r = client.post("/v1/models/spend/predict", json={"inputs": g["inputs"].tolist()})
+    np.testing.assert_allclose(np.asarray(r.json()["outputs"]["prediction"]), g["prediction"], rtol=1e-5)
+
+
+def test_msgpack_rows_and_raw_tensor_give_the_json_answer(client, golden):
+    x = golden["churn"]["inputs"][:17]
+    by_json = client.post("/v1/models/churn/predict", json={"inputs": x.tolist()}).json()
+    rows = client.post("/v1/models/churn/predict", headers=MSGPACK, content=msgpack.packb({"inputs": x.tolist()}))
+    assert rows.status_code == 200 and rows.headers["content-type"] == "application/msgpack"
+    tensor = {"dtype": "float32", "shape": list(x.shape), "data": x.astype("<f4").tobytes()}
+    raw = client.post("/v1/models/churn/predict", headers=MSGPACK, content=msgpack.packb({"inputs": tensor}))
+    assert raw.status_code == 200
+    for answer in (rows, raw):
+        body = msgpack.unpackb(answer.content)
+        assert body["model"] == "churn" and body["version"] == 1
+        assert body["outputs"]["label"] == by_json["outputs"]["label"]
+        np.testing.assert_array_equal(np.float32(body["outputs"]["probabilities"]),
+                                      np.float32(by_json["outputs"]["probabilities"]))
+
+
+def test_float64_raw_tensor_is_cast_to_the_model_dtype(client, golden):
+    x = golden["spend"]["inputs"][:3].astype(np.float64)
+    tensor = {"dtype": "float64", "shape": [3, 22], "data": x.astype("<f8").tobytes()}
+    r = client.post("/v1/models/spend/predict", headers=MSGPACK, content=msgpack.packb({"inputs": tensor}))
+    assert r.status_code == 200
+    expected = local_outputs("spend", x)["prediction"]
+    np.testing.assert_array_equal(np.float32(msgpack.unpackb(r.content)["outputs"]["prediction"]), expected)
+
+
+def test_explicit_version_route(client, golden):
+    x = golden["churn"]["inputs"][:2].tolist()
+    r = client.post("/v1/models/churn/versions/1/predict", json={"inputs": x})
+    assert r.status_code == 200 and r.json()["version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("request_headers", "answer_type"),
+    [
+        ({**JSON, "accept": "application/msgpack"}, "application/msgpack"),
+        ({**MSGPACK, "accept": "application/json"}, "application/json"),
+        ({**MSGPACK, "accept": "*/*"}, "application/msgpack"),
+        ({**JSON, "accept": "application/json;q=0.5, application/msgpack"}, "application/msgpack"),
+        ({**JSON, "accept": "text/html, application/*;q=0.8"}, "application/json"),
+    ],
+)
+def test_answer_format_follows_accept(client, golden, request_headers, answer_type):
+    row = golden["churn"]["inputs"][:1].tolist()
+    body = msgpack.packb({"inputs": row}) if "msgpack" in request_headers["content-type"] else None
+    r = client.post("/v1/models/churn/predict", headers=request_headers,
+                    content=body if body is not None else None, json=None if body is not None else {"inputs": row})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == answer_type
+    decoded = msgpack.unpackb(r.content) if answer_type == "application/msgpack" else r.json()
+    assert decoded["outputs"]["label"] == [int(golden["churn"]["label"][0])]
+
+
+def test_content_type_parameters_are_ignored(client, golden):
+    row = golden["churn"]["inputs"][:1].tolist()
+    import orjson
+
+    r = client.post("/v1/models/churn/predict", headers={"content-type": "application/json; charset=utf-8"},
+                    content=orjson.dumps({"inputs": row}))
+    assert r.status_code == 200

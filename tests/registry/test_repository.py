@@ -1,0 +1,73 @@
+"""Reading a model repository and its configs."""
+
+import pytest
+
+from fastserve.config import ModelConfig, RuntimeOptions, load_model_config, with_device
+from fastserve.exceptions import ConfigError
+from fastserve.registry import scan
+from tests.conftest import MODELS, write_tiny_model
+
+
+def test_bundled_repository():
+    found = {m.name: m for m in scan(MODELS)}
+    assert set(found) == {"churn", "churn_mlp", "spend"}
+    for model in found.values():
+        assert list(model.versions) == [1]
+        assert (model.versions[1] / "model.onnx").stat().st_size < 5 * 1024 * 1024
+        assert model.config.description
+        assert (model.versions[1] / "validation.npz").is_file()
+
+
+def test_scan_skips_what_is_not_a_model(tmp_path):
+    write_tiny_model(tmp_path / "good" / "3")
+    write_tiny_model(tmp_path / "good" / "10")
+    (tmp_path / "good" / "draft").mkdir()  # not a number
+    (tmp_path / "good" / "4").mkdir()  # no model.onnx
+    write_tiny_model(tmp_path / ".hidden" / "1")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "README").write_text("x")
+    (model,) = scan(tmp_path)
+    assert model.name == "good" and sorted(model.versions) == [3, 10]
+    assert model.config == ModelConfig(name="good")
+
+
+def test_missing_directory_says_what_to_do(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist; pass MODELS_DIR or set FASTSERVE_MODELS_DIR"):
+        scan(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[runtime]\ndevice = 'gpu'\n", "`device` must be one of auto, cpu, cuda, tensorrt; got 'gpu'"),
+        ("[runtime]\nintra_op_threads = 'two'\n", "`intra_op_threads` must be int, got str 'two'"),
+        ("[runtime]\nintra_op_threads = -1\n", "`intra_op_threads` must be >= 0, got -1"),
+        ("[runtime]\nmemory_arena = 1\n", "`memory_arena` must be bool, got int 1"),
+        ("[inputs]\nmax_rows = true\n", "`max_rows` must be int, got bool True"),
+        ("[inputs]\nmax_rows = 0\n", "`max_rows` must be >= 1, got 0"),
+        ("[inputs]\nmax_row = 10\n", "[inputs]: unknown key `max_row`"),
+        ("[batching]\nmax_batch_size = 8\n", "unknown key `batching`"),
+        ("[model]\nprimary = -2\n", "`primary` must be a version number >= 0"),
+        ("[model\n", "not valid TOML"),
+    ],
+)
+def test_config_errors_name_the_file_and_key(tmp_path, text, message):
+    (tmp_path / "fastserve.toml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_model_config(tmp_path)
+    assert message in str(info.value)
+    assert str(tmp_path / "fastserve.toml") in str(info.value)
+
+
+def test_full_config_is_read(tmp_path):
+    (tmp_path / "fastserve.toml").write_text(
+        "[model]\ndescription = 'd'\nprimary = 2\n"
+        "[runtime]\ndevice = 'cpu'\nintra_op_threads = 4\ninter_op_threads = 2\nallow_spinning = true\n"
+        "graph_optimization = 'basic'\nmemory_arena = false\n"
+        "[inputs]\nallow_non_finite = true\nmax_rows = 16\n")
+    c = load_model_config(tmp_path)
+    assert c.description == "d" and c.primary == 2
+    assert c.runtime == RuntimeOptions("cpu", 4, 2, True, "basic", False)
+    assert c.inputs.allow_non_finite is True and c.inputs.max_rows == 16
+    assert with_device(c, "cuda").runtime.device == "cuda"
+    assert with_device(c, None) is c
