@@ -34,6 +34,8 @@ class RuntimeOptions:
     Defaults suit tabular models on small batches: one intra-op thread and no spinning, because splitting a
     30-feature row across threads costs more than it saves and a spinning pool steals the core the event loop
     needs. Compute-heavy models (large MLPs, big batches) gain from `intra_op_threads` = physical cores.
+    `inline_run_max_us`: a lone request whose run is expected under this runs on the event loop thread, skipping
+    the hand-off to the worker thread (see `runtime.runner.Runner`); 0 = always hand off.
     """
 
     device: str = "auto"
@@ -42,6 +44,7 @@ class RuntimeOptions:
     allow_spinning: bool = False
     graph_optimization: str = "all"
     memory_arena: bool = True
+    inline_run_max_us: int = 200
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
         allow_spinning=rt.take("allow_spinning", bool, False),
         graph_optimization=rt.choice("graph_optimization", GRAPH_OPTIMIZATION_LEVELS, "all"),
         memory_arena=rt.take("memory_arena", bool, True),
+        inline_run_max_us=rt.positive("inline_run_max_us", 200, minimum=0),
     )
     rt.done()
 

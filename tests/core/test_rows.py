@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from fastserve._core import fill_rows
+from fastserve._core import fill_rows, first_non_finite
 from fastserve.exceptions import InvalidInput
 
 
@@ -69,3 +69,19 @@ def test_compiled_core_is_compiled():
     import fastserve._core.rows as rows
 
     assert rows.__file__.endswith((".so", ".pyd")), rows.__file__
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_first_non_finite(dtype):
+    x = np.ones((3, 4), dtype=dtype)
+    assert first_non_finite(x) == -1
+    x[2, 1] = math.inf
+    assert first_non_finite(x) == 9
+    x[1, 3] = math.nan
+    assert first_non_finite(x) == 7
+
+
+def test_first_non_finite_reads_read_only_buffers():
+    x = np.frombuffer(np.array([1.0, math.nan], dtype=np.float32).tobytes(), dtype=np.float32).reshape(1, 2)
+    assert not x.flags.writeable
+    assert first_non_finite(x) == 1

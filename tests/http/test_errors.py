@@ -214,3 +214,24 @@ def test_configured_max_rows(small_limit_server):
     r = httpx.post(f"{small_limit_server.url}/v1/models/churn/predict", json={"inputs": [ROW] * 9})
     assert r.status_code == 422
     assert error_of(r)["detail"] == {"path": "$.inputs", "rows": 9, "max_rows": 8}
+
+
+def test_float64_tensor_with_allowed_non_finite_still_refuses_overflow(small_limit_server):
+    x = np.ones((2, 22), dtype="<f8")
+    x[0, 1] = math.nan
+    ok = httpx.post(f"{small_limit_server.url}/v1/models/churn/predict", headers=MSGPACK,
+                    content=msgpack.packb({"inputs": tensor(dtype="float64", shape=(2, 22), data=x.tobytes())}))
+    assert ok.status_code == 200, ok.content
+    x[1, 3] = -1e300
+    r = httpx.post(f"{small_limit_server.url}/v1/models/churn/predict", headers=MSGPACK,
+                   content=msgpack.packb({"inputs": tensor(dtype="float64", shape=(2, 22), data=x.tobytes())}))
+    assert r.status_code == 422
+    assert "value -1e+300 is out of the float32 range - at `$.inputs.data[1][3]`" in error_of(r)["message"]
+
+
+def test_integer_tensors_are_accepted(client):
+    x = np.arange(44, dtype="<i8").reshape(2, 22)
+    r = client.post("/v1/models/churn/predict", headers=MSGPACK,
+                    content=msgpack.packb({"inputs": tensor(dtype="int64", shape=(2, 22), data=x.tobytes())}))
+    assert r.status_code == 200
+    assert len(msgpack.unpackb(r.content)["outputs"]["label"]) == 2

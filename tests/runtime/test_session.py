@@ -20,7 +20,8 @@ def test_metadata_is_read_from_the_model():
     assert [(o.name, o.dtype) for o in s.outputs] == [("label", "int64"), ("probabilities", "float32")]
     assert s.n_features == 22 and s.fixed_batch is None
     assert s.providers == ["CPUExecutionProvider"]
-    assert s.warm_up() > 0
+    best = s.warm_up()
+    assert set(best) == {1, 32} and all(t > 0 for t in best.values())
 
 
 def test_float64_models_take_float64_rows(tmp_path):
@@ -85,14 +86,14 @@ def test_runner_runs_off_the_loop_and_reports_errors():
 
     def work(x):
         seen.append(threading.current_thread().name)
-        if x is None:
+        if x.size == 0:
             raise ValueError("boom")
         return x * 2
 
     async def main():
-        assert await runner.run(np.float32(2)) == 4
+        assert await runner.run(np.array([2.0])) == 4
         with pytest.raises(ValueError, match="boom"):
-            await runner.run(None)
+            await runner.run(np.array([]))
 
     runner = Runner(work, name="test-runner")
     try:
@@ -100,3 +101,28 @@ def test_runner_runs_off_the_loop_and_reports_errors():
     finally:
         runner.close()
     assert seen == ["test-runner", "test-runner"]
+
+
+def test_runner_inlines_only_lone_small_fast_runs():
+    import asyncio
+    import threading
+
+    def where(x):
+        return threading.current_thread().name
+
+    async def main(runner):
+        small, large = np.zeros((1, 2)), np.zeros((65, 2))
+        return [await runner.run(small, alone=True), await runner.run(small, alone=False),
+                await runner.run(large, alone=True)]
+
+    fast = Runner(where, name="worker", inline_max_s=200e-6, small_run_s=20e-6)
+    slow = Runner(where, name="worker", inline_max_s=200e-6, small_run_s=500e-6)
+    off = Runner(where, name="worker", inline_max_s=0.0, small_run_s=20e-6)
+    try:
+        main_thread = threading.current_thread().name
+        assert asyncio.run(main(fast)) == [main_thread, "worker", "worker"]
+        assert asyncio.run(main(slow)) == ["worker", "worker", "worker"]
+        assert asyncio.run(main(off)) == ["worker", "worker", "worker"]
+    finally:
+        for r in (fast, slow, off):
+            r.close()

@@ -1,11 +1,11 @@
 """The compiled core. No I/O, no asyncio, no onnxruntime: pure data work on buffers."""
 
 try:
-    from fastserve._core.rows import fill_rows
+    from fastserve._core.rows import fill_rows, first_non_finite
 except ImportError as exc:  # pragma: no cover - depends on how the package was installed
     raise ImportError(
         "fastserve's compiled core (fastserve._core) is not built. Install the package with `pip install .` "
         "(a C compiler and the Python headers are needed); there is no pure-Python fallback."
     ) from exc
 
-__all__ = ["fill_rows"]
+__all__ = ["fill_rows", "first_non_finite"]

@@ -3,3 +3,4 @@ ctypedef fused real:
     double
 
 cpdef Py_ssize_t fill_rows(list rows, real[:, ::1] out, bint allow_non_finite, str path) except -1
+cpdef Py_ssize_t first_non_finite(const real[:, ::1] x) noexcept

@@ -89,3 +89,15 @@ cpdef Py_ssize_t fill_rows(list rows, real[:, ::1] out, bint allow_non_finite, s
                 _raise_value(value, path, i, j, f"value {x!r} is out of the float32 range")
             out[i, j] = <real>x
     return n
+
+
+cpdef Py_ssize_t first_non_finite(const real[:, ::1] x) noexcept:
+    """Flat index of the first NaN or Inf in `x`, or -1 when every value is finite."""
+    cdef Py_ssize_t i, j
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    with nogil:
+        for i in range(n):
+            for j in range(d):
+                if not isfinite(x[i, j]):
+                    return i * d + j
+    return -1

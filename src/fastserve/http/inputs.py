@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from fastserve._core import fill_rows
+from fastserve._core import fill_rows, first_non_finite
 from fastserve.config import InputOptions
 from fastserve.exceptions import InvalidInput
 from fastserve.runtime import ModelSession
@@ -88,24 +88,27 @@ def _from_tensor(tensor: dict[str, Any], session: ModelSession, options: InputOp
                            "`$.inputs.data`", detail={"path": "$.inputs.data", "expected": expected,
                                                       "got": len(data)})
     raw = np.frombuffer(data, dtype=source).reshape(rows, width)
+    floats = raw.dtype.kind == "f"
+    if floats and not options.allow_non_finite:
+        _refuse(first_non_finite(raw), raw, "non-finite value {!r} refused (the model's inputs must be finite)")
+    if raw.dtype == session.input_dtype:
+        return raw
     with np.errstate(over="ignore"):
-        x = raw.astype(session.input_dtype, copy=False)
-    if not options.allow_non_finite or x.dtype != raw.dtype:
-        _check_finite(raw, x, options.allow_non_finite)
+        x = raw.astype(session.input_dtype)
+    if floats:  # a value finite in the request may overflow the model's dtype
+        if options.allow_non_finite:
+            overflow = np.flatnonzero(np.isfinite(raw) & ~np.isfinite(x))
+            bad = int(overflow[0]) if overflow.size else -1
+        else:
+            bad = first_non_finite(x)
+        _refuse(bad, raw, f"value {{!r}} is out of the {x.dtype} range")
     return x
 
 
-def _check_finite(raw: np.ndarray, x: np.ndarray, allow_non_finite: bool) -> None:
-    """Vectorized: refuse NaN/Inf (unless allowed) and values the cast to the model's dtype made infinite."""
-    finite = np.isfinite(x)
-    if finite.all():
+def _refuse(flat_index: int, raw: np.ndarray, why: str) -> None:
+    """Raise InvalidInput naming the value at `flat_index` of `raw`, unless the index is -1."""
+    if flat_index < 0:
         return
-    bad = ~finite if not allow_non_finite else (~finite & np.isfinite(raw))
-    if not bad.any():
-        return
-    i, j = (int(k) for k in np.argwhere(bad)[0])
-    value = raw[i, j].item()
-    why = (f"value {value!r} is out of the {x.dtype} range" if np.isfinite(raw[i, j])
-           else f"non-finite value {value!r} refused (the model's inputs must be finite)")
+    i, j = divmod(flat_index, raw.shape[1])
     path = f"$.inputs.data[{i}][{j}]"
-    raise InvalidInput(f"{why} - at `{path}`", detail={"path": path, "row": i, "column": j})
+    raise InvalidInput(f"{why.format(raw[i, j].item())} - at `{path}`", detail={"path": path, "row": i, "column": j})

@@ -106,7 +106,7 @@ async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: 
             target = route(app.registry, name, version)
             model_label, version_label = target.model, str(target.number)
             x = predict_inputs(decode(body, body_fmt), target.session, target.config.inputs)  # type: ignore[arg-type]
-            outputs = await target.runner.run(x)  # type: ignore[union-attr]
+            outputs = await target.runner.run(x, alone=stats.in_flight == 1)  # type: ignore[union-attr]
             payload = encode({"model": target.model, "version": target.number, "outputs": outputs}, fmt)
         except FastserveError as exc:
             status = status_for(exc)

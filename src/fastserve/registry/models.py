@@ -42,13 +42,17 @@ class LoadedVersion:
         started = time.perf_counter()
         try:
             session = ModelSession(self.path / MODEL_FILE, self.config.runtime, self.label)
-            self.warmup_seconds = session.warm_up()
+            warm_started = time.perf_counter()
+            best = session.warm_up()
+            self.warmup_seconds = time.perf_counter() - warm_started
         except FastserveError as exc:
             self.state, self.error = FAILED, exc.message
             log.error("%s: failed to load: %s", self.label, exc.message)
             return
         self.session = session
-        self.runner = Runner(session.run, name=f"fastserve-{self.model}-v{self.number}")
+        self.runner = Runner(session.run, name=f"fastserve-{self.model}-v{self.number}",
+                             inline_max_s=self.config.runtime.inline_run_max_us * 1e-6,
+                             small_run_s=max(best.values()))
         self.load_seconds = time.perf_counter() - started
         self.ready_at = time.time()
         self.state = READY

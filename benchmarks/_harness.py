@@ -1,0 +1,149 @@
+"""Shared pieces of the benchmarks: servers in subprocesses pinned to a core, a minimal keep-alive HTTP client,
+percentiles, and JSON results. Loopback only."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pinned(cmd: list[str], core: int | None) -> list[str]:
+    if core is None or not hasattr(os, "sched_setaffinity") or os.cpu_count() in (None, 1):
+        return cmd
+    return ["taskset", "-c", str(core), *cmd]
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process (Linux)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _wait(port: int, path: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with Client(port) as c:
+                if c.request("GET", path)[0] == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server on port {port} did not answer {path} within {timeout} s")
+
+
+def start_fastserve(models_dir: Path, core: int | None, *args: str) -> Process:
+    port = free_port()
+    cmd = [sys.executable, "-m", "fastserve", "serve", str(models_dir), "--port", str(port), "--log-level",
+           "warning", *args]
+    proc = subprocess.Popen(_pinned(cmd, core), cwd=ROOT)
+    _wait(port, "/readyz")
+    return Process(proc, port)
+
+
+def start_echo(core: int | None) -> Process:
+    port = free_port()
+    code = ("import uvicorn; from benchmarks.echo_app import app; "
+            f"uvicorn.run(app, host='127.0.0.1', port={port}, loop='uvloop', http='httptools', "
+            "log_level='warning', access_log=False, server_header=False)")
+    proc = subprocess.Popen(_pinned([sys.executable, "-c", code], core), cwd=ROOT)
+    _wait(port, "/")
+    return Process(proc, port)
+
+
+def pin_self(core: int | None) -> None:
+    if core is not None and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {core})
+
+
+class Client:
+    """Blocking HTTP/1.1 keep-alive client with almost no overhead of its own: what it adds is the same for
+    every server measured, so differences between servers are the servers'."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    @staticmethod
+    def build(method: str, path: str, body: bytes = b"", content_type: str = "application/json") -> bytes:
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        if body or method == "POST":
+            head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        return head.encode() + b"\r\n" + body
+
+    def send_raw(self, raw: bytes) -> tuple[int, bytes]:
+        sock = self.sock
+        sock.sendall(raw)
+        buf = sock.recv(65536)
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            buf += sock.recv(65536)
+        head = buf[:end].decode("latin-1")
+        length = 0
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        while len(buf) < end + 4 + length:
+            buf += sock.recv(65536)
+        return int(head[9:12]), buf[end + 4:end + 4 + length]
+
+    def request(self, method: str, path: str, body: bytes = b"", content_type: str = "application/json"
+                ) -> tuple[int, bytes]:
+        return self.send_raw(self.build(method, path, body, content_type))
+
+
+def summarize(samples_ns: list[int] | np.ndarray) -> dict[str, float]:
+    us = np.asarray(samples_ns, dtype=np.float64) / 1e3
+    return {"n": int(us.size), "p50_us": float(np.percentile(us, 50)), "p90_us": float(np.percentile(us, 90)),
+            "p99_us": float(np.percentile(us, 99)), "mean_us": float(us.mean())}
+
+
+def machine() -> dict[str, Any]:
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "platform": platform.platform()}
+
+
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **results}, indent=2) + "\n")
+    return path
