@@ -45,7 +45,7 @@ def _extensions() -> list:
     if debug:
         macros.append(("CYTHON_TRACE_NOGIL", "1"))
     compile_args = ["-O0", "-g"] if debug else ["-O3"]
-    modules = ["rows"]
+    modules = ["rows", "batcher"]
     exts = [
         Extension(
             f"fastserve._core.{name}",

@@ -56,12 +56,31 @@ class InputOptions:
 
 
 @dataclass(frozen=True)
+class BatchingOptions:
+    """How requests are grouped into runs (see docs/configuration.md, "Batching").
+
+    `max_batch_size = 1` turns batching off: every request runs on its own.
+    """
+
+    max_batch_size: int = 64
+    max_delay_us: int = 1000
+    max_queue_rows: int = 8192
+    latency_slo_ms: float | None = None
+    instances: int = 1
+    oversize: str = "alone"  # a request over max_batch_size: "alone" runs it as a batch of its own, "refuse" = 422
+
+
+OVERSIZE_POLICIES = ("alone", "refuse")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     description: str = ""
     primary: int | None = None
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     inputs: InputOptions = field(default_factory=InputOptions)
+    batching: BatchingOptions = field(default_factory=BatchingOptions)
 
 
 @dataclass(frozen=True)
@@ -143,8 +162,26 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
         max_rows=inp.positive("max_rows", 4096),
     )
     inp.done()
+
+    bt = top.sub("batching")
+    slo = bt.take("latency_slo_ms", (int, float), None)
+    if slo is not None and not 0 < slo <= 3_600_000:
+        raise ConfigError(f"{where} [batching]: `latency_slo_ms` must be > 0 (milliseconds), got {slo}")
+    batching = BatchingOptions(
+        max_batch_size=bt.positive("max_batch_size", 64),
+        max_delay_us=bt.positive("max_delay_us", 1000, minimum=0),
+        max_queue_rows=bt.positive("max_queue_rows", 8192),
+        latency_slo_ms=float(slo) if slo is not None else None,
+        instances=bt.positive("instances", 1),
+        oversize=bt.choice("oversize", OVERSIZE_POLICIES, "alone"),
+    )
+    bt.done()
     top.done()
-    return ModelConfig(name=name, description=description, primary=primary, runtime=runtime, inputs=inputs)
+    if batching.max_queue_rows < inputs.max_rows:
+        raise ConfigError(f"{where}: [batching] max_queue_rows ({batching.max_queue_rows}) must be >= [inputs] "
+                          f"max_rows ({inputs.max_rows}), or a request of max_rows rows could never be queued")
+    return ModelConfig(name=name, description=description, primary=primary, runtime=runtime, inputs=inputs,
+                       batching=batching)
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:

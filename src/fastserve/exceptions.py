@@ -82,6 +82,26 @@ class NotAcceptable(RequestError):
     code = "not_acceptable"
 
 
+class Overloaded(FastserveError):
+    """Refused to protect latency; the client may retry after `retry_after_s` seconds."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, detail: Any = None) -> None:
+        super().__init__(message, detail=detail)
+        self.retry_after_s = max(1, retry_after_s)
+
+
+class QueueFull(Overloaded):
+    code = "queue_full"
+
+
+class DeadlineUnmeetable(Overloaded):
+    """The request's deadline (the model's SLO or the client's timeout) cannot be met: refused before running."""
+
+    code = "deadline_exceeded"
+
+
 class InferenceError(FastserveError, RuntimeError):
     """ONNX Runtime failed on input that passed validation."""
 

@@ -13,13 +13,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.process_collector import ProcessCollector
 
 import fastserve
+from fastserve._core.batcher import TIME_BUCKETS_S
 
 if TYPE_CHECKING:
     from fastserve.registry import Registry
 
-# Seconds. Fine at the low end, where a tabular model answers.
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                   10.0)
+# Seconds. Fine at the low end, where a tabular model answers. The compiled batcher counts in the same buckets.
+LATENCY_BUCKETS = TIME_BUCKETS_S
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -37,12 +37,21 @@ class _Histogram:
         self.count += 1
 
     def cumulative(self) -> list[tuple[str, float]]:
-        out: list[tuple[str, float]] = []
-        total = 0
-        for bound, n in zip((*LATENCY_BUCKETS, float("inf")), self.buckets, strict=True):
-            total += n
-            out.append(("+Inf" if bound == float("inf") else repr(bound), total))
-        return out
+        return _cumulative(LATENCY_BUCKETS, self.buckets)
+
+
+def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts (the last one past every bound) as Prometheus' cumulative `le` buckets."""
+    out: list[tuple[str, float]] = []
+    total = 0
+    for bound, n in zip((*bounds, float("inf")), counts, strict=True):
+        total += n
+        out.append(("+Inf" if bound == float("inf") else repr(bound), total))
+    return out
+
+
+# The batcher's batch-size buckets hold 1, 2-3, 4-7, ... rows: upper bounds 2**(b+1) - 1.
+BATCH_SIZE_BOUNDS = tuple(float(2 ** (b + 1) - 1) for b in range(23))
 
 
 class RequestStats:
@@ -102,6 +111,32 @@ class _Collector:
                     load.add_metric([loaded.name, str(v.number)], v.load_seconds)
         yield ready
         yield load
+        yield from self._batching()
+
+    def _batching(self) -> Iterator[Metric]:
+        labels = ["model", "version"]
+        sizes = HistogramMetricFamily("fastserve_batch_size_rows", "Rows per batch run", labels=labels)
+        wait = HistogramMetricFamily("fastserve_queue_wait_seconds", "Time a request waited in the batch queue",
+                                     labels=labels)
+        run = HistogramMetricFamily("fastserve_batch_run_seconds", "session.run time per batch", labels=labels)
+        queued = GaugeMetricFamily("fastserve_queue_rows", "Rows waiting in the batch queue", labels=labels)
+        running = GaugeMetricFamily("fastserve_batches_in_flight", "Batches running now", labels=labels)
+        shed = CounterMetricFamily("fastserve_shed_requests", "Requests refused to protect latency, by reason",
+                                   labels=[*labels, "reason"])
+        for loaded in self._registry.models.values():
+            for v in loaded.versions.values():
+                if v.batcher is None:
+                    continue
+                s = v.batcher.queue.stats()
+                key = [loaded.name, str(v.number)]
+                sizes.add_metric(key, _cumulative(BATCH_SIZE_BOUNDS, s["batch_sizes"]), float(s["batched_rows"]))
+                wait.add_metric(key, _cumulative(TIME_BUCKETS_S, s["queue_wait"]), s["queue_wait_sum"])
+                run.add_metric(key, _cumulative(TIME_BUCKETS_S, s["run_time"]), s["run_time_sum"])
+                queued.add_metric(key, s["queued_rows"])
+                running.add_metric(key, s["in_flight"])
+                for reason in ("queue_full", "deadline_at_arrival", "deadline_in_queue", "cancelled"):
+                    shed.add_metric([*key, reason], s[f"shed_{reason}" if reason != "cancelled" else reason])
+        yield from (sizes, wait, run, queued, running, shed)
 
 
 class Metrics:

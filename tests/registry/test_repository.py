@@ -2,7 +2,7 @@
 
 import pytest
 
-from fastserve.config import ModelConfig, RuntimeOptions, load_model_config, with_device
+from fastserve.config import BatchingOptions, ModelConfig, RuntimeOptions, load_model_config, with_device
 from fastserve.exceptions import ConfigError
 from fastserve.registry import scan
 from tests.conftest import MODELS, write_tiny_model
@@ -46,7 +46,13 @@ def test_missing_directory_says_what_to_do(tmp_path):
         ("[inputs]\nmax_rows = true\n", "`max_rows` must be int, got bool True"),
         ("[inputs]\nmax_rows = 0\n", "`max_rows` must be >= 1, got 0"),
         ("[inputs]\nmax_row = 10\n", "[inputs]: unknown key `max_row`"),
-        ("[batching]\nmax_batch_size = 8\n", "unknown key `batching`"),
+        ("[batch]\nmax_batch_size = 8\n", "unknown key `batch`"),
+        ("[batching]\nmax_batch_size = 0\n", "`max_batch_size` must be >= 1, got 0"),
+        ("[batching]\nlatency_slo_ms = 0\n", "`latency_slo_ms` must be > 0 (milliseconds), got 0"),
+        ("[batching]\nlatency_slo_ms = '5'\n", "`latency_slo_ms` must be int or float, got str '5'"),
+        ("[batching]\noversize = 'split'\n", "`oversize` must be one of alone, refuse; got 'split'"),
+        ("[batching]\nmax_delay_us = -1\n", "`max_delay_us` must be >= 0, got -1"),
+        ("[batching]\nmax_queue_rows = 100\n", "max_queue_rows (100) must be >= [inputs] max_rows (4096)"),
         ("[model]\nprimary = -2\n", "`primary` must be a version number >= 0"),
         ("[model\n", "not valid TOML"),
     ],
@@ -64,10 +70,13 @@ def test_full_config_is_read(tmp_path):
         "[model]\ndescription = 'd'\nprimary = 2\n"
         "[runtime]\ndevice = 'cpu'\nintra_op_threads = 4\ninter_op_threads = 2\nallow_spinning = true\n"
         "graph_optimization = 'basic'\nmemory_arena = false\n"
-        "[inputs]\nallow_non_finite = true\nmax_rows = 16\n")
+        "[inputs]\nallow_non_finite = true\nmax_rows = 16\n"
+        "[batching]\nmax_batch_size = 32\nmax_delay_us = 500\nmax_queue_rows = 64\nlatency_slo_ms = 10\n"
+        "instances = 2\noversize = 'refuse'\n")
     c = load_model_config(tmp_path)
     assert c.description == "d" and c.primary == 2
-    assert c.runtime == RuntimeOptions("cpu", 4, 2, True, "basic", False)
+    assert c.runtime == RuntimeOptions("cpu", 4, 2, True, "basic", False, 200)
     assert c.inputs.allow_non_finite is True and c.inputs.max_rows == 16
+    assert c.batching == BatchingOptions(32, 500, 64, 10.0, 2, "refuse")
     assert with_device(c, "cuda").runtime.device == "cuda"
     assert with_device(c, None) is c

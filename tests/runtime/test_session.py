@@ -8,7 +8,7 @@ import pytest
 
 from fastserve.config import RuntimeOptions
 from fastserve.exceptions import DeviceUnavailable, ModelLoadError
-from fastserve.runtime import ModelSession, Runner
+from fastserve.runtime import ModelSession
 from tests.conftest import MODELS, write_tiny_model
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
@@ -76,53 +76,3 @@ def test_cuda_session_matches_cpu():
     cpu = ModelSession(path, RuntimeOptions(device="cpu"), "churn_mlp v1")
     assert gpu.providers[0] == "CUDAExecutionProvider"
     np.testing.assert_allclose(gpu.run(x)["probabilities"], cpu.run(x)["probabilities"], atol=1e-4)
-
-
-def test_runner_runs_off_the_loop_and_reports_errors():
-    import asyncio
-    import threading
-
-    seen = []
-
-    def work(x):
-        seen.append(threading.current_thread().name)
-        if x.size == 0:
-            raise ValueError("boom")
-        return x * 2
-
-    async def main():
-        assert await runner.run(np.array([2.0])) == 4
-        with pytest.raises(ValueError, match="boom"):
-            await runner.run(np.array([]))
-
-    runner = Runner(work, name="test-runner")
-    try:
-        asyncio.run(main())
-    finally:
-        runner.close()
-    assert seen == ["test-runner", "test-runner"]
-
-
-def test_runner_inlines_only_lone_small_fast_runs():
-    import asyncio
-    import threading
-
-    def where(x):
-        return threading.current_thread().name
-
-    async def main(runner):
-        small, large = np.zeros((1, 2)), np.zeros((65, 2))
-        return [await runner.run(small, alone=True), await runner.run(small, alone=False),
-                await runner.run(large, alone=True)]
-
-    fast = Runner(where, name="worker", inline_max_s=200e-6, small_run_s=20e-6)
-    slow = Runner(where, name="worker", inline_max_s=200e-6, small_run_s=500e-6)
-    off = Runner(where, name="worker", inline_max_s=0.0, small_run_s=20e-6)
-    try:
-        main_thread = threading.current_thread().name
-        assert asyncio.run(main(fast)) == [main_thread, "worker", "worker"]
-        assert asyncio.run(main(slow)) == ["worker", "worker", "worker"]
-        assert asyncio.run(main(off)) == ["worker", "worker", "worker"]
-    finally:
-        for r in (fast, slow, off):
-            r.close()

@@ -63,7 +63,7 @@ async def metrics(request: Request) -> Response:
 async def fastserve_error(request: Request, exc: Exception) -> Response:
     exc = cast(FastserveError, exc)  # registered for this type only
     status = status_for(exc)
-    headers = {k.decode(): v.decode() for k, v in error_headers(status)}
+    headers = {k.decode(): v.decode() for k, v in error_headers(exc, status)}
     return JSONResponse(error_body(exc.code, exc.message, exc.detail), status_code=status, headers=headers)
 
 

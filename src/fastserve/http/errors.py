@@ -13,6 +13,8 @@ from fastserve.exceptions import (
     ModelNotReady,
     NotAcceptable,
     NotFound,
+    Overloaded,
+    QueueFull,
     RequestError,
     UnsupportedMediaType,
 )
@@ -21,6 +23,8 @@ from fastserve.exceptions import (
 _STATUS: tuple[tuple[type[FastserveError], int], ...] = (
     (NotFound, 404),
     (ModelNotReady, 503),
+    (QueueFull, 429),
+    (Overloaded, 503),
     (BodyTooLarge, 413),
     (UnsupportedMediaType, 415),
     (NotAcceptable, 406),
@@ -29,7 +33,6 @@ _STATUS: tuple[tuple[type[FastserveError], int], ...] = (
     (RequestError, 400),
     (InferenceError, 500),
 )
-RETRY_AFTER_SECONDS = {503: 1}
 
 
 def status_for(exc: FastserveError) -> int:
@@ -43,6 +46,10 @@ def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "detail": detail}}
 
 
-def error_headers(status: int) -> list[tuple[bytes, bytes]]:
-    retry = RETRY_AFTER_SECONDS.get(status)
-    return [(b"retry-after", str(retry).encode())] if retry is not None else []
+def error_headers(exc: FastserveError, status: int) -> list[tuple[bytes, bytes]]:
+    """Retry-After on every refusal a client should retry: overload, or a model not ready yet."""
+    if isinstance(exc, Overloaded):
+        return [(b"retry-after", str(exc.retry_after_s).encode())]
+    if status == 503:
+        return [(b"retry-after", b"1")]
+    return []

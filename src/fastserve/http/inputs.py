@@ -11,7 +11,7 @@ from fastserve.config import InputOptions
 from fastserve.exceptions import InvalidInput
 from fastserve.runtime import ModelSession
 
-PREDICT_KEYS = frozenset({"inputs"})
+PREDICT_KEYS = frozenset({"inputs", "timeout_ms"})
 _TENSOR_KEYS = frozenset({"dtype", "shape", "data"})
 # Raw tensors are little-endian whatever the machine.
 _TENSOR_DTYPES = {"float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
@@ -22,8 +22,16 @@ def _type_name(value: Any) -> str:
         type(value), type(value).__name__)
 
 
-def predict_inputs(payload: Any, session: ModelSession, options: InputOptions) -> np.ndarray:
-    """Validate a decoded predict body and return `[rows, n_features]` in the model's input dtype."""
+def timeout_ms(value: Any, path: str) -> float:
+    """A client's timeout in milliseconds: a positive finite number."""
+    if type(value) not in (int, float) or not 0 < value < 1e9:
+        raise InvalidInput(f"expected a timeout in milliseconds (a number > 0), got {value!r} - at `{path}`",
+                           detail={"path": path})
+    return float(value)
+
+
+def predict_inputs(payload: Any, session: ModelSession, options: InputOptions) -> tuple[np.ndarray, float | None]:
+    """Validate a decoded predict body: `[rows, n_features]` in the model's input dtype, and the body's timeout."""
     if type(payload) is not dict:
         raise InvalidInput(f"expected an object with `inputs`, got {_type_name(payload)} - at `$`",
                            detail={"path": "$"})
@@ -32,11 +40,14 @@ def predict_inputs(payload: Any, session: ModelSession, options: InputOptions) -
         why = f"unknown field `{unknown[0]}`" if unknown else "missing field `inputs`"
         raise InvalidInput(f"{why}; a predict body has {', '.join(sorted(PREDICT_KEYS))} - at `$`",
                            detail={"path": "$", "unknown": unknown})
+    timeout = payload.get("timeout_ms")
+    if timeout is not None:
+        timeout = timeout_ms(timeout, "$.timeout_ms")
     inputs = payload["inputs"]
     if type(inputs) is list:
-        return _from_rows(inputs, session, options)
+        return _from_rows(inputs, session, options), timeout
     if type(inputs) is dict:
-        return _from_tensor(inputs, session, options)
+        return _from_tensor(inputs, session, options), timeout
     raise InvalidInput(f"expected `inputs` to be an array of rows or a tensor object, got {_type_name(inputs)}"
                        " - at `$.inputs`", detail={"path": "$.inputs"})
 

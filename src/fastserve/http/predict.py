@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from time import perf_counter
+from time import monotonic_ns, perf_counter
 from typing import TYPE_CHECKING, Any
 
 from fastserve.exceptions import BodyTooLarge, FastserveError, NotAcceptable, RequestError
 from fastserve.http.codecs import CONTENT_TYPE_HEADER, JSON, decode, encode, request_format, response_format
 from fastserve.http.errors import error_body, error_headers, status_for
-from fastserve.http.inputs import predict_inputs
+from fastserve.http.inputs import predict_inputs, timeout_ms
 from fastserve.routing import route
 
 if TYPE_CHECKING:
@@ -80,13 +80,14 @@ async def send_bytes(send: Any, status: int, body: bytes, fmt: str,
 
 async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: str, version: str | None) -> None:
     started = perf_counter()
+    arrived_ns = monotonic_ns()
     stats = app.metrics.stats
     stats.in_flight += 1
     model_label = version_label = ""
     status = 500
     fmt = JSON
     try:
-        content_type = accept = content_length = None
+        content_type = accept = content_length = timeout_header = None
         for key, value in scope["headers"]:
             if key == b"content-type":
                 content_type = value
@@ -94,6 +95,8 @@ async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: 
                 accept = value
             elif key == b"content-length":
                 content_length = value
+            elif key == b"x-request-timeout-ms":
+                timeout_header = value
         try:
             body_fmt = request_format(content_type)
             fmt = response_format(accept, body_fmt)
@@ -105,8 +108,13 @@ async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: 
             body = await read_body(receive, content_length, app.config.max_body_bytes)
             target = route(app.registry, name, version)
             model_label, version_label = target.model, str(target.number)
-            x = predict_inputs(decode(body, body_fmt), target.session, target.config.inputs)  # type: ignore[arg-type]
-            outputs = await target.runner.run(x, alone=stats.in_flight == 1)  # type: ignore[union-attr]
+            x, timeout = predict_inputs(decode(body, body_fmt), target.session,  # type: ignore[arg-type]
+                                        target.config.inputs)
+            if timeout_header is not None:
+                timeout = _header_timeout(timeout_header, timeout)
+            batcher = target.batcher
+            outputs = await batcher.submit(x, batcher.deadline_ns(arrived_ns, timeout),  # type: ignore[union-attr]
+                                           alone=stats.in_flight == 1, disconnected=receive)
             payload = encode({"model": target.model, "version": target.number, "outputs": outputs}, fmt)
         except FastserveError as exc:
             status = status_for(exc)
@@ -114,7 +122,7 @@ async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: 
                 fmt = JSON
             if status >= 500:
                 log.error("%s: %s", scope["path"], exc.message)
-            await _send_error(send, status, exc.code, exc.message, exc.detail, fmt, error_headers(status))
+            await _send_error(send, status, exc.code, exc.message, exc.detail, fmt, error_headers(exc, status))
             return
         status = 200
         await send_bytes(send, 200, payload, fmt, [(b"x-model-version", version_label.encode())])
@@ -127,6 +135,17 @@ async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: 
     finally:
         stats.in_flight -= 1
         stats.observe(model_label, version_label, status, perf_counter() - started)
+
+
+def _header_timeout(value: bytes, body_timeout: float | None) -> float:
+    """The X-Request-Timeout-Ms header, or the body's `timeout_ms` when that is sooner."""
+    parsed: Any
+    try:
+        parsed = float(value)
+    except ValueError:
+        parsed = value.decode("latin-1")  # refused below, quoted as sent
+    header = timeout_ms(parsed, "X-Request-Timeout-Ms header")
+    return header if body_timeout is None else min(header, body_timeout)
 
 
 async def _send_error(send: Any, status: int, code: str, message: str, detail: Any, fmt: str,

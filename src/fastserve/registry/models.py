@@ -9,14 +9,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastserve.batching import Batcher
 from fastserve.config import ModelConfig, with_device
 from fastserve.exceptions import FastserveError
 from fastserve.registry.repository import MODEL_FILE, ModelDir, scan
-from fastserve.runtime import ModelSession, Runner
+from fastserve.runtime import ModelSession
 
 log = logging.getLogger("fastserve.registry")
 
 LOADING, READY, FAILED = "loading", "ready", "failed"
+
+
+def warm_up_sizes(max_batch_size: int) -> tuple[int, ...]:
+    """One warm-up size per power-of-two bucket of the batcher's run-time model, up to max_batch_size."""
+    sizes = [1]
+    while sizes[-1] * 2 <= max_batch_size:
+        sizes.append(sizes[-1] * 2)
+    if sizes[-1] != max_batch_size:
+        sizes.append(max_batch_size)
+    return tuple(sizes)
 
 
 @dataclass
@@ -28,7 +39,7 @@ class LoadedVersion:
     state: str = LOADING
     error: str | None = None
     session: ModelSession | None = None
-    runner: Runner | None = None
+    batcher: Batcher | None = None
     load_seconds: float | None = None
     warmup_seconds: float | None = None
     ready_at: float | None = None
@@ -43,25 +54,24 @@ class LoadedVersion:
         try:
             session = ModelSession(self.path / MODEL_FILE, self.config.runtime, self.label)
             warm_started = time.perf_counter()
-            best = session.warm_up()
+            best = session.warm_up(warm_up_sizes(self.config.batching.max_batch_size))
             self.warmup_seconds = time.perf_counter() - warm_started
         except FastserveError as exc:
             self.state, self.error = FAILED, exc.message
             log.error("%s: failed to load: %s", self.label, exc.message)
             return
         self.session = session
-        self.runner = Runner(session.run, name=f"fastserve-{self.model}-v{self.number}",
-                             inline_max_s=self.config.runtime.inline_run_max_us * 1e-6,
-                             small_run_s=max(best.values()))
+        self.batcher = Batcher(session, self.config.batching, self.label, warm_up=best,
+                               inline_max_s=self.config.runtime.inline_run_max_us * 1e-6)
         self.load_seconds = time.perf_counter() - started
         self.ready_at = time.time()
         self.state = READY
         log.info("%s: ready in %.3f s (warm-up %.1f ms)", self.label, self.load_seconds, self.warmup_seconds * 1e3)
 
     def close(self) -> None:
-        if self.runner is not None:
-            self.runner.close()
-            self.runner = None
+        if self.batcher is not None:
+            self.batcher.close()
+            self.batcher = None
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"version": self.number, "state": self.state}

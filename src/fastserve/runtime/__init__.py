@@ -1,6 +1,5 @@
-"""ONNX Runtime: sessions, execution providers, and the threads that run them."""
+"""ONNX Runtime: sessions, execution providers, metadata, warm-up."""
 
-from fastserve.runtime.runner import Runner
 from fastserve.runtime.session import ModelSession, TensorInfo, available_providers
 
-__all__ = ["ModelSession", "Runner", "TensorInfo", "available_providers"]
+__all__ = ["ModelSession", "TensorInfo", "available_providers"]

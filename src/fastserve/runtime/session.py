@@ -153,7 +153,7 @@ class ModelSession:
     def warm_up(self, batch_sizes: tuple[int, ...] = (1, 32), repeat: int = 3) -> dict[int, float]:
         """Run each batch size a few times so first requests do not pay for lazy allocation.
 
-        Returns the fastest run of each size, in seconds.
+        Returns the fastest run of each size, in seconds (the batcher's first run-time estimates).
         """
         sizes = (self.fixed_batch,) if self.fixed_batch else batch_sizes
         best: dict[int, float] = {}

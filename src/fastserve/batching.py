@@ -1,0 +1,248 @@
+"""The asyncio driver of the compiled batcher (`_core.batcher.BatchQueue`): futures, timers, worker threads.
+
+Everything here but `_Instance._work` runs on the event loop thread; the core is never touched from another thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Callable, Coroutine
+from time import monotonic_ns
+from typing import Any
+
+import numpy as np
+
+from fastserve._core.batcher import CANNOT_MEET_DEADLINE, NO_DEADLINE, QUEUE_FULL, BatchQueue, RunTimeModel
+from fastserve.config import BatchingOptions
+from fastserve.exceptions import DeadlineUnmeetable, InvalidInput, QueueFull
+from fastserve.runtime import ModelSession
+
+log = logging.getLogger("fastserve.batching")
+
+Outputs = dict[str, np.ndarray]
+# (input rows, future of the request's outputs)
+_Item = tuple[np.ndarray, "asyncio.Future[Outputs]"]
+_STOP = object()
+INLINE_MAX_ROWS = 64
+
+
+def _retry_after_s(backlog_ns: int) -> int:
+    return max(1, -(-backlog_ns // 1_000_000_000))
+
+
+class _Instance:
+    """A worker thread with its own preallocated input buffer; runs one batch at a time."""
+
+    def __init__(self, session: ModelSession, rows: int, name: str) -> None:
+        self.session = session
+        self.buffer = np.empty((rows, session.n_features), dtype=session.input_dtype)
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: np.ndarray, done: Callable[..., None], loop: asyncio.AbstractEventLoop) -> None:
+        self._jobs.put((batch, done, loop))
+
+    def _work(self) -> None:  # runs on the worker thread
+        while True:
+            job = self._jobs.get()
+            if job is _STOP:
+                return
+            batch, done, loop = job
+            started = monotonic_ns()
+            try:
+                result, error = self.session.run(batch), None  # releases the GIL
+            except BaseException as exc:
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(done, result, error, monotonic_ns() - started)
+
+    def close(self, timeout: float) -> None:
+        self._jobs.put(_STOP)
+        self._thread.join(timeout)
+
+
+class Batcher:
+    """Groups a version's requests into batches and runs them on `instances` worker threads.
+
+    Requests enter with `submit`; the core decides when a batch forms and which requests it holds; rows are copied
+    once into the instance's buffer (a lone request runs from its own array, with no copy); outputs go back to each
+    request as views of the batch's output arrays, with no loop over rows.
+
+    A lone small request, with every instance idle and runs estimated under `inline_max_s`, runs on the event loop
+    thread: handing it to a worker costs two thread wake-ups, more than such a run, and nothing else is waiting.
+    """
+
+    def __init__(self, session: ModelSession, options: BatchingOptions, label: str, *,
+                 warm_up: dict[int, float] | None = None, inline_max_s: float = 0.0) -> None:
+        self.session = session
+        self.options = options
+        self.label = label
+        self._slo_ns = int(options.latency_slo_ms * 1e6) if options.latency_slo_ms else None
+        run_time = RunTimeModel()
+        for rows, seconds in (warm_up or {}).items():
+            run_time.observe(rows, int(seconds * 1e9))
+        self.queue = BatchQueue(options.max_batch_size, options.max_queue_rows, options.max_delay_us * 1000,
+                                options.instances, run_time)
+        self._inline_max_ns = inline_max_s * 1e9
+        self._instances = [_Instance(session, options.max_batch_size, f"fastserve-{label.replace(' ', '-')}-{i}")
+                           for i in range(options.instances)]
+        self._free = list(self._instances)
+        self._pending: dict[int, _Item] = {}
+        self._tickets = itertools.count()
+        self._taken = np.empty(options.max_queue_rows, dtype=np.int64)
+        self._expired = np.empty(options.max_queue_rows, dtype=np.int64)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def deadline_ns(self, arrived_ns: int, timeout_ms: float | None) -> int:
+        """The earlier of the model's SLO and the client's timeout, from the request's arrival."""
+        deadline = NO_DEADLINE
+        if self._slo_ns is not None:
+            deadline = arrived_ns + self._slo_ns
+        if timeout_ms is not None:
+            deadline = min(deadline, arrived_ns + int(timeout_ms * 1e6))
+        return deadline
+
+    async def submit(self, x: np.ndarray, deadline_ns: int = NO_DEADLINE, *, alone: bool = False,
+                     disconnected: Callable[[], Coroutine[Any, Any, Any]] | None = None) -> Outputs:
+        """Queue `x` ([rows, features] of the model's dtype) and wait for its outputs.
+
+        Raises QueueFull or DeadlineUnmeetable when refused, at once or from the queue. `disconnected`, when given,
+        is awaited while the request waits in the queue; if it returns first, the request is dropped unrun.
+        """
+        rows = len(x)
+        if rows > self.options.max_batch_size and self.options.oversize == "refuse":
+            raise InvalidInput(f"batch of {rows} rows is over this model's max_batch_size of "
+                               f"{self.options.max_batch_size} - at `$.inputs`",
+                               detail={"path": "$.inputs", "rows": rows, "max_batch_size": self.options.max_batch_size})
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        now = monotonic_ns()
+        ticket = next(self._tickets)
+        status = self.queue.push(ticket, rows, now, deadline_ns)
+        if status != 0:
+            backlog = self.queue.backlog_ns(now)
+            if status == QUEUE_FULL:
+                raise QueueFull(f"{self.label}: queue full ({self.queue.queued_rows} rows waiting, limit "
+                                f"{self.options.max_queue_rows}); retry later", retry_after_s=_retry_after_s(backlog))
+            if status == CANNOT_MEET_DEADLINE:
+                raise DeadlineUnmeetable(
+                    f"{self.label}: cannot answer within the deadline ({(deadline_ns - now) / 1e6:.2f} ms left, "
+                    f"{backlog / 1e6:.2f} ms of work queued); retry later", retry_after_s=_retry_after_s(backlog))
+        fut: asyncio.Future[Outputs] = loop.create_future()
+        self._pending[ticket] = (x, fut)
+        self._schedule(inline=alone)
+        if fut.done() or disconnected is None:
+            return await fut
+        watcher: asyncio.Task[Any] = loop.create_task(disconnected())  # only waiting requests pay for it
+        watcher.add_done_callback(lambda _: self._abandon(ticket))
+        try:
+            return await fut
+        finally:
+            watcher.cancel()
+
+    def _abandon(self, ticket: int) -> None:
+        """The client left: drop its request if it has not started (a running batch cannot be stopped)."""
+        item = self._pending.get(ticket)
+        if item is not None and self.queue.cancel(ticket):
+            del self._pending[ticket]
+            item[1].cancel()
+
+    def _schedule(self, inline: bool = False) -> None:
+        q = self.queue
+        while self._free:
+            now = monotonic_ns()
+            wait = q.wait_ns(now)
+            if wait < 0:
+                return
+            if wait > 0:
+                self._arm(now, wait)
+                return
+            n, n_expired, rows = q.take(now, self._taken, self._expired)
+            if n_expired:
+                self._refuse_expired(n_expired, now)
+            if n == 0:
+                continue
+            items = [self._pending.pop(t) for t in self._taken[:n].tolist()]
+            instance = self._free.pop()
+            if n == 1:
+                batch = items[0][0]
+            else:
+                batch = instance.buffer[:rows]
+                offset = 0
+                for x, _ in items:
+                    batch[offset:offset + len(x)] = x
+                    offset += len(x)
+            if (inline and n == 1 and rows <= INLINE_MAX_ROWS and not self._pending
+                    and len(self._free) == len(self._instances) - 1
+                    and q.run_time.estimate(rows) < self._inline_max_ns):
+                started = monotonic_ns()
+                try:
+                    result, error = self.session.run(batch), None  # on the loop thread, on purpose
+                except Exception as exc:
+                    result, error = None, exc
+                self._done(instance, items, rows, result, error, monotonic_ns() - started, reschedule=False)
+                continue
+            instance.submit(batch, self._completion(instance, items, rows), self._loop)  # type: ignore[arg-type]
+
+    def _completion(self, instance: _Instance, items: list[_Item], rows: int) -> Callable[..., None]:
+        def done(result: Outputs | None, error: BaseException | None, run_ns: int) -> None:
+            self._done(instance, items, rows, result, error, run_ns)
+        return done
+
+    def _done(self, instance: _Instance, items: list[_Item], rows: int, result: Outputs | None,
+              error: BaseException | None, run_ns: int, reschedule: bool = True) -> None:
+        self.queue.finished(rows, run_ns if error is None else -1)
+        self._free.append(instance)
+        if error is not None or result is None:
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_exception(error or RuntimeError("run returned nothing"))
+        elif len(items) == 1:
+            if not items[0][1].done():
+                items[0][1].set_result(result)
+        else:
+            offset = 0
+            for x, fut in items:
+                end = offset + len(x)
+                if not fut.done():
+                    fut.set_result({name: out[offset:end] for name, out in result.items()})
+                offset = end
+        if reschedule:
+            self._schedule()
+
+    def _refuse_expired(self, n: int, now: int) -> None:
+        backlog = self.queue.backlog_ns(now)
+        for ticket in self._expired[:n].tolist():
+            _, fut = self._pending.pop(ticket)
+            if not fut.done():
+                fut.set_exception(DeadlineUnmeetable(
+                    f"{self.label}: the deadline can no longer be met; refused before running",
+                    retry_after_s=_retry_after_s(backlog)))
+
+    def _arm(self, now: int, wait_ns: int) -> None:
+        at = now + wait_ns
+        if self._timer is not None:
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_later(wait_ns / 1e9, self._on_timer)  # type: ignore[union-attr]
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._schedule()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the worker threads once their queued batches have run."""
+        if self._timer is not None:
+            self._timer.cancel()
+        for instance in self._instances:
+            instance.close(timeout)

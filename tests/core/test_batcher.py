@@ -1,0 +1,198 @@
+"""Batch formation without a clock, a loop or a model: times are arguments."""
+
+import numpy as np
+import pytest
+
+from fastserve._core.batcher import (
+    CANNOT_MEET_DEADLINE,
+    NO_DEADLINE,
+    PUSHED,
+    QUEUE_FULL,
+    BatchQueue,
+    RunTimeModel,
+)
+
+US = 1_000
+MS = 1_000_000
+
+
+def buffers(n=1024):
+    return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+
+
+def take(q, now):
+    batch, expired = buffers()
+    nb, ne, rows = q.take(now, batch, expired)
+    return list(batch[:nb]), list(expired[:ne]), rows
+
+
+def model(per_row_ns=1_000, fixed_ns=10_000):
+    m = RunTimeModel()
+    for rows in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+        m.observe(rows, fixed_ns + per_row_ns * rows)
+    return m
+
+
+def test_run_time_model_interpolates_and_extrapolates():
+    m = model()
+    assert m.estimate(1) == pytest.approx(11_000)
+    assert m.estimate(48) == pytest.approx(10_000 + 48_000)
+    assert m.estimate(512) == pytest.approx(266_000 * 2)  # linear past the largest bucket seen: an overestimate
+    assert RunTimeModel().estimate(10) == 0.0
+
+
+def test_run_time_model_follows_a_slower_machine():
+    m = model()
+    for _ in range(50):
+        m.observe(8, 36_000)  # twice as slow
+    assert m.estimate(8) == pytest.approx(36_000, rel=1e-3)
+
+
+def test_a_lone_request_goes_at_once():
+    q = BatchQueue(32, 1024, 2 * MS, run_time=model())
+    assert q.push(1, 1, 0, NO_DEADLINE) == PUSHED
+    assert q.wait_ns(0) == 0  # no arrival history: waiting cannot help
+    assert take(q, 0) == ([1], [], 1)
+    assert q.in_flight == 1 and q.queued_rows == 0
+
+
+def test_full_batch_goes_at_once_and_requests_stay_whole():
+    q = BatchQueue(8, 1024, 10 * MS, run_time=model())
+    for t in range(5):
+        q.push(t, 3, t * US, NO_DEADLINE)
+    assert q.wait_ns(5 * US) == 0
+    assert take(q, 5 * US) == ([0, 1], [], 6)  # a third request of 3 rows would make 9 > 8
+    assert take(q, 5 * US) == ([2, 3], [], 6)
+    assert q.queued_rows == 3
+
+
+def test_waits_for_companions_while_they_keep_coming():
+    q = BatchQueue(64, 1024, 1 * MS, run_time=model())
+    for t in range(4):  # arrivals every 10 us
+        q.push(t, 1, t * 10 * US, NO_DEADLINE)
+    wait = q.wait_ns(30 * US)
+    assert 0 < wait <= 1 * MS - 0  # until the oldest has waited max_delay
+    assert wait == 1 * MS - 30 * US
+    assert q.wait_ns(1 * MS) == 0  # the oldest waited max_delay
+
+
+def test_does_not_wait_when_arrivals_are_too_rare_to_help():
+    q = BatchQueue(64, 1024, 1 * MS, run_time=model())
+    q.push(1, 1, 0, NO_DEADLINE)
+    q.push(2, 1, 5 * MS, NO_DEADLINE)  # gaps of 5 ms > max_delay
+    take(q, 5 * MS)
+    q.finished(2, 12_000)
+    q.push(3, 1, 10 * MS, NO_DEADLINE)
+    assert q.wait_ns(10 * MS) == 0
+
+
+def test_deadline_limits_the_wait():
+    q = BatchQueue(64, 1024, 10 * MS, run_time=model())
+    for t in range(3):
+        q.push(t, 1, t * 10 * US, NO_DEADLINE)
+    q.push(9, 1, 30 * US, 30 * US + 200 * US)
+    wait = q.wait_ns(30 * US)
+    assert 0 < wait < 200 * US
+
+
+def test_queue_bound_refuses():
+    q = BatchQueue(8, 10, 1 * MS)
+    assert q.push(1, 6, 0, NO_DEADLINE) == PUSHED
+    assert q.push(2, 5, 0, NO_DEADLINE) == QUEUE_FULL
+    assert q.push(3, 4, 0, NO_DEADLINE) == PUSHED
+    assert q.stats()["shed_queue_full"] == 1
+
+
+def test_unmeetable_deadline_is_refused_at_push():
+    q = BatchQueue(8, 1024, 1 * MS, run_time=model())
+    assert q.push(1, 1, 0, 5_000) == CANNOT_MEET_DEADLINE  # a run takes 11 us
+    assert q.push(2, 1, 0, 50_000) == PUSHED
+    assert q.stats()["shed_deadline_at_arrival"] == 1
+
+
+def test_backlog_counts_against_the_deadline():
+    q = BatchQueue(4, 1024, 1 * MS, run_time=model())
+    for t in range(10):
+        q.push(t, 4, 0, NO_DEADLINE)  # 10 batches of 4 rows queued, 14 us each
+    assert q.backlog_ns(0) == pytest.approx(140_000, rel=0.01)
+    assert q.push(99, 1, 0, 100_000) == CANNOT_MEET_DEADLINE
+    assert q.push(100, 1, 0, 200_000) == PUSHED
+
+
+def test_expired_requests_are_dropped_before_running():
+    q = BatchQueue(8, 1024, 1 * MS, run_time=model())
+    q.push(1, 1, 0, 100 * US)
+    q.push(2, 1, 0, NO_DEADLINE)
+    batch, expired, rows = take(q, 95 * US)  # 95 us + 11 us run > 100 us
+    assert (batch, expired, rows) == ([2], [1], 1)
+    assert q.stats()["shed_deadline_in_queue"] == 1
+
+
+def test_batch_is_capped_by_its_earliest_deadline():
+    q = BatchQueue(256, 1024, 1 * MS, run_time=model())
+    q.push(1, 10, 0, 50 * US)  # 10 rows run in 20 us
+    q.push(2, 100, 0, NO_DEADLINE)  # with them: 120 us, past the first request's deadline
+    assert take(q, 0) == ([1], [], 10)
+    assert take(q, 0) == ([2], [], 100)
+
+
+def test_oversize_request_runs_alone():
+    q = BatchQueue(8, 1024, 1 * MS)
+    q.push(1, 20, 0, NO_DEADLINE)
+    q.push(2, 1, 0, NO_DEADLINE)
+    assert take(q, 0) == ([1], [], 20)
+    assert take(q, 0) == ([2], [], 1)
+
+
+def test_cancelled_requests_never_run():
+    q = BatchQueue(8, 1024, 1 * MS)
+    for t in range(3):
+        q.push(t, 1, 0, NO_DEADLINE)
+    assert q.cancel(1) is True
+    assert q.cancel(1) is False
+    assert q.queued_rows == 2
+    assert take(q, 0) == ([0, 2], [], 2)
+    assert q.cancel(0) is False  # already taken
+    assert q.stats()["cancelled"] == 1
+
+
+def test_cancelled_head_does_not_hold_the_queue():
+    q = BatchQueue(8, 1024, 1 * MS)
+    q.push(1, 1, 0, NO_DEADLINE)
+    q.cancel(1)
+    assert q.wait_ns(0) == -1
+
+
+def test_ring_wraps_around():
+    q = BatchQueue(4, 8, 0)
+    seen = []
+    for t in range(100):
+        assert q.push(t, 1, t, NO_DEADLINE) == PUSHED
+        if t % 3 == 2:
+            batch, _, _ = take(q, t)
+            seen.extend(batch)
+            q.finished(len(batch), 1000)
+    while q.queued_requests:
+        seen.extend(take(q, 1000)[0])
+    assert seen == list(range(100))
+
+
+def test_stats_count_batches_and_histograms():
+    q = BatchQueue(8, 1024, 0)
+    for t in range(6):
+        q.push(t, 1, 0, NO_DEADLINE)
+    take(q, 300 * US)
+    q.finished(6, 2 * MS)
+    s = q.stats()
+    assert s["batches"] == 1 and s["batched_rows"] == 6
+    assert s["batch_sizes"][2] == 1  # 4..7 rows
+    assert sum(s["queue_wait"]) == 6 and s["queue_wait"][2] == 6  # 300 us falls in (250 us, 500 us]
+    assert s["run_time"][4] == 1 and s["run_time_sum"] == pytest.approx(0.002)
+    assert s["in_flight"] == 0
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError):
+        BatchQueue(0, 10, 0)
+    with pytest.raises(ValueError):
+        BatchQueue(8, 10, 0).push(1, 0, 0, NO_DEADLINE)
