@@ -19,7 +19,7 @@ import numpy as np
 
 from fastserve._core.batcher import CANNOT_MEET_DEADLINE, NO_DEADLINE, QUEUE_FULL, BatchQueue, RunTimeModel
 from fastserve.config import BatchingOptions
-from fastserve.exceptions import DeadlineUnmeetable, InvalidInput, QueueFull
+from fastserve.exceptions import ClientGone, DeadlineUnmeetable, InvalidInput, QueueFull
 from fastserve.runtime import ModelSession
 
 log = logging.getLogger("fastserve.batching")
@@ -133,9 +133,11 @@ class Batcher:
                 raise QueueFull(f"{self.label}: queue full ({self.queue.queued_rows} rows waiting, limit "
                                 f"{self.options.max_queue_rows}); retry later", retry_after_s=_retry_after_s(backlog))
             if status == CANNOT_MEET_DEADLINE:
-                raise DeadlineUnmeetable(
-                    f"{self.label}: cannot answer within the deadline ({(deadline_ns - now) / 1e6:.2f} ms left, "
-                    f"{backlog / 1e6:.2f} ms of work queued); retry later", retry_after_s=_retry_after_s(backlog))
+                left = deadline_ns - now
+                why = (f"{left / 1e6:.2f} ms left, {backlog / 1e6:.2f} ms of work queued" if left > 0
+                       else f"it passed {-left / 1e6:.2f} ms ago")
+                raise DeadlineUnmeetable(f"{self.label}: cannot answer within the request's deadline ({why}); "
+                                         "retry later", retry_after_s=_retry_after_s(backlog))
         fut: asyncio.Future[Outputs] = loop.create_future()
         self._pending[ticket] = (x, fut)
         self._schedule(inline=alone)
@@ -153,7 +155,7 @@ class Batcher:
         item = self._pending.get(ticket)
         if item is not None and self.queue.cancel(ticket):
             del self._pending[ticket]
-            item[1].cancel()
+            item[1].set_exception(ClientGone(f"{self.label}: client left before its request ran"))
 
     def _schedule(self, inline: bool = False) -> None:
         q = self.queue

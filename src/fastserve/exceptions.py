@@ -102,6 +102,12 @@ class DeadlineUnmeetable(Overloaded):
     code = "deadline_exceeded"
 
 
+class ClientGone(FastserveError):
+    """The client disconnected before its request ran; nobody is left to answer."""
+
+    code = "client_closed"
+
+
 class InferenceError(FastserveError, RuntimeError):
     """ONNX Runtime failed on input that passed validation."""
 

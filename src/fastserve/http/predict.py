@@ -6,7 +6,7 @@ import logging
 from time import monotonic_ns, perf_counter
 from typing import TYPE_CHECKING, Any
 
-from fastserve.exceptions import BodyTooLarge, FastserveError, NotAcceptable, RequestError
+from fastserve.exceptions import BodyTooLarge, ClientGone, FastserveError, NotAcceptable, RequestError
 from fastserve.http.codecs import CONTENT_TYPE_HEADER, JSON, decode, encode, request_format, response_format
 from fastserve.http.errors import error_body, error_headers, status_for
 from fastserve.http.inputs import predict_inputs, timeout_ms
@@ -19,10 +19,6 @@ log = logging.getLogger("fastserve.http")
 
 Scope = dict[str, Any]
 CLIENT_CLOSED = 499  # counted in metrics only: nobody is left to answer
-
-
-class ClientDisconnected(Exception):
-    pass
 
 
 def predict_target(path: str) -> tuple[str, str | None] | None:
@@ -49,7 +45,7 @@ async def read_body(receive: Any, content_length: bytes | None, limit: int) -> b
                                detail={"limit": limit, "declared": declared})
     message = await receive()
     if message["type"] == "http.disconnect":
-        raise ClientDisconnected
+        raise ClientGone("client disconnected while sending its body")
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
         if len(body) > limit:
@@ -59,7 +55,7 @@ async def read_body(receive: Any, content_length: bytes | None, limit: int) -> b
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ClientDisconnected
+            raise ClientGone("client disconnected while sending its body")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -116,18 +112,19 @@ async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: 
             outputs = await batcher.submit(x, batcher.deadline_ns(arrived_ns, timeout),  # type: ignore[union-attr]
                                            alone=stats.in_flight == 1, disconnected=receive)
             payload = encode({"model": target.model, "version": target.number, "outputs": outputs}, fmt)
+        except ClientGone:
+            status = CLIENT_CLOSED
+            return
         except FastserveError as exc:
             status = status_for(exc)
             if isinstance(exc, NotAcceptable):
                 fmt = JSON
-            if status >= 500:
+            if status == 500:  # refusals (4xx, overload 503s) are the client's to see, not the log's
                 log.error("%s: %s", scope["path"], exc.message)
             await _send_error(send, status, exc.code, exc.message, exc.detail, fmt, error_headers(exc, status))
             return
         status = 200
         await send_bytes(send, 200, payload, fmt, [(b"x-model-version", version_label.encode())])
-    except ClientDisconnected:
-        status = CLIENT_CLOSED
     except Exception:
         log.exception("unexpected error serving %s", scope["path"])
         status = 500

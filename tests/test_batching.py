@@ -1,0 +1,135 @@
+"""The asyncio batch driver in-process, on a real session: timing and failure behaviour without HTTP."""
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from fastserve.batching import Batcher
+from fastserve.config import BatchingOptions, RuntimeOptions
+from fastserve.exceptions import DeadlineUnmeetable, InferenceError
+from fastserve.runtime import ModelSession
+from tests.conftest import MODELS
+
+
+@pytest.fixture(scope="module")
+def session():
+    return ModelSession(MODELS / "churn" / "1" / "model.onnx", RuntimeOptions(device="cpu"), "churn v1")
+
+
+def test_max_delay_is_honoured_and_companions_share_a_batch(session):
+    """Arrivals every 2 ms with a 40 ms delay: the batcher waits for them, and the oldest waits about 40 ms."""
+    batcher = Batcher(session, BatchingOptions(max_batch_size=64, max_delay_us=40_000), "churn v1")
+    x = np.ones((1, 22), dtype=np.float32)
+
+    async def main():
+        waits = []
+
+        async def one():
+            started = time.perf_counter()
+            await batcher.submit(x)
+            waits.append(time.perf_counter() - started)
+
+        tasks = []
+        for _ in range(8):
+            tasks.append(asyncio.create_task(one()))
+            await asyncio.sleep(0.002)
+        await asyncio.gather(*tasks)
+        return waits
+
+    try:
+        waits = asyncio.run(main())
+    finally:
+        batcher.close()
+    stats = batcher.queue.stats()
+    assert stats["batched_rows"] == 8
+    assert stats["batches"] <= 3, stats  # the first may go alone, before arrivals are known to be frequent
+    # The timer of uvloop/asyncio fires late by up to a millisecond or so; a loaded machine adds more.
+    assert max(waits) < 0.040 + 0.030, waits
+
+
+def test_lone_request_does_not_wait(session):
+    batcher = Batcher(session, BatchingOptions(max_batch_size=64, max_delay_us=500_000), "churn v1")
+    x = np.ones((1, 22), dtype=np.float32)
+
+    async def main():
+        started = time.perf_counter()
+        await batcher.submit(x)
+        return time.perf_counter() - started
+
+    try:
+        assert asyncio.run(main()) < 0.25  # far below the 500 ms delay: waiting could not help
+    finally:
+        batcher.close()
+
+
+def test_deadline_from_slo_and_client_timeout(session):
+    batcher = Batcher(session, BatchingOptions(latency_slo_ms=10), "churn v1")
+    try:
+        assert batcher.deadline_ns(1_000, None) == 1_000 + 10_000_000
+        assert batcher.deadline_ns(1_000, 2.5) == 1_000 + 2_500_000
+        assert batcher.deadline_ns(1_000, 50) == 1_000 + 10_000_000
+    finally:
+        batcher.close()
+
+
+def test_run_failure_reaches_every_request_of_the_batch_and_the_batcher_recovers(session):
+    class Flaky:
+        """A real session that fails on its first multi-row batch."""
+
+        def __init__(self, inner):
+            self.inner, self.failed = inner, False
+            self.n_features, self.input_dtype = inner.n_features, inner.input_dtype
+
+        def run(self, x):
+            if len(x) > 1 and not self.failed:
+                self.failed = True
+                raise InferenceError("boom")
+            return self.inner.run(x)
+
+    batcher = Batcher(Flaky(session), BatchingOptions(max_batch_size=8, max_delay_us=50_000), "flaky")
+    x = np.ones((1, 22), dtype=np.float32)
+
+    async def main():
+        first = [asyncio.create_task(batcher.submit(x)) for _ in range(4)]
+        results = await asyncio.gather(*first, return_exceptions=True)
+        again = await batcher.submit(np.ones((3, 22), dtype=np.float32))
+        return results, again
+
+    try:
+        results, again = asyncio.run(main())
+    finally:
+        batcher.close()
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert errors and all(isinstance(e, InferenceError) for e in errors)
+    assert again["probabilities"].shape == (3, 2)
+    assert batcher.queue.in_flight == 0
+
+
+def test_expired_in_queue_is_refused(session):
+    """A batch that takes 200 ms blocks the single instance; a request with a 20 ms timeout behind it expires."""
+    class Slow:
+        def __init__(self, inner):
+            self.inner = inner
+            self.n_features, self.input_dtype = inner.n_features, inner.input_dtype
+
+        def run(self, x):
+            time.sleep(0.2)
+            return self.inner.run(x)
+
+    batcher = Batcher(Slow(session), BatchingOptions(max_batch_size=1, max_delay_us=0), "slow")
+    x = np.ones((1, 22), dtype=np.float32)
+
+    async def main():
+        first = asyncio.create_task(batcher.submit(x))
+        await asyncio.sleep(0.01)
+        second = batcher.submit(x, time.monotonic_ns() + 20_000_000)
+        return await asyncio.gather(first, second, return_exceptions=True)
+
+    try:
+        first, second = asyncio.run(main())
+    finally:
+        batcher.close()
+    assert first["label"].shape == (1,)
+    assert isinstance(second, DeadlineUnmeetable)
