@@ -122,8 +122,7 @@ class Batcher:
             raise InvalidInput(f"batch of {rows} rows is over this model's max_batch_size of "
                                f"{self.options.max_batch_size} - at `$.inputs`",
                                detail={"path": "$.inputs", "rows": rows, "max_batch_size": self.options.max_batch_size})
-        loop = self._loop or asyncio.get_running_loop()
-        self._loop = loop
+        loop = self._loop = asyncio.get_running_loop()
         now = monotonic_ns()
         ticket = next(self._tickets)
         status = self.queue.push(ticket, rows, now, deadline_ns)

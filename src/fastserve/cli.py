@@ -40,6 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(uvicorn.Config(
         create_app(config), host=config.host, port=config.port, loop=loop, http="httptools", lifespan="on",
         log_config=None, log_level=config.log_level, access_log=False, server_header=False,
+        timeout_keep_alive=args.keep_alive_timeout,
     ))
     log.info("fastserve %s serving %s on http://%s:%d (loop=%s, http=httptools)", fastserve.__version__,
              config.models_dir.resolve(), config.host, config.port, loop)
@@ -85,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     serve.add_argument("--max-body-bytes", type=int, default=ServerConfig.max_body_bytes,
                        help="largest request body accepted (default: %(default)s)")
+    serve.add_argument("--keep-alive-timeout", type=float, default=5.0,
+                       help="seconds an idle keep-alive connection stays open (default: %(default)s)")
     serve.set_defaults(run=_serve)
 
     models = sub.add_parser("models", help="list the models of a repository and check that each version loads")

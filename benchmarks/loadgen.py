@@ -1,0 +1,195 @@
+"""Open-loop load generator: Poisson arrivals at a set rate, latency from the intended send time.
+
+Requests are sent when the schedule says, whether or not earlier ones have been answered (open loop), over a pool of
+keep-alive connections; when every connection is busy a request waits in the generator, and that wait counts in
+its latency, so queueing anywhere cannot hide (no coordinated omission). The generator spins on its own core between
+sends for microsecond timing, and reports its own send lag so one can see whether it kept up. Bounded in time and in
+request count; loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+LOOPBACK = "127.0.0.1"
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self, done: collections.deque[_Conn], on_answer) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buf = b""
+        self._free = done
+        self._on_answer = on_answer
+        self.index = -1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, index: int, raw: bytes) -> None:
+        self.index = index
+        self.transport.write(raw)  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        while True:
+            end = self._buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self._buf[:end]
+            length = 0
+            pos = head.lower().find(b"content-length:")
+            if pos >= 0:
+                line_end = head.find(b"\r\n", pos)
+                length = int(head[pos + 15:line_end if line_end >= 0 else len(head)])
+            total = end + 4 + length
+            if len(self._buf) < total:
+                return
+            status = int(head[9:12])
+            self._buf = self._buf[total:]
+            index, self.index = self.index, -1
+            self._on_answer(self, index, status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.index >= 0:
+            self._on_answer(self, self.index, 0)
+        self.transport = None
+
+
+@dataclass
+class Run:
+    rate: float
+    sent: int
+    latencies_us: np.ndarray  # per answered request, from its intended send time
+    statuses: np.ndarray  # 0 = no answer (connection lost or timed out)
+    send_lag_us: np.ndarray  # actual minus intended send time
+    duration_s: float
+
+    def summary(self) -> dict[str, float]:
+        ok = self.statuses == 200
+        lat = self.latencies_us[ok] if ok.any() else np.array([np.nan])
+        answered = self.statuses > 0
+        return {
+            "rate": self.rate,
+            "sent": self.sent,
+            "ok": int(ok.sum()),
+            "shed": int(np.isin(self.statuses, (429, 503)).sum()),
+            "errors": int((~ok).sum()),
+            "error_ratio": float((~ok).mean()) if self.sent else 0.0,
+            "goodput": float(ok.sum() / self.duration_s),
+            "p50_ms": float(np.percentile(lat, 50) / 1e3),
+            "p90_ms": float(np.percentile(lat, 90) / 1e3),
+            "p99_ms": float(np.percentile(lat, 99) / 1e3),
+            "max_ms": float(lat.max() / 1e3),
+            "p99_all_answered_ms": float(np.percentile(self.latencies_us[answered], 99) / 1e3) if answered.any()
+            else float("nan"),
+            "send_lag_p99_us": float(np.percentile(self.send_lag_us, 99)) if self.sent else 0.0,
+        }
+
+
+async def _open_loop(port: int, raws: list[bytes], rate: float, duration_s: float, max_requests: int,
+                     connections: int, timeout_s: float, seed: int) -> Run:
+    loop = asyncio.get_running_loop()
+    rng = np.random.default_rng(seed)
+    n = min(max_requests, int(rate * duration_s * 1.2) + 10)
+    intended = np.cumsum(rng.exponential(1.0 / rate, size=n))
+    n = int(np.searchsorted(intended, duration_s))
+    intended_ns = (intended[:n] * 1e9).astype(np.int64)
+    latency = np.zeros(n, dtype=np.int64)
+    status = np.zeros(n, dtype=np.int32)
+    lag = np.zeros(n, dtype=np.int64)
+    free: collections.deque[_Conn] = collections.deque()
+    backlog: collections.deque[int] = collections.deque()
+    clock = time.perf_counter_ns
+    pending = 0
+    t0 = 0
+
+    def send(conn: _Conn, i: int) -> None:
+        lag[i] = clock() - t0 - intended_ns[i]
+        conn.send(i, raws[i % len(raws)])
+
+    def on_answer(conn: _Conn, i: int, code: int) -> None:
+        nonlocal pending
+        latency[i] = clock() - t0 - intended_ns[i]
+        status[i] = code
+        pending -= 1
+        if conn.transport is None:
+            return
+        if backlog:
+            send(conn, backlog.popleft())
+        else:
+            free.append(conn)
+
+    for _ in range(connections):
+        _, proto = await loop.create_connection(lambda: _Conn(free, on_answer), LOOPBACK, port)
+        free.append(proto)
+    t0 = clock()
+    i = 0
+    while i < n:
+        now = clock() - t0
+        while i < n and intended_ns[i] <= now:
+            pending += 1
+            if free:
+                send(free.popleft(), i)
+            else:
+                backlog.append(i)
+            i += 1
+        await asyncio.sleep(0)  # let answers in; spins on this core for precise send times
+    deadline = clock() + int(timeout_s * 1e9)
+    while pending and clock() < deadline:
+        await asyncio.sleep(0.001)
+    elapsed = (clock() - t0) / 1e9
+    for conn in list(free):
+        if conn.transport is not None:
+            conn.transport.close()
+    unanswered = status == 0
+    latency[unanswered] = int(timeout_s * 1e9)
+    return Run(rate, n, latency / 1e3, status, lag / 1e3, max(duration_s, min(elapsed, duration_s + timeout_s)))
+
+
+def open_loop(port: int, raws: list[bytes], rate: float, duration_s: float = 3.0, max_requests: int = 200_000,
+              connections: int = 256, timeout_s: float = 5.0, seed: int = 0) -> Run:
+    """One open-loop run at `rate` requests/s for `duration_s` (at most `max_requests`)."""
+    import uvloop
+
+    return uvloop.run(_open_loop(port, raws, rate, duration_s, max_requests, connections, timeout_s, seed))
+
+
+def max_rate(port: int, raws: list[bytes], slo_ms: float, *, start: float = 200.0, limit: float = 50_000.0,
+             duration_s: float = 2.0, max_error_ratio: float = 0.001, refine: int = 3,
+             log=print) -> tuple[float, list[dict[str, float]]]:
+    """Highest rate whose p99 (of all requests, refusals counted as errors) stays within `slo_ms` with fewer than
+    `max_error_ratio` errors: geometric steps up, then bisection. Returns (rate, every trial's summary)."""
+    trials: list[dict[str, float]] = []
+
+    def passes(rate: float) -> bool:
+        s = open_loop(port, raws, rate, duration_s).summary()
+        s["slo_ms"] = slo_ms
+        s["pass"] = s["p99_ms"] <= slo_ms and s["error_ratio"] < max_error_ratio
+        trials.append(s)
+        log(f"  rate {rate:>8.0f}/s  p50 {s['p50_ms']:7.2f} ms  p99 {s['p99_ms']:8.2f} ms  errors "
+            f"{s['error_ratio']:.4f}  send lag p99 {s['send_lag_p99_us']:7.0f} us  {'ok' if s['pass'] else 'FAIL'}")
+        return bool(s["pass"])
+
+    good, bad = 0.0, None
+    rate = start
+    while rate <= limit:
+        if passes(rate):
+            good = rate
+            rate *= 2
+        else:
+            bad = rate
+            break
+    if bad is None:
+        return good, trials
+    for _ in range(refine):
+        mid = (good + bad) / 2 if good else bad / 2
+        if passes(mid):
+            good = mid
+        else:
+            bad = mid
+    return good, trials
