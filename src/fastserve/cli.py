@@ -37,6 +37,9 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"models directory {str(config.models_dir)!r} does not exist; pass MODELS_DIR "
                           "(e.g. `fastserve serve ./models`) or set FASTSERVE_MODELS_DIR")
     loop = "uvloop" if sys.platform != "win32" else "asyncio"
+    # Batches finish on worker threads that need the GIL back from the event loop; at the default 5 ms switch
+    # interval they may wait that long for it, which alone would break a 10 ms latency target.
+    sys.setswitchinterval(config.gil_switch_interval_s)
     server = uvicorn.Server(uvicorn.Config(
         create_app(config), host=config.host, port=config.port, loop=loop, http="httptools", lifespan="on",
         log_config=None, log_level=config.log_level, access_log=False, server_header=False,

@@ -91,6 +91,7 @@ class ServerConfig:
     device: str | None = None  # overrides every model's runtime.device when set
     log_level: str = "info"
     max_body_bytes: int = 8 * 1024 * 1024
+    gil_switch_interval_s: float = 0.0002
 
 
 class _Table:

@@ -281,6 +281,8 @@ cdef class BatchQueue:
         """A batch taken by `take` has run; `run_ns` < 0 when it failed (not used for the estimate)."""
         if self.in_flight > 0:
             self.in_flight -= 1
+        if self.in_flight == 0:
+            self._busy_until_ns = 0  # an estimate that ran long must not hold back the next batch's admissions
         if run_ns >= 0:
             self.run_time.observe(rows, run_ns)
             self._run_time[_time_bucket(run_ns)] += 1
