@@ -67,7 +67,7 @@ def test_full_batch_goes_at_once_and_requests_stay_whole():
 
 
 def test_waits_for_companions_while_they_keep_coming():
-    q = BatchQueue(64, 1024, 1 * MS, run_time=model())
+    q = BatchQueue(64, 1024, 1 * MS, run_time=model(fixed_ns=50_000))  # a run (50 us) outlasts the 10 us gaps
     for t in range(4):  # arrivals every 10 us
         q.push(t, 1, t * 10 * US, NO_DEADLINE)
     wait = q.wait_ns(30 * US)
@@ -86,8 +86,18 @@ def test_does_not_wait_when_arrivals_are_too_rare_to_help():
     assert q.wait_ns(10 * MS) == 0
 
 
+def test_does_not_wait_when_the_session_keeps_up():
+    q = BatchQueue(64, 1024, 1 * MS, run_time=model())  # a one-row run takes 11 us
+    for t in range(4):  # arrivals every 100 us: each run ends long before the next arrival
+        q.push(t, 1, t * 100 * US, NO_DEADLINE)
+        take(q, t * 100 * US)
+        q.finished(1, 11_000)
+    q.push(9, 1, 400 * US, NO_DEADLINE)
+    assert q.wait_ns(400 * US) == 0
+
+
 def test_deadline_limits_the_wait():
-    q = BatchQueue(64, 1024, 10 * MS, run_time=model())
+    q = BatchQueue(64, 1024, 10 * MS, run_time=model(fixed_ns=50_000))
     for t in range(3):
         q.push(t, 1, t * 10 * US, NO_DEADLINE)
     q.push(9, 1, 30 * US, 30 * US + 200 * US)

@@ -187,18 +187,19 @@ def test_deadlines_under_overload_refuse_rather_than_serve_late(mlp_server):
 
 def _raw_request(port: int, body: bytes) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"POST /v1/models/churn/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n"
+    s.sendall(b"POST /v1/models/churn_mlp/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n"
               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     return s
 
 
 def test_client_that_leaves_while_queued_leaves_no_work_behind(tmp_path):
-    """Requests arriving close together make the batcher wait (max_delay 1.5 s) for companions; one client hangs
-    up meanwhile: its request is dropped unrun and the others are answered."""
-    copy_model("churn", tmp_path, config="[batching]\nmax_batch_size = 64\nmax_delay_us = 1500000\n")
+    """Requests of 2,048 rows (a run of ~10 ms) arriving 5 ms apart: waiting for companions pays, so the batcher
+    holds them (max_delay 1.5 s); one client hangs up meanwhile: its request is dropped unrun, the others answered."""
+    copy_model("churn_mlp", tmp_path, config="[batching]\nmax_batch_size = 32768\nmax_queue_rows = 65536\n"
+                                             "max_delay_us = 1500000\n")
     srv = start_server(tmp_path)
     try:
-        body = tensor_body(np.ones((1, 22), dtype=np.float32))
+        body = tensor_body(np.ones((2048, 22), dtype=np.float32))
         socks = []
         for _ in range(6):
             socks.append(_raw_request(srv.port, body))
@@ -207,15 +208,15 @@ def test_client_that_leaves_while_queued_leaves_no_work_behind(tmp_path):
         socks.pop(3).close()
         replies = []
         for s in socks:
-            s.settimeout(10)
-            replies.append(s.recv(65536))
+            s.settimeout(20)
+            replies.append(s.recv(64))
             s.close()
         text = httpx.get(f"{srv.url}/metrics").text
     finally:
         srv.stop()
     assert all(r.startswith(b"HTTP/1.1 200") for r in replies), replies
     assert metric(text, "fastserve_shed_requests_total", reason="cancelled") == 1
-    assert metric(text, "fastserve_batch_size_rows_sum") == 5  # the five that stayed, in batches
+    assert metric(text, "fastserve_batch_size_rows_sum") == 5 * 2048  # the five that stayed, in batches
     assert metric(text, "fastserve_requests_total", code="499") == 1
 
 

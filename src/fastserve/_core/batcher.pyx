@@ -98,7 +98,8 @@ cdef class BatchQueue:
 
     - A batch goes as soon as an instance is free and `max_batch_rows` rows wait, or the oldest request has waited
       `max_delay_ns`, or earlier when waiting cannot help: no other request is expected before the delay runs out
-      (from the moving average of gaps between arrivals), or a queued request's deadline leaves no slack.
+      (from the moving average of gaps between arrivals), or the session would finish what waits before the next
+      arrival anyway, or a queued request's deadline leaves no slack.
     - Requests stay whole. One larger than `max_batch_rows` forms a batch of its own.
     - A batch holds no more rows than the run-time estimate lets its earliest deadline allow.
     - `push` refuses at once a request that would overflow `max_queue_rows` rows, or whose deadline cannot be met
@@ -199,8 +200,9 @@ cdef class BatchQueue:
         budget = self._enqueued[self._head] + self.max_delay_ns - now_ns
         if budget <= 0:
             return 0
-        # Waiting helps only if another request is expected before the delay runs out.
-        if self._gap_ns <= 0 or self._gap_ns > budget:
+        # Waiting helps only if another request is expected before the delay runs out, and only if the session
+        # is the bottleneck: when running what waits now ends before the next arrival, waiting just adds latency.
+        if self._gap_ns <= 0 or self._gap_ns > budget or self.run_time.estimate(self.queued_rows) < self._gap_ns:
             return 0
         for k in range(self._count):
             i = (self._head + k) % self._cap
