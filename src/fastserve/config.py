@@ -35,7 +35,7 @@ class RuntimeOptions:
     30-feature row across threads costs more than it saves and a spinning pool steals the core the event loop
     needs. Compute-heavy models (large MLPs, big batches) gain from `intra_op_threads` = physical cores.
     `inline_run_max_us`: a lone request whose run is expected under this runs on the event loop thread, skipping
-    the hand-off to the worker thread (see `runtime.runner.Runner`); 0 = always hand off.
+    the hand-off to a worker thread (see `fastserve.batching.Batcher`); 0 = always hand off.
     """
 
     device: str = "auto"
