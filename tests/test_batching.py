@@ -139,3 +139,33 @@ def test_expired_in_queue_is_refused(session):
         batcher.close()
     assert first["label"].shape == (1,)
     assert isinstance(second, DeadlineUnmeetable)
+
+
+def test_lone_request_runs_inline_and_is_counted(session):
+    import threading
+
+    seen = []
+
+    class Where:
+        n_features, input_dtype = session.n_features, session.input_dtype
+
+        @staticmethod
+        def run(x):
+            seen.append(threading.current_thread().name)
+            return session.run(x)
+
+    batcher = Batcher(Where(), BatchingOptions(), "churn v1", warm_up={1: 20e-6}, inline_max_s=200e-6)
+    x = np.ones((1, 22), dtype=np.float32)
+
+    async def main():
+        alone = await batcher.submit(x, alone=True)
+        not_alone = await batcher.submit(x, alone=False)
+        return alone, not_alone
+
+    try:
+        alone, not_alone = asyncio.run(main())
+    finally:
+        batcher.close()
+    assert seen[0] == threading.current_thread().name and seen[1] != seen[0]
+    np.testing.assert_array_equal(alone["probabilities"], not_alone["probabilities"])
+    assert batcher.queue.stats()["batches"] == 2

@@ -124,6 +124,14 @@ class Batcher:
                                detail={"path": "$.inputs", "rows": rows, "max_batch_size": self.options.max_batch_size})
         loop = self._loop = asyncio.get_running_loop()
         now = monotonic_ns()
+        q = self.queue
+        if (alone and rows <= INLINE_MAX_ROWS and q.queued_requests == 0 and q.in_flight == 0
+                and (estimate := q.run_time.estimate(rows)) < self._inline_max_ns
+                and (deadline_ns == NO_DEADLINE or now + estimate <= deadline_ns)):
+            # Fast path: the only request, every instance idle: run it here, with no queue, future or hand-off.
+            result = self.session.run(x)  # on the loop thread, on purpose: see the class docstring
+            q.ran_alone(rows, now, monotonic_ns() - now)
+            return result
         ticket = next(self._tickets)
         status = self.queue.push(ticket, rows, now, deadline_ns)
         if status != 0:
@@ -139,7 +147,7 @@ class Batcher:
                                          "retry later", retry_after_s=_retry_after_s(backlog))
         fut: asyncio.Future[Outputs] = loop.create_future()
         self._pending[ticket] = (x, fut)
-        self._schedule(inline=alone)
+        self._schedule()
         if fut.done() or disconnected is None:
             return await fut
         watcher: asyncio.Task[Any] = loop.create_task(disconnected())  # only waiting requests pay for it
@@ -156,7 +164,7 @@ class Batcher:
             del self._pending[ticket]
             item[1].set_exception(ClientGone(f"{self.label}: client left before its request ran"))
 
-    def _schedule(self, inline: bool = False) -> None:
+    def _schedule(self) -> None:
         q = self.queue
         while self._free:
             now = monotonic_ns()
@@ -181,16 +189,6 @@ class Batcher:
                 for x, _ in items:
                     batch[offset:offset + len(x)] = x
                     offset += len(x)
-            if (inline and n == 1 and rows <= INLINE_MAX_ROWS and not self._pending
-                    and len(self._free) == len(self._instances) - 1
-                    and q.run_time.estimate(rows) < self._inline_max_ns):
-                started = monotonic_ns()
-                try:
-                    result, error = self.session.run(batch), None  # on the loop thread, on purpose
-                except Exception as exc:
-                    result, error = None, exc
-                self._done(instance, items, rows, result, error, monotonic_ns() - started, reschedule=False)
-                continue
             instance.submit(batch, self._completion(instance, items, rows), self._loop)  # type: ignore[arg-type]
 
     def _completion(self, instance: _Instance, items: list[_Item], rows: int) -> Callable[..., None]:
@@ -199,7 +197,7 @@ class Batcher:
         return done
 
     def _done(self, instance: _Instance, items: list[_Item], rows: int, result: Outputs | None,
-              error: BaseException | None, run_ns: int, reschedule: bool = True) -> None:
+              error: BaseException | None, run_ns: int) -> None:
         self.queue.finished(rows, run_ns if error is None else -1)
         self._free.append(instance)
         if error is not None or result is None:
@@ -216,8 +214,7 @@ class Batcher:
                 if not fut.done():
                     fut.set_result({name: out[offset:end] for name, out in result.items()})
                 offset = end
-        if reschedule:
-            self._schedule()
+        self._schedule()
 
     def _refuse_expired(self, n: int, now: int) -> None:
         backlog = self.queue.backlog_ns(now)

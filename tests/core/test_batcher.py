@@ -206,3 +206,13 @@ def test_invalid_arguments():
         BatchQueue(0, 10, 0)
     with pytest.raises(ValueError):
         BatchQueue(8, 10, 0).push(1, 0, 0, NO_DEADLINE)
+
+
+def test_ran_alone_counts_a_batch_of_one_with_no_wait():
+    q = BatchQueue(8, 1024, 1 * MS)
+    q.ran_alone(3, 1, 20_000)  # monotonic clocks never read 0
+    q.ran_alone(1, 1 + 100 * US, 12_000)
+    s = q.stats()
+    assert (s["batches"], s["batched_rows"], s["queue_wait"][0], s["in_flight"]) == (2, 4, 2, 0)
+    assert s["arrival_gap_ns"] == 100 * US
+    assert q.run_time.estimate(1) == pytest.approx(12_000)

@@ -158,10 +158,30 @@ cdef class BatchQueue:
         return busy + <int64_t>(batches * self.run_time.estimate(min(self.queued_rows, self.max_batch_rows))
                                 / self.instances)
 
+    cdef inline void _note_arrival(self, int64_t now_ns) noexcept:
+        cdef int64_t gap
+        if self._last_arrival_ns > 0:
+            gap = now_ns - self._last_arrival_ns
+            if gap < 0:
+                gap = 0
+            self._gap_ns = gap if self._gap_ns == 0 else self._gap_ns + 0.2 * (gap - self._gap_ns)
+        self._last_arrival_ns = now_ns
+
+    cpdef void ran_alone(self, Py_ssize_t rows, int64_t now_ns, int64_t run_ns) noexcept:
+        """Account for a request that arrived at `now_ns` on an idle, empty queue and was run at once without
+        queueing: an arrival, and a batch of one request with no wait."""
+        self._note_arrival(now_ns)
+        self._batches += 1
+        self._batched_rows += rows
+        self._batch_sizes[_size_bucket(rows)] += 1
+        self._queue_wait[0] += 1
+        self.run_time.observe(rows, run_ns)
+        self._run_time[_time_bucket(run_ns)] += 1
+        self._run_time_sum += run_ns * 1e-9
+
     cpdef int push(self, int64_t ticket, Py_ssize_t rows, int64_t now_ns, int64_t deadline_ns):
         """Queue a request. Returns PUSHED, QUEUE_FULL or CANNOT_MEET_DEADLINE (then nothing is queued)."""
         cdef Py_ssize_t i
-        cdef int64_t gap
         if rows < 1:
             raise ValueError(f"a request has at least one row, got {rows}")
         if self.queued_rows + rows > self.max_queue_rows:
@@ -171,12 +191,7 @@ cdef class BatchQueue:
                 now_ns + self.backlog_ns(now_ns) + <int64_t>self.run_time.estimate(rows) > deadline_ns):
             self._shed_late += 1
             return CANNOT_MEET_DEADLINE
-        if self._last_arrival_ns > 0:
-            gap = now_ns - self._last_arrival_ns
-            if gap < 0:
-                gap = 0
-            self._gap_ns = gap if self._gap_ns == 0 else self._gap_ns + 0.2 * (gap - self._gap_ns)
-        self._last_arrival_ns = now_ns
+        self._note_arrival(now_ns)
         i = (self._head + self._count) % self._cap
         self._ticket[i] = ticket
         self._rows[i] = rows
