@@ -147,7 +147,8 @@ class Batcher:
                                          "retry later", retry_after_s=_retry_after_s(backlog))
         fut: asyncio.Future[Outputs] = loop.create_future()
         self._pending[ticket] = (x, fut)
-        self._schedule()
+        if self._free:  # else the next finished batch schedules
+            self._schedule()
         if fut.done() or disconnected is None:
             return await fut
         watcher: asyncio.Task[Any] = loop.create_task(disconnected())  # only waiting requests pay for it
@@ -181,14 +182,8 @@ class Batcher:
                 continue
             items = [self._pending.pop(t) for t in self._taken[:n].tolist()]
             instance = self._free.pop()
-            if n == 1:
-                batch = items[0][0]
-            else:
-                batch = instance.buffer[:rows]
-                offset = 0
-                for x, _ in items:
-                    batch[offset:offset + len(x)] = x
-                    offset += len(x)
+            # A lone request runs from its own array; several are copied once, in C, into the instance's buffer.
+            batch = items[0][0] if n == 1 else np.concatenate([x for x, _ in items], out=instance.buffer[:rows])
             instance.submit(batch, self._completion(instance, items, rows), self._loop)  # type: ignore[arg-type]
 
     def _completion(self, instance: _Instance, items: list[_Item], rows: int) -> Callable[..., None]:
