@@ -133,11 +133,11 @@ class Batcher:
             q.ran_alone(rows, now, monotonic_ns() - now)
             return result
         ticket = next(self._tickets)
-        status = self.queue.push(ticket, rows, now, deadline_ns)
+        status = q.push(ticket, rows, now, deadline_ns)
         if status != 0:
-            backlog = self.queue.backlog_ns(now)
+            backlog = q.backlog_ns(now)
             if status == QUEUE_FULL:
-                raise QueueFull(f"{self.label}: queue full ({self.queue.queued_rows} rows waiting, limit "
+                raise QueueFull(f"{self.label}: queue full ({q.queued_rows} rows waiting, limit "
                                 f"{self.options.max_queue_rows}); retry later", retry_after_s=_retry_after_s(backlog))
             if status == CANNOT_MEET_DEADLINE:
                 left = deadline_ns - now
