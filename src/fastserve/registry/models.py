@@ -89,15 +89,18 @@ class LoadedModel:
     name: str
     config: ModelConfig
     versions: dict[int, LoadedVersion] = field(default_factory=dict)
+    # The version that answers unversioned requests: one reference, read on every request and replaced whole
+    # (by `choose_primary`, on the event loop) whenever a version changes state.
+    primary: LoadedVersion | None = None
 
-    @property
-    def primary(self) -> LoadedVersion | None:
+    def choose_primary(self) -> None:
         """The configured primary when ready, else the newest ready version."""
         if self.config.primary is not None:
             chosen = self.versions.get(self.config.primary)
-            return chosen if chosen is not None and chosen.state == READY else None
+            self.primary = chosen if chosen is not None and chosen.state == READY else None
+            return
         ready = [v for v in self.versions.values() if v.state == READY]
-        return max(ready, key=lambda v: v.number) if ready else None
+        self.primary = max(ready, key=lambda v: v.number) if ready else None
 
     @property
     def ready(self) -> bool:
@@ -138,6 +141,7 @@ class Registry:
         for model in self.models.values():
             for version in model.versions.values():
                 await asyncio.to_thread(version.load)
+                model.choose_primary()
             if model.config.primary is not None and model.config.primary not in model.versions:
                 log.error("%s: primary version %d is not in %s", model.name, model.config.primary, self.models_dir)
         self.loaded = True
