@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
-import logging
 import queue
 import threading
 from collections.abc import Callable, Coroutine
@@ -21,8 +21,6 @@ from fastserve._core.batcher import CANNOT_MEET_DEADLINE, NO_DEADLINE, QUEUE_FUL
 from fastserve.config import BatchingOptions
 from fastserve.exceptions import ClientGone, DeadlineUnmeetable, InvalidInput, QueueFull
 from fastserve.runtime import ModelSession
-
-log = logging.getLogger("fastserve.batching")
 
 Outputs = dict[str, np.ndarray]
 # (input rows, future of the request's outputs)
@@ -184,12 +182,8 @@ class Batcher:
             instance = self._free.pop()
             # A lone request runs from its own array; several are copied once, in C, into the instance's buffer.
             batch = items[0][0] if n == 1 else np.concatenate([x for x, _ in items], out=instance.buffer[:rows])
-            instance.submit(batch, self._completion(instance, items, rows), self._loop)  # type: ignore[arg-type]
-
-    def _completion(self, instance: _Instance, items: list[_Item], rows: int) -> Callable[..., None]:
-        def done(result: Outputs | None, error: BaseException | None, run_ns: int) -> None:
-            self._done(instance, items, rows, result, error, run_ns)
-        return done
+            done = functools.partial(self._done, instance, items, rows)
+            instance.submit(batch, done, self._loop)  # type: ignore[arg-type]
 
     def _done(self, instance: _Instance, items: list[_Item], rows: int, result: Outputs | None,
               error: BaseException | None, run_ns: int) -> None:

@@ -50,6 +50,10 @@ def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str,
     return out
 
 
+# fastserve_shed_requests_total{reason} label -> the batcher's counter.
+_SHED_REASONS = (("queue_full", "shed_queue_full"), ("deadline_at_arrival", "shed_deadline_at_arrival"),
+                 ("deadline_in_queue", "shed_deadline_in_queue"), ("cancelled", "cancelled"))
+
 # The batcher's batch-size buckets hold 1, 2-3, 4-7, ... rows: upper bounds 2**(b+1) - 1.
 BATCH_SIZE_BOUNDS = tuple(float(2 ** (b + 1) - 1) for b in range(23))
 
@@ -134,8 +138,8 @@ class _Collector:
                 run.add_metric(key, _cumulative(TIME_BUCKETS_S, s["run_time"]), s["run_time_sum"])
                 queued.add_metric(key, s["queued_rows"])
                 running.add_metric(key, s["in_flight"])
-                for reason in ("queue_full", "deadline_at_arrival", "deadline_in_queue", "cancelled"):
-                    shed.add_metric([*key, reason], s[f"shed_{reason}" if reason != "cancelled" else reason])
+                for reason, counter in _SHED_REASONS:
+                    shed.add_metric([*key, reason], s[counter])
         yield from (sizes, wait, run, queued, running, shed)
 
 

@@ -87,10 +87,6 @@ cdef class RunTimeModel:
             return self._ns[hi]
         return 0.0
 
-    def buckets(self):
-        """[(mean rows, mean ns)] of the buckets seen, for status pages and tests."""
-        return [(self._rows[i], self._ns[i]) for i in range(N_SIZE_BUCKETS) if self._rows[i] > 0]
-
 
 cdef class BatchQueue:
     """The queue of one model version: requests (tickets with a row count, an arrival time and a deadline) in,
