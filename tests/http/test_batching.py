@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from tests.conftest import MODELS, copy_model, start_server
+from tests.loadclient import Answer, post_many
 
 MSGPACK = {"content-type": "application/msgpack"}
 
@@ -40,21 +41,10 @@ def tensor_body(x: np.ndarray, **extra) -> bytes:
     return msgpack.packb({"inputs": {"dtype": "float32", "shape": list(x.shape), "data": x.tobytes()}, **extra})
 
 
-async def fire(url: str, bodies: list[bytes], connections: int, headers=None) -> list[httpx.Response]:
-    """Send every body, `connections` at a time (one worker per connection), and return the answers in order."""
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    answers: list[httpx.Response | None] = [None] * len(bodies)
-    todo = iter(range(len(bodies)))
-
-    async def worker(client):
-        for i in todo:
-            answers[i] = await client.post("/v1/models/churn_mlp/predict", content=bodies[i],
-                                           headers={**MSGPACK, **(headers or {})})
-
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0) as client:
-        await asyncio.gather(*(worker(client) for _ in range(connections)))
-    assert all(a is not None for a in answers)
-    return answers  # type: ignore[return-value]
+async def fire(url: str, bodies: list[bytes], connections: int, headers=None) -> list[Answer]:
+    """Send every msgpack body to churn_mlp, `connections` at a time, and return the answers in order."""
+    port = int(url.rsplit(":", 1)[1])
+    return await post_many(port, "/v1/models/churn_mlp/predict", bodies, connections, {**MSGPACK, **(headers or {})})
 
 
 @pytest.fixture(scope="module")
