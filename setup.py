@@ -44,8 +44,9 @@ def _extensions() -> list:
     macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
     if debug:
         macros.append(("CYTHON_TRACE_NOGIL", "1"))
-    compile_args = ["-O0", "-g"] if debug else ["-O3"]
-    modules = ["rows", "batcher"]
+    # No fused multiply-add: transforms must round each operation as numpy does.
+    compile_args = (["-O0", "-g"] if debug else ["-O3"]) + ["-ffp-contract=off"]
+    modules = ["rows", "batcher", "transforms"]
     exts = [
         Extension(
             f"fastserve._core.{name}",

@@ -1,4 +1,4 @@
-"""Command line: `fastserve serve|models`."""
+"""Command line: `fastserve serve|models|export`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import fastserve
 from fastserve.config import DEVICES, LOG_LEVELS, ServerConfig, default_models_dir
-from fastserve.exceptions import ConfigError
+from fastserve.exceptions import ConfigError, ExportError
 
 log = logging.getLogger("fastserve")
 
@@ -75,6 +75,22 @@ def _models(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _export_sklearn(args: argparse.Namespace) -> int:
+    try:
+        import joblib
+
+        from fastserve.export.sklearn import export_pipeline, read_sample
+    except ImportError as exc:
+        raise ExportError(f"exporting needs the export extra: pip install 'fastserve[export]' ({exc})") from exc
+    # joblib files are pickles: loading one runs code from it. Export only pipelines you trust.
+    pipeline = joblib.load(args.pipeline)
+    sample = read_sample(Path(args.sample))
+    folder = export_pipeline(pipeline, sample, args.name, Path(args.out), version=args.version, golden=args.golden,
+                             description=args.description)
+    print(f"wrote {folder} (model.onnx, features.toml, validation set); serve it with `fastserve serve {args.out}`")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastserve", description="High-performance inference server for ONNX models")
     parser.add_argument("--version", action="version", version=f"fastserve {fastserve.__version__}")
@@ -98,6 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--device", choices=tuple(DEVICES), default=None)
     models.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     models.set_defaults(run=_models)
+
+    export = sub.add_parser("export", help="turn a trained pipeline into a model version folder")
+    kinds = export.add_subparsers(dest="kind", required=True)
+    sk = kinds.add_parser("sklearn", help="a fitted Pipeline([ColumnTransformer, estimator]) saved with joblib",
+                          description="Translate the ColumnTransformer into a feature spec (checked to reproduce it "
+                          "on the sample within 1e-6), convert the estimator with skl2onnx, and write "
+                          "OUT/NAME/VERSION with a validation set drawn from the sample.")
+    sk.add_argument("pipeline", help="the pipeline, saved with joblib.dump (a pickle: load only files you trust)")
+    sk.add_argument("--sample", required=True, help="training data sample, .csv or .parquet, with the raw columns")
+    sk.add_argument("--name", required=True, help="model name (its folder under --out)")
+    sk.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+    sk.add_argument("--out", required=True, help="model repository to write into")
+    sk.add_argument("--golden", type=int, default=64, help="validation records drawn from the sample (default 64)")
+    sk.add_argument("--description", default="", help="model description for a new fastserve.toml")
+    sk.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    sk.set_defaults(run=_export_sklearn)
     return parser
 
 
@@ -106,6 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.log_level)
     try:
         return int(args.run(args))
-    except ConfigError as exc:
+    except (ConfigError, ExportError, FileExistsError) as exc:
         print(f"fastserve: {exc}", file=sys.stderr)
         return 2

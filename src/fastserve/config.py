@@ -12,7 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fastserve._core import Feature
 from fastserve.exceptions import ConfigError
+from fastserve.features.spec import parse_features
+from fastserve.toml_table import TomlTable
 
 MODEL_CONFIG_FILE = "fastserve.toml"
 
@@ -53,6 +56,7 @@ class InputOptions:
 
     allow_non_finite: bool = False
     max_rows: int = 4096
+    unknown_fields: str = "ignore"  # records: a field no feature reads is "ignore"d or an "error" (422)
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class ModelConfig:
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     inputs: InputOptions = field(default_factory=InputOptions)
     batching: BatchingOptions = field(default_factory=BatchingOptions)
+    features: tuple[Feature, ...] | None = None  # [[features]], for versions without their own features.toml
 
 
 @dataclass(frozen=True)
@@ -94,50 +99,8 @@ class ServerConfig:
     gil_switch_interval_s: float = 0.0002
 
 
-class _Table:
-    """A TOML table read key by key, so that unknown keys and wrong types are reported with their place."""
-
-    def __init__(self, data: dict[str, Any], where: str) -> None:
-        self._data = dict(data)
-        self._where = where
-
-    def take(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
-        if key not in self._data:
-            return default
-        value = self._data.pop(key)
-        # bool is an int in Python; an int field must not accept `true`.
-        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            value_ok = False
-        else:
-            value_ok = isinstance(value, kind)
-        if not value_ok:
-            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-            raise ConfigError(f"{self._where}: `{key}` must be {names}, got {type(value).__name__} {value!r}")
-        return value
-
-    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
-        value: str = self.take(key, str, default)
-        if value not in choices:
-            raise ConfigError(f"{self._where}: `{key}` must be one of {', '.join(choices)}; got {value!r}")
-        return value
-
-    def positive(self, key: str, default: int, *, minimum: int = 1) -> int:
-        value: int = self.take(key, int, default)
-        if value < minimum:
-            raise ConfigError(f"{self._where}: `{key}` must be >= {minimum}, got {value}")
-        return value
-
-    def sub(self, key: str) -> _Table:
-        return _Table(self.take(key, dict, {}), f"{self._where} [{key}]")
-
-    def done(self) -> None:
-        if self._data:
-            unknown = ", ".join(f"`{k}`" for k in sorted(self._data))
-            raise ConfigError(f"{self._where}: unknown key {unknown}; see docs/configuration.md for the keys")
-
-
 def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConfig:
-    top = _Table(data, where)
+    top = TomlTable(data, where)
     model = top.sub("model")
     description = model.take("description", str, "")
     primary = model.take("primary", int, None)
@@ -161,6 +124,7 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
     inputs = InputOptions(
         allow_non_finite=inp.take("allow_non_finite", bool, False),
         max_rows=inp.positive("max_rows", 4096),
+        unknown_fields=inp.choice("unknown_fields", ("ignore", "error"), "ignore"),
     )
     inp.done()
 
@@ -177,12 +141,15 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
         oversize=bt.choice("oversize", OVERSIZE_POLICIES, "alone"),
     )
     bt.done()
+    features = top.take("features", list, None)
+    if features is not None:
+        features = parse_features(features, where)
     top.done()
     if batching.max_queue_rows < inputs.max_rows:
         raise ConfigError(f"{where}: [batching] max_queue_rows ({batching.max_queue_rows}) must be >= [inputs] "
                           f"max_rows ({inputs.max_rows}), or a request of max_rows rows could never be queued")
     return ModelConfig(name=name, description=description, primary=primary, runtime=runtime, inputs=inputs,
-                       batching=batching)
+                       batching=batching, features=features)
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:

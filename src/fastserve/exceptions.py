@@ -28,6 +28,12 @@ class ModelLoadError(FastserveError, RuntimeError):
     code = "model_load"
 
 
+class ExportError(FastserveError, ValueError):
+    """A trained pipeline cannot be exported exactly; the message names the part and what is supported."""
+
+    code = "export"
+
+
 class DeviceUnavailable(ModelLoadError):
     """An execution provider was asked for explicitly and cannot be used here."""
 

@@ -51,9 +51,9 @@ def test_unknown_model_or_version(client, path, status, code, message):
         (b"", 400, "empty body"),
         (b"\xff\xfe{}", 400, "body is not valid JSON"),
         (b'{"inputs": [[NaN]]}', 400, "body is not valid JSON"),
-        (b"[1, 2]", 422, "expected an object with `inputs`, got array - at `$`"),
+        (b"[1, 2]", 422, "expected an object with `inputs` or `records`, got array - at `$`"),
         (b'{"rows": []}', 422, "unknown field `rows`"),
-        (b"{}", 422, "missing field `inputs`"),
+        (b"{}", 422, "missing `inputs`, `records` or `columns`"),
         (b'{"inputs": 3}', 422, "expected `inputs` to be an array of rows or a tensor object, got int"),
         (b'{"inputs": []}', 422, "empty batch: send at least one row - at `$.inputs`"),
         (b'{"inputs": [[1, 2, 3]]}', 422, "expected 22 features per row, got 3 - at `$.inputs[0]`"),
@@ -91,7 +91,7 @@ def tensor(dtype="float32", shape=(1, 22), data=None):
         (b"\x81\xa6inputs\x91", 400, "body is not valid msgpack"),  # truncated
         (b"\xdd\xff\xff\xff\xff", 400, "body is not valid msgpack"),  # array declaring 4G items
         (msgpack.packb({"inputs": [ROW]}) + b"\x00", 400, "body is not valid msgpack"),  # trailing data
-        (msgpack.packb(msgpack.ExtType(5, b"abc")), 422, "expected an object with `inputs`, got ExtType"),
+        (msgpack.packb(msgpack.ExtType(5, b"abc")), 422, "expected an object with `inputs` or `records`, got ExtType"),
         (msgpack.packb({"inputs": [[*ROW[:2], math.nan, *ROW[3:]]]}), 422,
          "non-finite value nan refused (the model's inputs must be finite) - at `$.inputs[0][2]`"),
         (msgpack.packb({"inputs": [[*ROW[:2], math.inf, *ROW[3:]]]}), 422, "non-finite value inf refused"),

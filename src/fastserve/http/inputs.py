@@ -1,4 +1,5 @@
-"""A predict body's `inputs` into the model's input matrix: rows (JSON or msgpack) or a raw msgpack tensor."""
+"""A predict body into the model's input matrix: `inputs` as rows (JSON or msgpack) or a raw msgpack tensor, or
+`records` / `columns` of raw fields through the version's feature transform."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from fastserve._core import fill_rows, first_non_finite
+from fastserve._core import FeatureTransform, fill_rows, first_non_finite
 from fastserve.config import InputOptions
 from fastserve.exceptions import InvalidInput
 from fastserve.runtime import ModelSession
 
-PREDICT_KEYS = frozenset({"inputs", "timeout_ms"})
+DATA_KEYS = ("inputs", "records", "columns")
+PREDICT_KEYS = frozenset({*DATA_KEYS, "timeout_ms"})
 _TENSOR_KEYS = frozenset({"dtype", "shape", "data"})
 # Raw tensors are little-endian whatever the machine.
 _TENSOR_DTYPES = {"float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
@@ -30,26 +32,67 @@ def timeout_ms(value: Any, path: str) -> float:
     return float(value)
 
 
-def predict_inputs(payload: Any, session: ModelSession, options: InputOptions) -> tuple[np.ndarray, float | None]:
+def predict_inputs(payload: Any, session: ModelSession, options: InputOptions,
+                   transform: FeatureTransform | None) -> tuple[np.ndarray, float | None]:
     """Validate a decoded predict body: `[rows, n_features]` in the model's input dtype, and the body's timeout."""
     if type(payload) is not dict:
-        raise InvalidInput(f"expected an object with `inputs`, got {_type_name(payload)} - at `$`",
+        raise InvalidInput(f"expected an object with `inputs` or `records`, got {_type_name(payload)} - at `$`",
                            detail={"path": "$"})
-    if payload.keys() - PREDICT_KEYS or "inputs" not in payload:
+    given = [k for k in DATA_KEYS if k in payload]
+    if payload.keys() - PREDICT_KEYS or len(given) != 1:
         unknown = sorted(payload.keys() - PREDICT_KEYS)
-        why = f"unknown field `{unknown[0]}`" if unknown else "missing field `inputs`"
-        raise InvalidInput(f"{why}; a predict body has {', '.join(sorted(PREDICT_KEYS))} - at `$`",
-                           detail={"path": "$", "unknown": unknown})
+        why = (f"unknown field `{unknown[0]}`" if unknown else
+               f"more than one of {', '.join(given)}" if given else "missing `inputs`, `records` or `columns`")
+        raise InvalidInput(f"{why}; a predict body has one of {', '.join(DATA_KEYS)}, and optionally timeout_ms"
+                           " - at `$`", detail={"path": "$", "unknown": unknown})
     timeout = payload.get("timeout_ms")
     if timeout is not None:
         timeout = timeout_ms(timeout, "$.timeout_ms")
-    inputs = payload["inputs"]
-    if type(inputs) is list:
-        return _from_rows(inputs, session, options), timeout
-    if type(inputs) is dict:
-        return _from_tensor(inputs, session, options), timeout
-    raise InvalidInput(f"expected `inputs` to be an array of rows or a tensor object, got {_type_name(inputs)}"
-                       " - at `$.inputs`", detail={"path": "$.inputs"})
+    key = given[0]
+    data = payload[key]
+    if key == "inputs":
+        if type(data) is list:
+            return _from_rows(data, session, options), timeout
+        if type(data) is dict:
+            return _from_tensor(data, session, options), timeout
+        raise InvalidInput(f"expected `inputs` to be an array of rows or a tensor object, got {_type_name(data)}"
+                           " - at `$.inputs`", detail={"path": "$.inputs"})
+    if transform is None:
+        raise InvalidInput(f"this model has no feature spec, so it takes `inputs` (rows of {session.n_features} "
+                           f"numbers), not `{key}` - at `$.{key}`", detail={"path": f"$.{key}"})
+    if key == "records":
+        if type(data) is not list:
+            raise InvalidInput(f"expected `records` to be an array of objects, got {_type_name(data)} - at "
+                               "`$.records`", detail={"path": "$.records"})
+        _check_rows(len(data), session, options, "$.records")
+        x = np.empty((len(data), transform.width), dtype=session.input_dtype)
+        transform.fill_records(data, x)
+    else:
+        if type(data) is not dict:
+            raise InvalidInput(f"expected `columns` to be an object of arrays, got {_type_name(data)} - at "
+                               "`$.columns`", detail={"path": "$.columns"})
+        n = transform.count_columns(data)
+        _check_rows(n, session, options, "$.columns")
+        x = np.empty((n, transform.width), dtype=session.input_dtype)
+        transform.fill_columns(data, x)
+    if not options.allow_non_finite:
+        _refuse_transformed(first_non_finite(x), x, transform, key)
+    return x, timeout
+
+
+def _refuse_transformed(flat_index: int, x: np.ndarray, transform: FeatureTransform, key: str) -> None:
+    """A value a transform made non-finite (log1p of -1, an overflowing scale): name the record and the feature."""
+    if flat_index < 0:
+        return
+    i, column = divmod(flat_index, x.shape[1])
+    end = 0
+    for feature in transform.features:
+        end += feature.width
+        if column < end:
+            break
+    path = f"$.records[{i}].{feature.field}" if key == "records" else f"$.columns.{feature.field}[{i}]"
+    raise InvalidInput(f"feature {feature.name!r} became {x[i, column].item()!r} for this value (the model's inputs "
+                       f"must be finite) - at `{path}`", detail={"path": path, "record": i, "field": feature.field})
 
 
 def _check_rows(n: int, session: ModelSession, options: InputOptions, path: str) -> None:

@@ -105,7 +105,7 @@ async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: 
             target = route(app.registry, name, version)
             model_label, version_label = target.model, str(target.number)
             x, timeout = predict_inputs(decode(body, body_fmt), target.session,  # type: ignore[arg-type]
-                                        target.config.inputs)
+                                        target.config.inputs, target.transform)
             if timeout_header is not None:
                 timeout = _header_timeout(timeout_header, timeout)
             batcher = target.batcher

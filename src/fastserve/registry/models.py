@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastserve._core import FeatureTransform
 from fastserve.batching import Batcher
 from fastserve.config import ModelConfig, with_device
-from fastserve.exceptions import FastserveError
+from fastserve.exceptions import FastserveError, ModelLoadError
+from fastserve.features import describe, load_transform
 from fastserve.registry.repository import MODEL_FILE, ModelDir, scan
 from fastserve.runtime import ModelSession
 
@@ -40,6 +42,7 @@ class LoadedVersion:
     error: str | None = None
     session: ModelSession | None = None
     batcher: Batcher | None = None
+    transform: FeatureTransform | None = None
     load_seconds: float | None = None
     warmup_seconds: float | None = None
     ready_at: float | None = None
@@ -52,7 +55,11 @@ class LoadedVersion:
         """Create the session, warm it up and start its worker. Blocking: call from a thread at start-up."""
         started = time.perf_counter()
         try:
+            transform = load_transform(self.path, self.config.features, self.config.inputs.unknown_fields == "error")
             session = ModelSession(self.path / MODEL_FILE, self.config.runtime, self.label)
+            if transform is not None and transform.width != session.n_features:
+                raise ModelLoadError(f"{self.label}: the feature spec writes {transform.width} columns but the model "
+                                     f"takes {session.n_features}; fix features.toml or re-export the model")
             warm_started = time.perf_counter()
             best = session.warm_up(warm_up_sizes(self.config.batching.max_batch_size))
             self.warmup_seconds = time.perf_counter() - warm_started
@@ -61,6 +68,7 @@ class LoadedVersion:
             log.error("%s: failed to load: %s", self.label, exc.message)
             return
         self.session = session
+        self.transform = transform
         self.batcher = Batcher(session, self.config.batching, self.label, warm_up=best,
                                inline_max_s=self.config.runtime.inline_run_max_us * 1e-6)
         self.load_seconds = time.perf_counter() - started
@@ -81,6 +89,8 @@ class LoadedVersion:
             out.update(self.session.metadata())
             out["load_seconds"] = round(self.load_seconds or 0.0, 6)
             out["warmup_seconds"] = round(self.warmup_seconds or 0.0, 6)
+        if self.transform is not None:
+            out["features"] = describe(self.transform)
         return out
 
 

@@ -1,0 +1,1 @@
+"""Exporting trained pipelines into version folders fastserve serves."""
