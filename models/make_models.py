@@ -3,21 +3,21 @@
     python models/make_models.py            # (re)write models/
     python models/make_models.py --check    # rebuild in a temp dir and compare bytes with models/
 
-Needs the `bench` extra (scikit-learn, skl2onnx). Bytes are reproducible for the same versions of numpy,
-scikit-learn, skl2onnx and onnx (recorded in each version's `build.json`); other versions may train a slightly
-different model or serialize the graph differently, so `--check` says which versions differ when bytes do.
+Needs fastserve installed with the `bench` extra (scikit-learn, skl2onnx, pandas). The churn classifier is a
+scikit-learn pipeline on raw records, exported with `fastserve.export.sklearn` as `fastserve export sklearn` does.
+Bytes are reproducible for the same versions of numpy, scikit-learn, skl2onnx and onnx (recorded in each version's
+`build.json`); other versions may train a slightly different model or serialize the graph differently, so
+`--check` says which versions differ when bytes do.
 """
 
 from __future__ import annotations
 
 import argparse
 import filecmp
-import io
-import json
 import os
+import shutil
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 # One BLAS thread, set before numpy loads: threaded reductions may sum in another order and change the last bits.
@@ -85,65 +85,41 @@ def make_dataset(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return X, churn, spend.astype(np.float32)
 
 
-def _to_onnx(model, n_features: int, name: str, *, zipmap: bool | None = None):
-    from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType
+def raw_frame(X: np.ndarray, seed: int):
+    """The customers as an application holds them: category names, and some values missing."""
+    import pandas as pd
 
-    options = {id(model): {"zipmap": zipmap}} if zipmap is not None else None
-    onx = to_onnx(
-        model,
-        initial_types=[("inputs", FloatTensorType([None, n_features]))],
-        options=options,
-        target_opset={"": 17, "ai.onnx.ml": 3},
-        naming=name,
-    )
-    onx.doc_string = ""
-    # skl2onnx collects opset domains in a set: their order follows the process's string hash seed.
-    opsets = sorted((o.domain, o.version) for o in onx.opset_import)
-    del onx.opset_import[:]
-    for domain, version in opsets:
-        onx.opset_import.add(domain=domain, version=version)
-    return onx
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({name: X[:, j].astype(np.float64) for j, name in enumerate(NUMERIC)})
+    for j, (name, vocabulary) in enumerate(CATEGORICAL.items()):
+        frame[name] = np.array(vocabulary, dtype=object)[X[:, len(NUMERIC) + j].astype(int)]
+    for name, share in (("nps_score", 0.05), ("days_since_login", 0.03), ("country", 0.02)):
+        frame.loc[rng.random(len(frame)) < share, name] = np.nan
+    return frame
 
 
-def _rename_outputs(onx, names: dict[str, str]):
-    """Give outputs readable names (what clients read in the answer)."""
-    graph = onx.graph
-    for node in graph.node:
-        for i, out in enumerate(node.output):
-            if out in names:
-                node.output[i] = names[out]
-    for out in graph.output:
-        if out.name in names:
-            out.name = names[out.name]
-    return onx
+def churn_pipeline():
+    """One transformer per field, in FEATURES order, so the model input keeps the 22 columns of the other models."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, StandardScaler
 
+    def numeric(name: str):
+        if name in ("total_spend", "session_minutes", "data_usage_gb"):  # long right tails
+            return make_pipeline(FunctionTransformer(np.log1p), StandardScaler())
+        if name in ("nps_score", "days_since_login"):  # sometimes missing
+            return make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+        return StandardScaler()
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    # np.savez stamps the current time into the zip; a fixed one keeps the bytes reproducible.
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for key in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[key]), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, buf.getvalue())
+    def categorical(name: str):
+        unknown = {"handle_unknown": "use_encoded_value", "unknown_value": -1} if name in ("country", "channel") \
+            else {}
+        encoder = OrdinalEncoder(categories=[CATEGORICAL[name]], **unknown)
+        return make_pipeline(SimpleImputer(strategy="most_frequent"), encoder) if name == "country" else encoder
 
-
-def _versions() -> dict[str, str]:
-    import onnx
-    import skl2onnx
-    import sklearn
-
-    return {"numpy": np.__version__, "scikit-learn": sklearn.__version__, "skl2onnx": skl2onnx.__version__,
-            "onnx": onnx.__version__}
-
-
-def _write_version(folder: Path, onx, golden: dict[str, np.ndarray], info: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.onnx").write_bytes(onx.SerializeToString())
-    _write_npz(folder / "validation.npz", golden)
-    (folder / "build.json").write_text(json.dumps({**info, "seed": SEED, "versions": _versions()}, indent=2) + "\n")
+    return ColumnTransformer([(name, numeric(name), [name]) for name in NUMERIC]
+                             + [(name, categorical(name), [name]) for name in CATEGORICAL])
 
 
 def build(out: Path) -> None:
@@ -152,23 +128,38 @@ def build(out: Path) -> None:
     from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
+    from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    from fastserve.export.files import rename_outputs, to_onnx, write_version
+    from fastserve.export.sklearn import export_pipeline
 
     X, churn, spend = make_dataset(N_ROWS, SEED)
     X_gold, _, _ = make_dataset(N_GOLDEN, SEED + 1)
     d = X.shape[1]
     common = {"features": FEATURES, "categorical_vocabularies": CATEGORICAL, "rows": N_ROWS}
 
+    def info(**extra) -> dict:
+        return {**common, **extra, "seed": SEED}
+
     def classifier(name: str, model, estimator: str) -> None:
         golden = {"inputs": X_gold, "label": model.predict(X_gold).astype(np.int64),
                   "probabilities": model.predict_proba(X_gold)}
-        _write_version(out / name / "1", _to_onnx(model, d, name, zipmap=False), golden,
-                       {**common, "estimator": estimator})
+        write_version(out / name / "1", to_onnx(model, d, name, zipmap=False), golden, info(estimator=estimator))
 
-    gbm = GradientBoostingClassifier(n_estimators=100, max_depth=6, learning_rate=0.1, subsample=0.8,
-                                     random_state=SEED).fit(X, churn)
-    classifier("churn", gbm, "GradientBoostingClassifier(100, depth 6)")
+    # The churn classifier is trained as applications hold their data (raw records with category names and gaps)
+    # and goes through `fastserve export sklearn`, like any pipeline would.
+    frame = raw_frame(X, SEED)
+    gbm = Pipeline([("features", churn_pipeline()),
+                    ("model", GradientBoostingClassifier(n_estimators=100, max_depth=6, learning_rate=0.1,
+                                                         subsample=0.8, random_state=SEED))]).fit(frame, churn)
+    with tempfile.TemporaryDirectory() as tmp:
+        exported = export_pipeline(gbm, frame, "churn", Path(tmp), version=1, golden=N_GOLDEN, seed=SEED)
+        target = out / "churn" / "1"
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(exported, target)
 
     mlp = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(256, 256, 256), max_iter=15,
                                                          batch_size=256, random_state=SEED))
@@ -179,15 +170,16 @@ def build(out: Path) -> None:
     classifier("churn_mlp", mlp, "MLPClassifier(256, 256, 256)")
 
     reg = GradientBoostingRegressor(n_estimators=100, max_depth=4, random_state=SEED).fit(X, spend)
-    onx = _to_onnx(reg, d, "spend")
-    onx = _rename_outputs(onx, {onx.graph.output[0].name: "prediction"})
-    _write_version(out / "spend" / "1", onx, {"inputs": X_gold, "prediction": reg.predict(X_gold).reshape(-1, 1)},
-                   {**common, "estimator": "GradientBoostingRegressor(100, depth 4)", "target": "next month's spend"})
+    onx = to_onnx(reg, d, "spend")
+    onx = rename_outputs(onx, {onx.graph.output[0].name: "prediction"})
+    write_version(out / "spend" / "1", onx, {"inputs": X_gold, "prediction": reg.predict(X_gold).reshape(-1, 1)},
+                  info(estimator="GradientBoostingRegressor(100, depth 4)", target="next month's spend"))
 
 
 def _compare(a: Path, b: Path) -> list[str]:
     diffs = []
-    for path in sorted(p for p in a.rglob("*") if p.is_file() and p.suffix in {".onnx", ".npz", ".json"}):
+    # Version folders only: a model's hand-written fastserve.toml is not generated.
+    for path in sorted(p for p in a.glob("*/*/*") if p.is_file() and p.suffix in {".onnx", ".npz", ".json", ".toml"}):
         other = b / path.relative_to(a)
         if not other.exists() or not filecmp.cmp(path, other, shallow=False):
             diffs.append(str(path.relative_to(a)))
@@ -207,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         diffs = _compare(Path(tmp), HERE)
     if diffs:
         print("differs from models/: " + ", ".join(diffs), file=sys.stderr)
-        print(f"this environment: {_versions()} (see build.json for the versions models/ was built with)",
+        from fastserve.export.files import library_versions
+
+        print(f"this environment: {library_versions()} (see build.json for the versions models/ was built with)",
               file=sys.stderr)
         return 1
     print("models/ reproduced byte for byte")

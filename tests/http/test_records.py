@@ -10,7 +10,7 @@ import pytest
 
 from fastserve.export.sklearn import export_pipeline
 from tests import pipelines
-from tests.conftest import copy_model, start_server
+from tests.conftest import MODELS, copy_model, start_server
 
 MSGPACK = {"content-type": "application/msgpack", "accept": "application/msgpack"}
 
@@ -118,3 +118,15 @@ def test_status_lists_the_features(records_server):
     version = httpx.get(f"{records_server.url}/v1/models/demo").json()["versions"][0]
     assert version["features"][0] == {"name": "age", "field": "age", "kind": "number", "width": 1}
     assert sum(f["width"] for f in version["features"]) == version["inputs"][0]["shape"][1]
+
+
+def test_bundled_churn_answers_its_golden_records(client):
+    """The bundled classifier was exported from a scikit-learn pipeline: its golden records, sent raw, give the
+    pipeline's own probabilities."""
+    folder = MODELS / "churn" / "1"
+    records = json.loads((folder / "validation_records.json").read_text())
+    golden = np.load(folder / "validation.npz")
+    assert any(len(r) < 22 for r in records)  # some fields are missing and get imputed
+    body = client.post("/v1/models/churn/predict", json={"records": records}).json()
+    np.testing.assert_allclose(np.array(body["outputs"]["probabilities"]), golden["probabilities"], atol=1e-5)
+    np.testing.assert_array_equal(body["outputs"]["label"], golden["label"])

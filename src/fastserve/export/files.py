@@ -86,8 +86,8 @@ def write_version(folder: Path, onx: Any, golden: dict[str, np.ndarray], info: d
                   "# the model's input columns out, in this order, with the numbers the training pipeline fitted.\n")
         (folder / "features.toml").write_text(dumps_tables("features", features, header), encoding="utf-8")
     if records is not None:
-        (folder / GOLDEN_RECORDS_FILE).write_text(json.dumps(records, indent=1, allow_nan=False) + "\n",
-                                                  encoding="utf-8")
+        lines = ",\n".join(json.dumps(r, allow_nan=False) for r in records)  # one record per line
+        (folder / GOLDEN_RECORDS_FILE).write_text(f"[\n{lines}\n]\n", encoding="utf-8")
     (folder / BUILD_FILE).write_text(json.dumps({**info, "versions": library_versions()}, indent=2) + "\n")
 
 
