@@ -6,6 +6,7 @@ one request at a time on each, and reads answers by Content-Length, which is all
 """
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -56,3 +57,33 @@ async def post_many(port: int, path: str, bodies: list[bytes], connections: int,
     missing = [i for i, a in enumerate(answers) if a is None]
     assert not missing, f"{len(missing)} requests got no answer"
     return answers  # type: ignore[return-value]
+
+
+async def post_until(port: int, path: str, body: bytes, connections: int, stop: Callable[[], bool],
+                     headers: dict[str, str] | None = None) -> list[Answer | BaseException]:
+    """POST `body` on `connections` keep-alive connections, back to back, until `stop()` is true. Returns every
+    answer, and the exception of any request that got none (a failure the caller counts)."""
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Content-Length: {len(body)}\r\n\r\n".encode("latin-1")
+    results: list[Answer | BaseException] = []
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while not stop():
+                writer.write(head + body)
+                try:
+                    answer = await _read_answer(reader)
+                except (OSError, asyncio.IncompleteReadError) as exc:
+                    results.append(exc)
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    continue
+                results.append(answer)
+                await asyncio.sleep(0)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return results

@@ -227,6 +227,18 @@ class Batcher:
         self._timer = None
         self._schedule()
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing running."""
+        return not self._pending and self.queue.in_flight == 0
+
+    async def drain(self, timeout: float) -> None:
+        """Wait until every request already given to this batcher is answered (or `timeout` seconds pass)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
+        while not self.idle and loop.time() < until:
+            await asyncio.sleep(0.002)
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop the worker threads once their queued batches have run."""
         if self._timer is not None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
 import fastserve
 from fastserve.config import DEVICES, LOG_LEVELS, ServerConfig, default_models_dir
 from fastserve.exceptions import ConfigError, ExportError
+from fastserve.remote import RemoteError
 
 log = logging.getLogger("fastserve")
 
@@ -18,6 +20,14 @@ log = logging.getLogger("fastserve")
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+
+
+def _admin_token(path: str | None) -> str | None:
+    """From --admin-token-file, else $FASTSERVE_ADMIN_TOKEN (never a command-line value: `ps` would show it)."""
+    token = Path(path).read_text(encoding="utf-8").strip() if path else os.environ.get("FASTSERVE_ADMIN_TOKEN")
+    if token is not None and len(token) < 16:
+        raise ConfigError("the admin token must be at least 16 characters (e.g. `openssl rand -hex 24`)")
+    return token or None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -32,6 +42,8 @@ def _serve(args: argparse.Namespace) -> int:
         device=args.device,
         log_level=args.log_level,
         max_body_bytes=args.max_body_bytes,
+        poll_interval_s=args.poll_interval,
+        admin_token=_admin_token(args.admin_token_file),
     )
     if not config.models_dir.is_dir():
         raise ConfigError(f"models directory {str(config.models_dir)!r} does not exist; pass MODELS_DIR "
@@ -91,6 +103,31 @@ def _export_sklearn(args: argparse.Namespace) -> int:
     return 0
 
 
+REMOTE_CALLS = (
+    ("status", False, "a running server's models: versions, states, recent events"),
+    ("load", True, "load (and gate) a version on a running server and keep it loaded"),
+    ("unload", True, "unload a version on a running server and keep it unloaded"),
+    ("promote", True, "make a version the primary on a running server"),
+    ("rollback", False, "make the previous primary the primary again on a running server"),
+)
+
+
+def _remote(args: argparse.Namespace) -> int:
+    from fastserve import remote
+
+    if args.call == "status":
+        path = f"/v1/models/{args.model}" if args.model else "/v1/models"
+        answer = remote.call(args.url, "GET", path, None)
+        models = [answer] if args.model else [remote.call(args.url, "GET", f"/v1/models/{m['name']}", None)
+                                              for m in answer["models"]]
+    else:
+        path = f"/v1/admin/models/{args.model}" + (f"/versions/{args.version}/{args.call}"
+                                                    if args.call != "rollback" else "/rollback")
+        models = [remote.call(args.url, "POST", path, remote.token(args.token_file))]
+    print("\n".join(remote.describe(m) for m in models))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastserve", description="High-performance inference server for ONNX models")
     parser.add_argument("--version", action="version", version=f"fastserve {fastserve.__version__}")
@@ -107,13 +144,32 @@ def build_parser() -> argparse.ArgumentParser:
                        help="largest request body accepted (default: %(default)s)")
     serve.add_argument("--keep-alive-timeout", type=float, default=5.0,
                        help="seconds an idle keep-alive connection stays open (default: %(default)s)")
+    serve.add_argument("--poll-interval", type=float, default=ServerConfig.poll_interval_s,
+                       help="seconds between looks at the repository for new, changed or removed versions; 0 = "
+                       "never (default: %(default)s)")
+    serve.add_argument("--admin-token-file", default=None,
+                       help="file holding the admin API token (default: $FASTSERVE_ADMIN_TOKEN; no token = no admin "
+                       "API)")
     serve.set_defaults(run=_serve)
 
-    models = sub.add_parser("models", help="list the models of a repository and check that each version loads")
-    models.add_argument("models_dir", nargs="?", help="model repository (default: $FASTSERVE_MODELS_DIR or ./models)")
-    models.add_argument("--device", choices=tuple(DEVICES), default=None)
-    models.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
-    models.set_defaults(run=_models)
+    models = sub.add_parser("models", help="check a repository, or see and change a running server's versions")
+    calls = models.add_subparsers(dest="call", required=True)
+    check = calls.add_parser("check", help="list a repository's models and check that each version loads (the "
+                             "default: `fastserve models [MODELS_DIR]`)")
+    check.add_argument("models_dir", nargs="?", help="model repository (default: $FASTSERVE_MODELS_DIR or ./models)")
+    check.add_argument("--device", choices=tuple(DEVICES), default=None)
+    check.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    check.set_defaults(run=_models)
+    for name, needs_version, text in REMOTE_CALLS:
+        call = calls.add_parser(name, help=text)
+        call.add_argument("model", nargs=None if name != "status" else "?")
+        if needs_version:
+            call.add_argument("version", type=int)
+        call.add_argument("--url", default=os.environ.get("FASTSERVE_URL", "http://127.0.0.1:8000"),
+                          help="the server (default: $FASTSERVE_URL or %(default)s)")
+        call.add_argument("--token-file", default=None, help="admin token file (default: $FASTSERVE_ADMIN_TOKEN)")
+        call.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+        call.set_defaults(run=_remote)
 
     export = sub.add_parser("export", help="turn a trained pipeline into a model version folder")
     kinds = export.add_subparsers(dest="kind", required=True)
@@ -134,10 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    calls = {"check", "-h", "--help"} | {name for name, _, _ in REMOTE_CALLS}
+    if argv[:1] == ["models"] and (len(argv) == 1 or argv[1] not in calls):
+        argv.insert(1, "check")  # `fastserve models [MODELS_DIR]` checks a repository, as it always has
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
     try:
         return int(args.run(args))
-    except (ConfigError, ExportError, FileExistsError) as exc:
+    except (ConfigError, ExportError, FileExistsError, RemoteError) as exc:
         print(f"fastserve: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ onnxruntime's enums), so the rest of the code never parses strings.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -75,6 +76,27 @@ class BatchingOptions:
 
 
 OVERSIZE_POLICIES = ("alone", "refuse")
+VERSION_POLICIES = ("latest", "specific", "all")
+
+
+@dataclass(frozen=True)
+class VersionOptions:
+    """Which version folders are loaded: the `latest` N that load and pass their gate (failed ones do not count),
+    a `specific` list, or `all`. The primary, and a version an operator promoted, stay loaded whatever the policy."""
+
+    policy: str = "latest"
+    latest: int = 1
+    specific: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """What a version must pass before it serves: its validation set's outputs within tolerance, no NaN/Inf, and
+    (with a latency SLO) its warm-up run time within the SLO."""
+
+    enabled: bool = True
+    atol: float = 1e-4
+    rtol: float = 1e-4
 
 
 @dataclass(frozen=True)
@@ -85,7 +107,12 @@ class ModelConfig:
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     inputs: InputOptions = field(default_factory=InputOptions)
     batching: BatchingOptions = field(default_factory=BatchingOptions)
-    features: tuple[Feature, ...] | None = None  # [[features]], for versions without their own features.toml
+    versions: VersionOptions = field(default_factory=VersionOptions)
+    gate: GateOptions = field(default_factory=GateOptions)
+    # [[features]], for versions without their own features.toml; compared through their text (compiled features
+    # compare by identity).
+    features: tuple[Feature, ...] | None = field(default=None, compare=False)
+    features_text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +124,8 @@ class ServerConfig:
     log_level: str = "info"
     max_body_bytes: int = 8 * 1024 * 1024
     gil_switch_interval_s: float = 0.0002
+    poll_interval_s: float = 2.0  # how often the repository is checked for new, changed or removed versions; 0 = never
+    admin_token: str | None = None  # the admin API is off without one
 
 
 def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConfig:
@@ -141,7 +170,23 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
         oversize=bt.choice("oversize", OVERSIZE_POLICIES, "alone"),
     )
     bt.done()
+    vt = top.sub("versions")
+    policy = vt.choice("policy", VERSION_POLICIES, "latest")
+    specific = vt.take("specific", list, [])
+    if any(type(v) is not int or v < 0 for v in specific) or (policy == "specific" and not specific):
+        raise vt.fail(f"`specific` must be a non-empty list of version numbers with policy 'specific', got "
+                      f"{specific!r}")
+    versions = VersionOptions(policy=policy, latest=vt.positive("latest", 1), specific=tuple(specific))
+    vt.done()
+
+    gt = top.sub("gate")
+    gate = GateOptions(enabled=gt.take("enabled", bool, True), atol=float(gt.take("atol", (int, float), 1e-4)),
+                       rtol=float(gt.take("rtol", (int, float), 1e-4)))
+    if not (gate.atol >= 0 and gate.rtol >= 0):
+        raise gt.fail("`atol` and `rtol` must be >= 0")
+    gt.done()
     features = top.take("features", list, None)
+    features_text = json.dumps(features, sort_keys=True) if features is not None else None
     if features is not None:
         features = parse_features(features, where)
     top.done()
@@ -149,7 +194,8 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
         raise ConfigError(f"{where}: [batching] max_queue_rows ({batching.max_queue_rows}) must be >= [inputs] "
                           f"max_rows ({inputs.max_rows}), or a request of max_rows rows could never be queued")
     return ModelConfig(name=name, description=description, primary=primary, runtime=runtime, inputs=inputs,
-                       batching=batching, features=features)
+                       batching=batching, versions=versions, gate=gate, features=features,
+                       features_text=features_text)
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:

@@ -52,6 +52,24 @@ class VersionNotFound(NotFound):
     code = "version_not_found"
 
 
+class OperationRefused(FastserveError):
+    """An operator's call that cannot be carried out in the current state (409); the message says why."""
+
+    code = "refused"
+
+
+class Unauthorized(FastserveError):
+    """The admin API needs `Authorization: Bearer <token>` with the server's token."""
+
+    code = "unauthorized"
+
+
+class AdminDisabled(FastserveError):
+    """The admin API is off: the server was started without an admin token."""
+
+    code = "admin_disabled"
+
+
 class ModelNotReady(FastserveError):
     """The model exists but no version of it can serve now."""
 

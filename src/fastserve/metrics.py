@@ -14,6 +14,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 import fastserve
 from fastserve._core.batcher import TIME_BUCKETS_S
+from fastserve.registry.models import STATES
 
 if TYPE_CHECKING:
     from fastserve.registry import Registry
@@ -115,7 +116,27 @@ class _Collector:
                     load.add_metric([loaded.name, str(v.number)], v.load_seconds)
         yield ready
         yield load
+        yield from self._lifecycle()
         yield from self._batching()
+
+    def _lifecycle(self) -> Iterator[Metric]:
+        primary = GaugeMetricFamily("fastserve_model_primary_version", "The version answering unversioned requests",
+                                    labels=["model"])
+        swaps = CounterMetricFamily("fastserve_model_swaps", "Times the primary version changed", labels=["model"])
+        gate = CounterMetricFamily("fastserve_model_gate_failures", "Versions refused by the validation gate",
+                                   labels=["model"])
+        states = GaugeMetricFamily("fastserve_model_versions", "Versions known, by state", labels=["model", "state"])
+        for loaded in self._registry.models.values():
+            if loaded.primary is not None:
+                primary.add_metric([loaded.name], loaded.primary.number)
+            swaps.add_metric([loaded.name], loaded.swaps)
+            gate.add_metric([loaded.name], loaded.gate_failures)
+            counts = dict.fromkeys(STATES, 0)
+            for v in loaded.versions.values():
+                counts[v.state] += 1
+            for state, n in counts.items():
+                states.add_metric([loaded.name, state], n)
+        yield from (primary, swaps, gate, states)
 
     def _batching(self) -> Iterator[Metric]:
         labels = ["model", "version"]

@@ -25,7 +25,7 @@ def test_model_status_shows_metadata_and_providers(client):
     body = r.json()
     assert body["ready"] is True and body["primary"] == 1
     (version,) = body["versions"]
-    assert version["state"] == "ready"
+    assert version["state"] == "serving"  # ready, and the primary
     assert version["inputs"] == [{"name": "inputs", "datatype": "float32", "shape": [-1, 22]}]
     assert version["outputs"] == [{"name": "label", "datatype": "int64", "shape": [-1]},
                                   {"name": "probabilities", "datatype": "float32", "shape": [-1, 2]}]

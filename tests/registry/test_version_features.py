@@ -1,5 +1,7 @@
 """Where a version's feature spec comes from, and a spec that does not fit its model."""
 
+import asyncio
+
 import numpy as np
 
 from fastserve.registry import Registry
@@ -11,15 +13,13 @@ NUMERIC4 = "".join(f'[[features]]\nname = "f{i}"\ntype = "numeric"\n' for i in r
 def load(models_dir):
     registry = Registry(models_dir)
     registry.discover()
-    for model in registry.models.values():
-        for version in model.versions.values():
-            version.load()
+    asyncio.run(registry.load_all())
     return registry
 
 
 def test_version_file_wins_over_the_models_spec(tmp_path):
     (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "fastserve.toml").write_text(NUMERIC4)
+    (tmp_path / "m" / "fastserve.toml").write_text('[versions]\npolicy = "all"\n' + NUMERIC4)
     write_tiny_model(tmp_path / "m" / "1")
     write_tiny_model(tmp_path / "m" / "2")
     own = NUMERIC4.replace('name = "f0"\ntype = "numeric"', 'name = "f0"\ntype = "numeric"\nimpute = 7.5')

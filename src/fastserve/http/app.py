@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from fastserve.config import ServerConfig
 from fastserve.exceptions import FastserveError
-from fastserve.http import endpoints
+from fastserve.http import admin, endpoints
 from fastserve.http.predict import handle_predict, predict_target
 from fastserve.metrics import Metrics
 from fastserve.registry import Registry
@@ -30,7 +30,7 @@ class App:
         self.config = config
         self.registry = Registry(config.models_dir, config.device)
         self.metrics = Metrics(self.registry)
-        self._loading: asyncio.Task[None] | None = None
+        self._loading: asyncio.Task[None] | None = None  # loads, then watches the repository
         self._starlette = Starlette(
             routes=[
                 Route("/v1/models", endpoints.list_models, methods=["GET"]),
@@ -38,6 +38,7 @@ class App:
                 Route("/healthz", endpoints.healthz, methods=["GET"]),
                 Route("/readyz", endpoints.readyz, methods=["GET"]),
                 Route("/metrics", endpoints.metrics, methods=["GET"]),
+                *admin.ROUTES,
             ],
             exception_handlers={FastserveError: endpoints.fastserve_error, HTTPException: endpoints.http_error},
             lifespan=self._lifespan,
@@ -69,6 +70,16 @@ class App:
         await self.registry.load_all()
         states = ", ".join(f"{m.name}: {'ready' if m.ready else 'NOT READY'}" for m in self.registry.models.values())
         log.info("models loaded from %s (%s)", self.config.models_dir, states or "no models found")
+        interval = self.config.poll_interval_s
+        if interval <= 0:
+            return
+        log.info("watching %s for new, changed and removed versions every %g s", self.config.models_dir, interval)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.registry.sync()
+            except Exception:  # a bad moment on disk must not stop the watching
+                log.exception("checking the model repository failed; trying again in %g s", interval)
 
 
 def create_app(config: ServerConfig) -> App:

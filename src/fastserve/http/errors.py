@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastserve.exceptions import (
+    AdminDisabled,
     BodyTooLarge,
     FastserveError,
     InferenceError,
@@ -13,15 +14,20 @@ from fastserve.exceptions import (
     ModelNotReady,
     NotAcceptable,
     NotFound,
+    OperationRefused,
     Overloaded,
     QueueFull,
     RequestError,
+    Unauthorized,
     UnsupportedMediaType,
 )
 
 # Most specific first.
 _STATUS: tuple[tuple[type[FastserveError], int], ...] = (
     (NotFound, 404),
+    (Unauthorized, 401),
+    (AdminDisabled, 403),
+    (OperationRefused, 409),
     (ModelNotReady, 503),
     (QueueFull, 429),
     (Overloaded, 503),
@@ -52,4 +58,6 @@ def error_headers(exc: FastserveError, status: int) -> list[tuple[bytes, bytes]]
         return [(b"retry-after", str(exc.retry_after_s).encode())]
     if status == 503:
         return [(b"retry-after", b"1")]
+    if status == 401:
+        return [(b"www-authenticate", b'Bearer realm="fastserve admin"')]
     return []

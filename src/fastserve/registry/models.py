@@ -1,25 +1,33 @@
-"""Loaded models and their versions: state, sessions, worker threads."""
+"""Loaded models and their versions: lifecycle, gate, primary choice, and the events that explain them."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fastserve._core import FeatureTransform
 from fastserve.batching import Batcher
-from fastserve.config import ModelConfig, with_device
+from fastserve.config import ModelConfig
 from fastserve.exceptions import FastserveError, ModelLoadError
 from fastserve.features import describe, load_transform
-from fastserve.registry.repository import MODEL_FILE, ModelDir, scan
+from fastserve.registry import gate
+from fastserve.registry.repository import MODEL_FILE, folder_fingerprint
 from fastserve.runtime import ModelSession
 
 log = logging.getLogger("fastserve.registry")
 
-LOADING, READY, FAILED = "loading", "ready", "failed"
+# A version's life: discovered -> loading -> warming -> gating -> ready (-> serving while primary) -> draining ->
+# unloaded; or -> failed, with the reason.
+DISCOVERED, LOADING, WARMING, GATING, READY = "discovered", "loading", "warming", "gating", "ready"
+DRAINING, UNLOADED, FAILED = "draining", "unloaded", "failed"
+STATES = (DISCOVERED, LOADING, WARMING, GATING, READY, DRAINING, UNLOADED, FAILED)
+EVENTS_KEPT = 200
 
 
 def warm_up_sizes(max_batch_size: int) -> tuple[int, ...]:
@@ -38,7 +46,7 @@ class LoadedVersion:
     number: int
     path: Path
     config: ModelConfig
-    state: str = LOADING
+    state: str = DISCOVERED
     error: str | None = None
     session: ModelSession | None = None
     batcher: Batcher | None = None
@@ -46,29 +54,41 @@ class LoadedVersion:
     load_seconds: float | None = None
     warmup_seconds: float | None = None
     ready_at: float | None = None
+    gate: str | None = None
+    fingerprint: tuple[Any, ...] = ()  # the folder's files when it was loaded
 
     @property
     def label(self) -> str:
         return f"{self.model} v{self.number}"
 
     def load(self) -> None:
-        """Create the session, warm it up and start its worker. Blocking: call from a thread at start-up."""
+        """Load, warm, gate, and start the batcher. Blocking: runs on a worker thread, never on the event loop."""
         started = time.perf_counter()
+        self.error = self.gate = None
+        self.fingerprint = folder_fingerprint(self.path)
         try:
+            self.state = LOADING
             transform = load_transform(self.path, self.config.features, self.config.inputs.unknown_fields == "error")
             session = ModelSession(self.path / MODEL_FILE, self.config.runtime, self.label)
             if transform is not None and transform.width != session.n_features:
                 raise ModelLoadError(f"{self.label}: the feature spec writes {transform.width} columns but the model "
                                      f"takes {session.n_features}; fix features.toml or re-export the model")
+            self.state = WARMING
             warm_started = time.perf_counter()
             best = session.warm_up(warm_up_sizes(self.config.batching.max_batch_size))
             self.warmup_seconds = time.perf_counter() - warm_started
+            self.state = GATING
+            why = gate.check(self.path, session, transform, self.config.gate, self.config.batching.latency_slo_ms,
+                             best)
+            if why is not None:
+                raise ModelLoadError(f"{self.label}: validation gate failed: {why}", detail={"gate": why})
         except FastserveError as exc:
             self.state, self.error = FAILED, exc.message
+            self.gate = exc.detail.get("gate") if isinstance(exc.detail, dict) else None
             log.error("%s: failed to load: %s", self.label, exc.message)
             return
-        self.session = session
-        self.transform = transform
+        self.gate = "passed" if self.config.gate.enabled else "off"
+        self.session, self.transform = session, transform
         self.batcher = Batcher(session, self.config.batching, self.label, warm_up=best,
                                inline_max_s=self.config.runtime.inline_run_max_us * 1e-6)
         self.load_seconds = time.perf_counter() - started
@@ -76,18 +96,30 @@ class LoadedVersion:
         self.state = READY
         log.info("%s: ready in %.3f s (warm-up %.1f ms)", self.label, self.load_seconds, self.warmup_seconds * 1e3)
 
+    async def retire(self, timeout: float = 30.0) -> None:
+        """Stop taking requests, let the queued ones finish here, then release the session."""
+        self.state = DRAINING
+        if self.batcher is not None:
+            await self.batcher.drain(timeout)
+            await asyncio.to_thread(self.batcher.close)
+        self.close()
+        self.state = UNLOADED
+
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.close()
-            self.batcher = None
+        self.batcher = self.session = None  # the session's memory goes with its last reference
 
-    def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"version": self.number, "state": self.state}
+    def status(self, primary: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": self.number, "state": "serving" if primary else self.state}
         if self.error:
             out["error"] = self.error
+        if self.gate:
+            out["gate"] = self.gate
         if self.session is not None:
             out.update(self.session.metadata())
-            out["load_seconds"] = round(self.load_seconds or 0.0, 6)
+        if self.load_seconds is not None:
+            out["load_seconds"] = round(self.load_seconds, 6)
             out["warmup_seconds"] = round(self.warmup_seconds or 0.0, 6)
         if self.transform is not None:
             out["features"] = describe(self.transform)
@@ -98,19 +130,51 @@ class LoadedVersion:
 class LoadedModel:
     name: str
     config: ModelConfig
+    path: Path
     versions: dict[int, LoadedVersion] = field(default_factory=dict)
-    # The version that answers unversioned requests: one reference, read on every request and replaced whole
-    # (by `choose_primary`, on the event loop) whenever a version changes state.
+    # The version that answers unversioned requests: one reference, read on every request and replaced whole (by
+    # `choose_primary`, on the event loop) whenever a version changes state. Requests that already hold the old
+    # one finish on it.
     primary: LoadedVersion | None = None
+    pinned: int | None = None  # promoted through the admin API; wins over the config's primary until rolled back
+    kept: set[int] = field(default_factory=set)  # loaded through the admin API: kept whatever the policy
+    held_out: set[int] = field(default_factory=set)  # unloaded through the admin API: not loaded again by the policy
+    primaries: list[int] = field(default_factory=list)  # the primary's history, for rollback
+    events: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=EVENTS_KEPT))
+    swaps: int = 0
+    gate_failures: int = 0
+    config_bytes: bytes | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def event(self, kind: str, version: int | None = None, detail: str = "") -> None:
+        entry: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": kind}
+        if version is not None:
+            entry["version"] = version
+        if detail:
+            entry["detail"] = detail
+        self.events.append(entry)
 
     def choose_primary(self) -> None:
-        """The configured primary when ready, else the newest ready version."""
-        if self.config.primary is not None:
-            chosen = self.versions.get(self.config.primary)
-            self.primary = chosen if chosen is not None and chosen.state == READY else None
+        """The promoted version when ready, else the configured primary when ready, else the newest ready one."""
+        ready = {n: v for n, v in self.versions.items() if v.state == READY}
+        wanted = self.pinned if self.pinned in ready else self.config.primary
+        chosen = ready.get(wanted) if wanted is not None else None
+        if chosen is None and self.config.primary is None and ready:
+            chosen = ready[max(ready)]
+        if chosen is self.primary:
             return
-        ready = [v for v in self.versions.values() if v.state == READY]
-        self.primary = max(ready, key=lambda v: v.number) if ready else None
+        before, self.primary = self.primary, chosen
+        if chosen is None:
+            self.event("no_primary", detail="no version ready to serve")
+            log.warning("%s: no version ready to serve", self.name)
+            return
+        if before is not None:
+            self.swaps += 1
+        if not self.primaries or self.primaries[-1] != chosen.number:
+            self.primaries.append(chosen.number)
+            del self.primaries[:-50]
+        self.event("primary", chosen.number, f"was v{before.number}" if before else "first primary")
+        log.info("%s: v%d is primary%s", self.name, chosen.number, f" (was v{before.number})" if before else "")
 
     @property
     def ready(self) -> bool:
@@ -123,44 +187,20 @@ class LoadedModel:
             "description": self.config.description,
             "ready": primary is not None,
             "primary": primary.number if primary else None,
-            "versions": [self.versions[n].status() for n in sorted(self.versions)],
+            "pinned": self.pinned,
+            "policy": {"policy": self.config.versions.policy, "latest": self.config.versions.latest,
+                       "specific": list(self.config.versions.specific)},
+            "versions": [self.versions[n].status(self.versions[n] is primary) for n in sorted(self.versions)],
+            "events": list(self.events),
         }
 
 
-class Registry:
-    """Every model the server knows, keyed by name."""
+def with_config(version: LoadedVersion, config: ModelConfig) -> LoadedVersion:
+    """A fresh, unloaded copy of `version` under another config."""
+    return LoadedVersion(version.model, version.number, version.path, config)
 
-    def __init__(self, models_dir: Path, device: str | None = None) -> None:
-        self.models_dir = models_dir
-        self.device = device
-        self.models: dict[str, LoadedModel] = {}
-        self.loaded = False
 
-    def discover(self) -> list[ModelDir]:
-        found = scan(self.models_dir)
-        for spec in found:
-            config = with_device(spec.config, self.device)
-            model = LoadedModel(spec.name, config)
-            for number, path in spec.versions.items():
-                model.versions[number] = LoadedVersion(spec.name, number, path, config)
-            self.models[spec.name] = model
-        return found
-
-    async def load_all(self) -> None:
-        """Load every discovered version, off the event loop, one at a time (loading is CPU-bound)."""
-        for model in self.models.values():
-            for version in model.versions.values():
-                await asyncio.to_thread(version.load)
-                model.choose_primary()
-            if model.config.primary is not None and model.config.primary not in model.versions:
-                log.error("%s: primary version %d is not in %s", model.name, model.config.primary, self.models_dir)
-        self.loaded = True
-
-    @property
-    def ready(self) -> bool:
-        return self.loaded and all(m.ready for m in self.models.values())
-
-    def close(self) -> None:
-        for model in self.models.values():
-            for version in model.versions.values():
-                version.close()
+def needs_reload(old: ModelConfig, new: ModelConfig) -> bool:
+    """Whether loaded sessions must be rebuilt for `new`; description, primary, policy and gate changes need not."""
+    return (old.runtime, old.inputs, old.batching, old.features_text) != (new.runtime, new.inputs, new.batching,
+                                                                          new.features_text)

@@ -7,12 +7,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastserve.config import ModelConfig, load_model_config
+from fastserve.config import MODEL_CONFIG_FILE, ModelConfig, load_model_config
 from fastserve.exceptions import ConfigError
 
 log = logging.getLogger("fastserve.registry")
 
 MODEL_FILE = "model.onnx"
+_warned: set[Path] = set()
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -24,13 +25,59 @@ class ModelDir:
     versions: dict[int, Path]  # version number -> folder holding model.onnx
 
 
+def folder_fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and modification times of a folder's files: equal on two looks means nobody is writing it."""
+    out = []
+    for path in sorted(folder.rglob("*")):
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # removed while we looked
+            continue
+        if path.is_file():
+            out.append((str(path.relative_to(folder)), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def config_fingerprint(model_dir: Path) -> bytes | None:
+    """The model's fastserve.toml as bytes (None without one): a change means the config must be read again."""
+    try:
+        return (model_dir / MODEL_CONFIG_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def model_folders(models_dir: Path) -> dict[str, Path]:
+    """Model folders by name: a `fastserve.toml` or at least one version folder; names start with a letter or
+    digit (so `_tmp`, `.git` and staging folders are skipped)."""
+    if not models_dir.is_dir():
+        raise ConfigError(
+            f"models directory {str(models_dir)!r} does not exist; pass MODELS_DIR or set FASTSERVE_MODELS_DIR"
+        )
+    found = {}
+    for child in sorted(models_dir.iterdir()):
+        if child.is_dir() and _NAME.match(child.name) and (
+                (child / MODEL_CONFIG_FILE).is_file() or version_folders(child)):
+            found[child.name] = child
+    return found
+
+
+def version_folders(model_dir: Path) -> dict[int, Path]:
+    """Version number -> folder, for numeric folders holding model.onnx (others are skipped with a warning)."""
+    try:
+        return _versions(model_dir)
+    except FileNotFoundError:  # the model folder went away
+        return {}
+
+
 def _versions(model_dir: Path) -> dict[int, Path]:
     found: dict[int, Path] = {}
     for child in sorted(model_dir.iterdir()):
         if not child.is_dir() or not child.name.isdigit():
             continue
         if not (child / MODEL_FILE).is_file():
-            log.warning("%s: version folder has no %s; skipped", child, MODEL_FILE)
+            if child not in _warned:  # once: the watcher looks again every poll
+                _warned.add(child)
+                log.warning("%s: version folder has no %s; skipped", child, MODEL_FILE)
             continue
         found[int(child.name)] = child
     return found
@@ -43,17 +90,5 @@ def scan(models_dir: Path) -> list[ModelDir]:
     letter or digit (so `_tmp`, `.git` are skipped). Raises ConfigError when the directory is missing or a model's
     config is invalid.
     """
-    if not models_dir.is_dir():
-        raise ConfigError(
-            f"models directory {str(models_dir)!r} does not exist; pass MODELS_DIR or set FASTSERVE_MODELS_DIR"
-        )
-    models = []
-    for child in sorted(models_dir.iterdir()):
-        if not child.is_dir() or not _NAME.match(child.name):
-            continue
-        versions = _versions(child)
-        has_config = (child / "fastserve.toml").is_file()
-        if not versions and not has_config:
-            continue
-        models.append(ModelDir(child.name, child, load_model_config(child), versions))
-    return models
+    return [ModelDir(name, path, load_model_config(path), version_folders(path))
+            for name, path in model_folders(models_dir).items()]

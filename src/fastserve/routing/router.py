@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fastserve.exceptions import ModelNotFound, ModelNotReady, VersionNotFound
-from fastserve.registry.models import READY, LoadedVersion, Registry
+from fastserve.registry import LoadedVersion, Registry
+from fastserve.registry.models import READY
 
 
 def route(registry: Registry, name: str, version: str | None = None) -> LoadedVersion:

@@ -1,0 +1,308 @@
+"""Keeps the loaded versions in line with the repository and with operators' calls: loads, gates, swaps, drains.
+
+All of it runs on the event loop, one model at a time under that model's lock; loading runs on a worker thread, so
+requests keep flowing meanwhile. A swap replaces the model's primary reference at once; a retired version stops
+taking requests, finishes the ones it holds, and only then releases its session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastserve.config import ModelConfig, load_model_config, with_device
+from fastserve.exceptions import ConfigError, ModelNotFound, OperationRefused, VersionNotFound
+from fastserve.registry.models import (
+    DISCOVERED,
+    DRAINING,
+    FAILED,
+    READY,
+    UNLOADED,
+    LoadedModel,
+    LoadedVersion,
+    needs_reload,
+    with_config,
+)
+from fastserve.registry.repository import config_fingerprint, folder_fingerprint, model_folders, version_folders
+
+log = logging.getLogger("fastserve.registry")
+
+
+class Registry:
+    """Every model the server knows, keyed by name, and the operations that change them."""
+
+    def __init__(self, models_dir: Path, device: str | None = None) -> None:
+        self.models_dir = models_dir
+        self.device = device
+        self.models: dict[str, LoadedModel] = {}
+        self.loaded = False
+        self._looked: dict[Path, Any] = {}  # a new folder's files at the previous look: loaded once they stay put
+        self._refused: dict[Path, bytes | None] = {}  # configs of new models already refused (logged once)
+        self._sync_lock = asyncio.Lock()
+
+    # -- reading the repository -------------------------------------------------------------------------------
+
+    def discover(self) -> None:
+        """Read every model's config. At start-up a broken config stops the server with the reason."""
+        for name, path in model_folders(self.models_dir).items():
+            self._add(name, path, load_model_config(path))
+
+    def _add(self, name: str, path: Path, config: ModelConfig) -> LoadedModel:
+        model = LoadedModel(name, with_device(config, self.device), path, config_bytes=config_fingerprint(path))
+        self.models[name] = model
+        return model
+
+    async def load_all(self) -> None:
+        """Start-up: load what the policies want from the repository as it is (folders are taken as complete)."""
+        await self.sync(first=True)
+        self.loaded = True
+
+    async def sync(self, first: bool = False) -> None:
+        """Bring the server in line with the repository: new models and versions loaded (once their files stay
+        put between two looks), removed ones retired, changed configs applied or refused, policies enforced."""
+        async with self._sync_lock:
+            try:
+                folders = await asyncio.to_thread(model_folders, self.models_dir)
+            except ConfigError as exc:  # the directory itself went away: keep serving what is loaded
+                log.error("%s", exc.message)
+                return
+            for name, path in folders.items():
+                model = self.models.get(name)
+                if model is None:
+                    model = self._new_model(name, path)
+                    if model is None:
+                        continue
+                else:
+                    await self._apply_config(model)
+                await self._sync_versions(model, first)
+            for name in [n for n in self.models if n not in folders]:
+                model = self.models.pop(name)
+                log.info("%s: model folder removed; unloading it", name)
+                async with model.lock:
+                    model.primary = None
+                    await asyncio.gather(*(v.retire() for v in model.versions.values() if v.state == READY))
+
+    def _new_model(self, name: str, path: Path) -> LoadedModel | None:
+        data = config_fingerprint(path)
+        if self._refused.get(path, ...) == data:
+            return None
+        try:
+            config = load_model_config(path)
+        except ConfigError as exc:
+            self._refused[path] = data
+            log.error("new model %s not loaded: %s", name, exc.message)
+            return None
+        self._refused.pop(path, None)
+        model = self._add(name, path, config)
+        model.event("discovered")
+        return model
+
+    async def _apply_config(self, model: LoadedModel) -> None:
+        """A changed fastserve.toml: applied whole, with sessions rebuilt off to the side when needed, or refused
+        with the reason while the old config keeps serving."""
+        data = await asyncio.to_thread(config_fingerprint, model.path)
+        if data == model.config_bytes:
+            return
+        model.config_bytes = data  # one attempt per content
+        try:
+            new = with_device(load_model_config(model.path), self.device)
+        except ConfigError as exc:
+            model.event("config_refused", detail=exc.message)
+            log.error("%s: config change refused, the previous one keeps serving: %s", model.name, exc.message)
+            return
+        retired: list[LoadedVersion] = []
+        async with model.lock:
+            if needs_reload(model.config, new):
+                fresh: dict[int, LoadedVersion] = {}
+                for number, version in sorted(model.versions.items()):
+                    if version.state != READY:
+                        continue
+                    candidate = with_config(version, new)
+                    await asyncio.to_thread(candidate.load)
+                    if candidate.state != READY:
+                        for v in fresh.values():
+                            v.close()
+                        why = f"v{number} does not load with it: {candidate.error}"
+                        model.event("config_refused", detail=why)
+                        log.error("%s: config change refused, the previous one keeps serving: %s", model.name, why)
+                        return
+                    fresh[number] = candidate
+                retired = [model.versions[n] for n in fresh]
+                model.versions.update(fresh)
+            model.config = new
+            for version in model.versions.values():
+                version.config = new
+                if version.state == FAILED:  # it may load under the new config
+                    version.state = DISCOVERED
+            model.choose_primary()
+            model.event("config_applied", detail=f"{len(retired)} loaded version(s) rebuilt" if retired else "")
+        for version in retired:
+            version.state = DRAINING
+        await asyncio.gather(*(v.retire() for v in retired))
+
+    async def _sync_versions(self, model: LoadedModel, first: bool) -> None:
+        async with model.lock:
+            folders = await asyncio.to_thread(version_folders, model.path)
+            for number, path in folders.items():
+                if number in model.versions and model.versions[number].path == path:
+                    continue
+                files = await asyncio.to_thread(folder_fingerprint, path)
+                if not first and self._looked.get(path) != files:
+                    self._looked[path] = files  # new or still being written: look again next time
+                    continue
+                self._looked.pop(path, None)
+                model.versions[number] = LoadedVersion(model.name, number, path, model.config)
+                model.event("discovered", number)
+            gone = [v for n, v in model.versions.items() if n not in folders]
+            for version in gone:
+                if version.state == READY:
+                    version.state = DRAINING  # no new requests from here on
+            await self._enforce_policy(model)
+        for version in gone:
+            if version.batcher is not None:
+                await version.retire()
+            model.versions.pop(version.number, None)
+            model.event("removed", version.number, "version folder removed")
+
+    async def _load(self, model: LoadedModel, version: LoadedVersion) -> None:
+        await asyncio.to_thread(version.load)
+        if version.state == READY:
+            model.event("loaded", version.number, f"in {version.load_seconds:.3f} s")
+        elif version.gate is not None:
+            model.gate_failures += 1
+            model.event("gate_failed", version.number, version.error or "")
+        else:
+            model.event("load_failed", version.number, version.error or "")
+
+    async def _enforce_policy(self, model: LoadedModel) -> None:
+        """Load what the version policy wants (and what is pinned or kept), choose the primary, retire the rest.
+        Under `latest = N`, versions that fail do not count: the N newest that load and pass serve."""
+        options = model.config.versions
+        keep = {n for n in (model.pinned, model.config.primary, *model.kept) if n is not None}
+        candidates = sorted((n for n, v in model.versions.items() if v.state != DRAINING), reverse=True)
+        if options.policy == "specific":
+            candidates = [n for n in candidates if n in options.specific]
+        wanted: set[int] = set()
+        for number in candidates:
+            if options.policy == "latest" and len(wanted) >= options.latest:
+                break
+            if number in model.held_out:
+                continue
+            version = model.versions[number]
+            if version.state in (DISCOVERED, UNLOADED):
+                await self._load(model, version)
+            if version.state == READY:
+                wanted.add(number)
+        for number in keep - wanted:
+            kept = model.versions.get(number)
+            if kept is not None and kept.state in (DISCOVERED, UNLOADED):
+                await self._load(model, kept)
+            wanted.add(number)
+        model.choose_primary()
+        surplus = [v for n, v in model.versions.items()
+                   if v.state == READY and n not in wanted and v is not model.primary]
+        for version in surplus:
+            version.state = DRAINING
+        for version in surplus:
+            await version.retire()
+            model.event("unloaded", version.number, f"outside the version policy ({options.policy})")
+
+    # -- operators' calls (admin API) --------------------------------------------------------------------------
+
+    def model(self, name: str) -> LoadedModel:
+        model = self.models.get(name)
+        if model is None:
+            raise ModelNotFound(f"no model named {name!r} (models: {', '.join(sorted(self.models)) or 'none'})",
+                                detail={"model": name})
+        return model
+
+    @staticmethod
+    def version(model: LoadedModel, number: int) -> LoadedVersion:
+        version = model.versions.get(number)
+        if version is None:
+            known = ", ".join(str(n) for n in sorted(model.versions)) or "none"
+            raise VersionNotFound(f"model {model.name!r} has no version {number} (versions: {known})",
+                                  detail={"model": model.name, "version": number})
+        return version
+
+    async def _ensure_loaded(self, model: LoadedModel, version: LoadedVersion) -> None:
+        if version.state in (DISCOVERED, UNLOADED, FAILED):
+            await self._load(model, version)
+        if version.state != READY:
+            raise OperationRefused(f"{version.label} cannot serve: {version.error or version.state}",
+                                   detail={"model": model.name, "version": version.number, "state": version.state})
+
+    async def load_version(self, name: str, number: int) -> LoadedModel:
+        """Load (and gate) a version and keep it loaded whatever the policy, until it is unloaded."""
+        model = self.model(name)
+        async with model.lock:
+            version = self.version(model, number)
+            model.held_out.discard(number)
+            await self._ensure_loaded(model, version)
+            model.kept.add(number)
+            model.choose_primary()
+        return model
+
+    async def unload_version(self, name: str, number: int) -> LoadedModel:
+        """Unload a version and keep it unloaded; the primary moves to another ready version first."""
+        model = self.model(name)
+        async with model.lock:
+            version = self.version(model, number)
+            others = [v for v in model.versions.values() if v.state == READY and v is not version]
+            if version is model.primary and not others:
+                raise OperationRefused(f"{version.label} is the only version serving; load or promote another first",
+                                       detail={"model": name, "version": number})
+            model.kept.discard(number)
+            model.held_out.add(number)
+            if model.pinned == number:
+                model.pinned = None
+            if version.state == READY:
+                version.state = DRAINING
+                model.choose_primary()
+                await version.retire()
+            model.event("unloaded", number, "by an operator")
+        return model
+
+    async def promote(self, name: str, number: int) -> LoadedModel:
+        """Make a version the primary (loading and gating it first when needed)."""
+        model = self.model(name)
+        async with model.lock:
+            version = self.version(model, number)
+            model.held_out.discard(number)
+            await self._ensure_loaded(model, version)
+            model.pinned = number
+            model.choose_primary()
+            model.event("promoted", number, "by an operator")
+        return model
+
+    async def rollback(self, name: str) -> LoadedModel:
+        """Make the previous primary the primary again."""
+        model = self.model(name)
+        async with model.lock:
+            current = model.primary.number if model.primary else None
+            history = [n for n in model.primaries if n in model.versions]
+            while history and history[-1] == current:
+                history.pop()
+            if not history:
+                raise OperationRefused(f"model {name!r} has no previous primary to roll back to",
+                                       detail={"model": name})
+            previous = history[-1]
+            version = model.versions[previous]
+            model.held_out.discard(previous)
+            await self._ensure_loaded(model, version)
+            model.primaries = history
+            model.pinned = previous
+            model.choose_primary()
+            model.event("rolled_back", previous, f"from v{current}" if current is not None else "")
+        return model
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded and all(m.ready for m in self.models.values())
+
+    def close(self) -> None:
+        for model in self.models.values():
+            for version in model.versions.values():
+                version.close()

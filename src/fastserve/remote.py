@@ -1,0 +1,57 @@
+"""`fastserve models status|load|unload|promote|rollback`: calls to a running server's admin API."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from fastserve.exceptions import FastserveError
+
+
+class RemoteError(FastserveError):
+    """The server refused the call or could not be reached; the message carries its answer."""
+
+    code = "remote"
+
+
+def token(path: str | None) -> str | None:
+    """From --token-file, else $FASTSERVE_ADMIN_TOKEN."""
+    return Path(path).read_text(encoding="utf-8").strip() if path else os.environ.get("FASTSERVE_ADMIN_TOKEN")
+
+
+def call(url: str, method: str, path: str, admin_token: str | None, timeout: float = 120.0) -> Any:
+    """One request to the server; the decoded JSON answer, or RemoteError with the server's error message."""
+    request = urllib.request.Request(url.rstrip("/") + path, method=method, data=b"" if method == "POST" else None)
+    if admin_token:
+        request.add_header("Authorization", f"Bearer {admin_token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            message = json.loads(body)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = body.decode("utf-8", "replace")[:500]
+        raise RemoteError(f"{method} {path}: {exc.code} {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise RemoteError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}; is the server running there?") from None
+
+
+def describe(model: dict[str, Any]) -> str:
+    """A model's status as a few lines of text."""
+    lines = [f"{model['name']}  primary: {model['primary'] if model['primary'] is not None else 'none'}"
+             + (f" (promoted: v{model['pinned']})" if model.get("pinned") is not None else "")]
+    for v in model["versions"]:
+        extra = f"  load {v['load_seconds']:.3f} s" if "load_seconds" in v else ""
+        error = f"  {v['error']}" if v.get("error") else ""
+        lines.append(f"  v{v['version']}  {v['state']}{extra}{error}")
+    for event in model.get("events", [])[-10:]:
+        version = f" v{event['version']}" if "version" in event else ""
+        detail = f": {event['detail']}" if event.get("detail") else ""
+        lines.append(f"    {event['at']}  {event['event']}{version}{detail}")
+    return "\n".join(lines)
