@@ -8,7 +8,7 @@ import pytest
 
 from fastserve.batching import Batcher
 from fastserve.config import BatchingOptions, RuntimeOptions
-from fastserve.exceptions import DeadlineUnmeetable, InferenceError
+from fastserve.exceptions import DeadlineUnmeetable, InferenceError, ModelNotReady
 from fastserve.runtime import ModelSession
 from tests.conftest import MODELS
 
@@ -169,3 +169,31 @@ def test_lone_request_runs_inline_and_is_counted(session):
     assert seen[0] == threading.current_thread().name and seen[1] != seen[0]
     np.testing.assert_array_equal(alone["probabilities"], not_alone["probabilities"])
     assert batcher.queue.stats()["batches"] == 2
+
+
+def test_drain_waits_for_held_requests_and_refuse_waiting_answers_the_rest(session):
+    """A version being retired: drain waits while requests are held; what is still queued after its timeout is
+    answered with ModelNotReady (503) rather than left waiting forever."""
+    slow = Slow(session, 0.05)
+    batcher = Batcher(slow, BatchingOptions(max_batch_size=1, max_delay_us=0), "churn v1", warm_up={1: 0.05})
+    x = np.ones((1, 22), dtype=np.float32)
+
+    async def main():
+        tasks = [asyncio.create_task(batcher.submit(x)) for _ in range(6)]
+        await asyncio.sleep(0.01)
+        assert not batcher.idle
+        await batcher.drain(0.08)  # one or two runs of 50 ms fit; the rest still wait
+        refused = batcher.refuse_waiting("version unloaded")
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await batcher.drain(5.0)
+        return refused, results
+
+    try:
+        refused, results = asyncio.run(main())
+    finally:
+        batcher.close()
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert refused == len(errors) and 1 <= refused <= 5
+    assert all(isinstance(e, ModelNotReady) and "version unloaded" in e.message for e in errors)
+    assert all(isinstance(r, dict) for r in results if r not in errors)
+    assert batcher.idle

@@ -19,7 +19,7 @@ import numpy as np
 
 from fastserve._core.batcher import CANNOT_MEET_DEADLINE, NO_DEADLINE, QUEUE_FULL, BatchQueue, RunTimeModel
 from fastserve.config import BatchingOptions
-from fastserve.exceptions import ClientGone, DeadlineUnmeetable, InvalidInput, QueueFull
+from fastserve.exceptions import ClientGone, DeadlineUnmeetable, InvalidInput, ModelNotReady, QueueFull
 from fastserve.runtime import ModelSession
 
 Outputs = dict[str, np.ndarray]
@@ -238,6 +238,17 @@ class Batcher:
         until = loop.time() + timeout
         while not self.idle and loop.time() < until:
             await asyncio.sleep(0.002)
+
+    def refuse_waiting(self, why: str) -> int:
+        """Answer every request still queued (not running) with 503 + Retry-After; returns how many. On the loop."""
+        refused = 0
+        for ticket, (_, fut) in list(self._pending.items()):
+            if self.queue.cancel(ticket):
+                del self._pending[ticket]
+                if not fut.done():
+                    fut.set_exception(ModelNotReady(f"{self.label}: {why}; retry"))
+                    refused += 1
+        return refused
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the worker threads once their queued batches have run."""

@@ -101,6 +101,10 @@ class LoadedVersion:
         self.state = DRAINING
         if self.batcher is not None:
             await self.batcher.drain(timeout)
+            left = self.batcher.refuse_waiting("version unloaded before this request could run")
+            if left:
+                log.warning("%s: %d request(s) still queued after %g s of draining were refused", self.label, left,
+                            timeout)
             await asyncio.to_thread(self.batcher.close)
         self.close()
         self.state = UNLOADED
