@@ -55,6 +55,12 @@ def test_missing_directory_says_what_to_do(tmp_path):
         ("[batching]\nmax_queue_rows = 100\n", "max_queue_rows (100) must be >= [inputs] max_rows (4096)"),
         ("[model]\nprimary = -2\n", "`primary` must be a version number >= 0"),
         ("[model\n", "not valid TOML"),
+        ("[versions]\npolicy = 'newest'\n", "`policy` must be one of latest, specific, all; got 'newest'"),
+        ("[versions]\npolicy = 'specific'\n", "`specific` must be a non-empty list of version numbers"),
+        ("[versions]\nlatest = 0\n", "`latest` must be >= 1, got 0"),
+        ("[gate]\natol = -1\n", "`atol` and `rtol` must be >= 0"),
+        ("[gate]\nenabled = 'yes'\n", "`enabled` must be bool"),
+        ("[inputs]\nunknown_fields = 'drop'\n", "`unknown_fields` must be one of ignore, error; got 'drop'"),
     ],
 )
 def test_config_errors_name_the_file_and_key(tmp_path, text, message):
