@@ -100,6 +100,45 @@ class GateOptions:
 
 
 @dataclass(frozen=True)
+class CanaryOptions:
+    """A `weight` share of the model's traffic goes to `version`. With `sticky_key` (a record field, or
+    `header:<Name>`), a key always lands on the same side, and changing the weight moves only the keys it must."""
+
+    version: int
+    weight: float
+    sticky_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ShadowOptions:
+    """A `sample` share of requests is copied to `version`, off the critical path, and its answers compared."""
+
+    version: int
+    sample: float = 1.0
+
+
+@dataclass(frozen=True)
+class GuardOptions:
+    """When the canary, over the last `window_s` seconds (with at least `min_requests` on each side), errs more,
+    is slower, or predicts differently than the primary beyond these margins, its weight goes to 0."""
+
+    enabled: bool = True
+    window_s: float = 60.0
+    min_requests: int = 100
+    max_error_rate_increase: float = 0.01  # canary error rate - primary error rate
+    max_p99_ratio: float = 2.0  # canary p99 / primary p99 (in-server latency)
+    p99_slack_ms: float = 2.0  # a p99 within this many ms of the primary's never trips
+    max_divergence: float = 0.05  # Jensen-Shannon divergence (base 2) of the predicted-label distributions
+
+
+@dataclass(frozen=True)
+class RoutingOptions:
+    canary: CanaryOptions | None = None
+    shadows: tuple[ShadowOptions, ...] = ()
+    guard: GuardOptions = field(default_factory=GuardOptions)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     description: str = ""
@@ -109,6 +148,7 @@ class ModelConfig:
     batching: BatchingOptions = field(default_factory=BatchingOptions)
     versions: VersionOptions = field(default_factory=VersionOptions)
     gate: GateOptions = field(default_factory=GateOptions)
+    routing: RoutingOptions = field(default_factory=RoutingOptions)
     # [[features]], for versions without their own features.toml; compared through their text (compiled features
     # compare by identity).
     features: tuple[Feature, ...] | None = field(default=None, compare=False)
@@ -185,6 +225,7 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
     if not (gate.atol >= 0 and gate.rtol >= 0):
         raise gt.fail("`atol` and `rtol` must be >= 0")
     gt.done()
+    routing = parse_routing(top.sub("routing"))
     features = top.take("features", list, None)
     features_text = json.dumps(features, sort_keys=True) if features is not None else None
     if features is not None:
@@ -194,8 +235,58 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
         raise ConfigError(f"{where}: [batching] max_queue_rows ({batching.max_queue_rows}) must be >= [inputs] "
                           f"max_rows ({inputs.max_rows}), or a request of max_rows rows could never be queued")
     return ModelConfig(name=name, description=description, primary=primary, runtime=runtime, inputs=inputs,
-                       batching=batching, versions=versions, gate=gate, features=features,
+                       batching=batching, versions=versions, gate=gate, routing=routing, features=features,
                        features_text=features_text)
+
+
+def _share(table: TomlTable, key: str, default: float | None) -> float:
+    value = table.need(key, (int, float)) if default is None else table.take(key, (int, float), default)
+    if not 0 <= value <= 1:
+        raise table.fail(f"`{key}` must be between 0 and 1, got {value}")
+    return float(value)
+
+
+def parse_canary(table: TomlTable) -> CanaryOptions:
+    version = table.need("version", int)
+    weight = _share(table, "weight", None)
+    sticky = table.take("sticky_key", str, None)
+    if sticky is not None and (not sticky or sticky == "header:"):
+        raise table.fail("`sticky_key` must name a record field, or a header as `header:X-User-Id`")
+    table.done()
+    return CanaryOptions(version=version, weight=weight, sticky_key=sticky)
+
+
+def parse_shadow(table: TomlTable) -> ShadowOptions:
+    shadow = ShadowOptions(version=table.need("version", int), sample=_share(table, "sample", 1.0))
+    table.done()
+    return shadow
+
+
+def parse_routing(table: TomlTable) -> RoutingOptions:
+    canary = table.take("canary", dict, None)
+    shadows = table.take("shadows", list, [])
+    if any(type(s) is not dict for s in shadows):
+        raise table.fail("`shadows` must be a list of tables like { version = 3, sample = 0.5 }")
+    g = table.sub("guard")
+    guard = GuardOptions(
+        enabled=g.take("enabled", bool, True),
+        window_s=float(g.take("window_s", (int, float), 60.0)),
+        min_requests=g.positive("min_requests", 100),
+        max_error_rate_increase=_share(g, "max_error_rate_increase", 0.01),
+        max_p99_ratio=float(g.take("max_p99_ratio", (int, float), 2.0)),
+        p99_slack_ms=float(g.take("p99_slack_ms", (int, float), 2.0)),
+        max_divergence=_share(g, "max_divergence", 0.05),
+    )
+    if guard.window_s <= 0 or guard.max_p99_ratio < 1 or guard.p99_slack_ms < 0:
+        raise g.fail("`window_s` must be > 0, `max_p99_ratio` >= 1 and `p99_slack_ms` >= 0")
+    g.done()
+    table.done()
+    where = table.where
+    parsed = tuple(parse_shadow(TomlTable(s, f"{where} shadows[{i}]")) for i, s in enumerate(shadows))
+    if len({s.version for s in parsed}) != len(parsed):
+        raise table.fail("a version is a shadow twice")
+    return RoutingOptions(canary=parse_canary(TomlTable(canary, f"{where} canary")) if canary is not None else None,
+                          shadows=parsed, guard=guard)
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:

@@ -117,7 +117,45 @@ class _Collector:
         yield ready
         yield load
         yield from self._lifecycle()
+        yield from self._routing()
         yield from self._batching()
+
+    def _routing(self) -> Iterator[Metric]:
+        weight = GaugeMetricFamily("fastserve_canary_weight", "Share of traffic sent to the canary",
+                                   labels=["model", "version"])
+        rollbacks = CounterMetricFamily("fastserve_canary_rollbacks", "Canaries pulled back by the guard",
+                                        labels=["model"])
+        shadow_requests = CounterMetricFamily("fastserve_shadow_requests", "Requests copied to a shadow, by outcome",
+                                              labels=["model", "version", "outcome"])
+        labels = ["model", "version", "scope"]
+        agreement = GaugeMetricFamily("fastserve_shadow_label_agreement_ratio",
+                                      "Share of rows where the shadow's label equals the primary's", labels=labels)
+        mean_diff = GaugeMetricFamily("fastserve_shadow_score_abs_diff_mean",
+                                      "Mean absolute difference of the shadow's scores from the primary's",
+                                      labels=labels)
+        max_diff = GaugeMetricFamily("fastserve_shadow_score_abs_diff_max",
+                                     "Largest absolute difference of the shadow's scores from the primary's",
+                                     labels=labels)
+        latency = GaugeMetricFamily("fastserve_shadow_latency_seconds_mean",
+                                    "Mean time from a copy being queued to its shadow answer", labels=labels)
+        for loaded in self._registry.models.values():
+            rollbacks.add_metric([loaded.name], loaded.canary_rollbacks)
+            if loaded.canary is not None:
+                weight.add_metric([loaded.name, str(loaded.canary.version)], loaded.canary.weight)
+            for number, runner in loaded.shadows.items():
+                status = runner.status()
+                key = [loaded.name, str(number)]
+                total = status["total"]
+                for outcome in ("compared", "dropped", "errors"):
+                    shadow_requests.add_metric([*key, outcome], total[outcome])
+                for scope in ("window", "total"):
+                    figures = status[scope]
+                    for family, name, scale in ((agreement, "label_agreement", 1.0),
+                                                (mean_diff, "mean_abs_diff", 1.0), (max_diff, "max_abs_diff", 1.0),
+                                                (latency, "latency_ms_mean", 1e-3)):
+                        if figures[name] is not None:
+                            family.add_metric([*key, scope], figures[name] * scale)
+        yield from (weight, rollbacks, shadow_requests, agreement, mean_diff, max_diff, latency)
 
     def _lifecycle(self) -> Iterator[Metric]:
         primary = GaugeMetricFamily("fastserve_model_primary_version", "The version answering unversioned requests",

@@ -14,6 +14,10 @@ class TomlTable:
         self._data = dict(data)
         self._where = where
 
+    @property
+    def where(self) -> str:
+        return self._where
+
     def fail(self, why: str) -> ConfigError:
         """An error about this table, to raise."""
         return ConfigError(f"{self._where}: {why}")

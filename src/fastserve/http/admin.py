@@ -1,16 +1,18 @@
-"""The admin API: load, unload, promote, roll back, reload. Off unless the server has a token; every call needs
-`Authorization: Bearer <token>`."""
+"""The admin API: load, unload, promote, roll back, reload; canary and shadows.
+
+Off unless the server has a token; every call needs `Authorization: Bearer <token>`."""
 
 from __future__ import annotations
 
 import hmac
+import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fastserve.exceptions import AdminDisabled, Unauthorized, VersionNotFound
+from fastserve.exceptions import AdminDisabled, InvalidInput, MalformedBody, Unauthorized, VersionNotFound
 from fastserve.http.endpoints import JSONResponse
 
 
@@ -54,6 +56,62 @@ async def rollback(request: Request) -> Response:
     return JSONResponse(model.status())
 
 
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError as exc:
+        raise MalformedBody(f"the body must be a JSON object: {exc}") from None
+    if type(body) is not dict:
+        raise InvalidInput("the body must be a JSON object - at `$`", detail={"path": "$"})
+    return body
+
+
+def _checked(body: dict[str, Any], keys: dict[str, tuple[type, ...]]) -> dict[str, Any]:
+    unknown = sorted(body.keys() - keys.keys())
+    if unknown:
+        raise InvalidInput(f"unknown field `{unknown[0]}`; expected {', '.join(keys)} - at `$`", detail={"path": "$"})
+    for key, kinds in keys.items():
+        value = body.get(key)
+        if value is not None and (type(value) not in kinds or (float in kinds and not 0 <= value <= 1)):
+            what = "a number between 0 and 1" if float in kinds else " or ".join(k.__name__ for k in kinds)
+            raise InvalidInput(f"expected {what}, got {value!r} - at `$.{key}`", detail={"path": f"$.{key}"})
+    return body
+
+
+async def set_canary(request: Request) -> Response:
+    """Body: {"version": 3, "weight": 0.1, "sticky_key": "user_id" | "header:X-User-Id"}; a weight alone changes
+    the current canary's weight (0 stops it)."""
+    registry = _authorized(request)
+    body = _checked(await _body(request), {"version": (int,), "weight": (int, float), "sticky_key": (str,)})
+    weight = body.get("weight")
+    model = await registry.set_canary(request.path_params["name"], body.get("version"),
+                                      float(weight) if weight is not None else None, body.get("sticky_key"))
+    return JSONResponse(model.status())
+
+
+async def remove_canary(request: Request) -> Response:
+    return JSONResponse((await _authorized(request).remove_canary(request.path_params["name"])).status())
+
+
+async def promote_canary(request: Request) -> Response:
+    return JSONResponse((await _authorized(request).promote_canary(request.path_params["name"])).status())
+
+
+async def add_shadow(request: Request) -> Response:
+    """Body: {"sample": 0.5} (default 1.0)."""
+    registry = _authorized(request)
+    body = _checked(await _body(request), {"sample": (int, float)})
+    sample = body.get("sample")
+    model = await registry.add_shadow(request.path_params["name"], _version(request),
+                                      float(sample) if sample is not None else 1.0)
+    return JSONResponse(model.status())
+
+
+async def remove_shadow(request: Request) -> Response:
+    model = await _authorized(request).remove_shadow(request.path_params["name"], _version(request))
+    return JSONResponse(model.status())
+
+
 async def reload(request: Request) -> Response:
     """Read the repository and every config now, as the watcher would on its next poll."""
     registry = _authorized(request)
@@ -66,5 +124,10 @@ ROUTES = [
     Route("/v1/admin/models/{name}/versions/{version}/unload", unload, methods=["POST"]),
     Route("/v1/admin/models/{name}/versions/{version}/promote", promote, methods=["POST"]),
     Route("/v1/admin/models/{name}/rollback", rollback, methods=["POST"]),
+    Route("/v1/admin/models/{name}/canary", set_canary, methods=["POST"]),
+    Route("/v1/admin/models/{name}/canary", remove_canary, methods=["DELETE"]),
+    Route("/v1/admin/models/{name}/canary/promote", promote_canary, methods=["POST"]),
+    Route("/v1/admin/models/{name}/shadows/{version}", add_shadow, methods=["POST"]),
+    Route("/v1/admin/models/{name}/shadows/{version}", remove_shadow, methods=["DELETE"]),
     Route("/v1/admin/reload", reload, methods=["POST"]),
 ]

@@ -6,14 +6,22 @@ import logging
 from time import monotonic_ns, perf_counter
 from typing import TYPE_CHECKING, Any
 
-from fastserve.exceptions import BodyTooLarge, ClientGone, FastserveError, NotAcceptable, RequestError
+from fastserve.exceptions import (
+    BodyTooLarge,
+    ClientGone,
+    FastserveError,
+    InferenceError,
+    NotAcceptable,
+    RequestError,
+)
 from fastserve.http.codecs import CONTENT_TYPE_HEADER, JSON, decode, encode, request_format, response_format
 from fastserve.http.errors import error_body, error_headers, status_for
 from fastserve.http.inputs import predict_inputs, timeout_ms
-from fastserve.routing import route
+from fastserve.routing.router import choose, find_model
 
 if TYPE_CHECKING:
     from fastserve.http.app import App
+    from fastserve.registry import LoadedModel
 
 log = logging.getLogger("fastserve.http")
 
@@ -102,15 +110,28 @@ async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: 
                 status = 405
                 return
             body = await read_body(receive, content_length, app.config.max_body_bytes)
-            target = route(app.registry, name, version)
+            model = find_model(app.registry, name)
+            decoded = decode(body, body_fmt)
+            target, on_canary = choose(model, version, decoded, scope["headers"])
             model_label, version_label = target.model, str(target.number)
-            x, timeout = predict_inputs(decode(body, body_fmt), target.session,  # type: ignore[arg-type]
+            x, timeout = predict_inputs(decoded, target.session,  # type: ignore[arg-type]
                                         target.config.inputs, target.transform)
             if timeout_header is not None:
                 timeout = _header_timeout(timeout_header, timeout)
             batcher = target.batcher
-            outputs = await batcher.submit(x, batcher.deadline_ns(arrived_ns, timeout),  # type: ignore[union-attr]
-                                           alone=stats.in_flight == 1, disconnected=receive)
+            try:
+                outputs = await batcher.submit(x, batcher.deadline_ns(arrived_ns, timeout),  # type: ignore[union-attr]
+                                               alone=stats.in_flight == 1, disconnected=receive)
+            except InferenceError:
+                if model.canary is not None and version is None:
+                    _guard(model, on_canary, started, True, None)
+                raise
+            if version is None:
+                if model.canary is not None:
+                    _guard(model, on_canary, started, False, outputs.get("label"))
+                if model.shadows and not on_canary:
+                    for runner in model.shadows.values():
+                        runner.offer(x, outputs)
             payload = encode({"model": target.model, "version": target.number, "outputs": outputs}, fmt)
         except ClientGone:
             status = CLIENT_CLOSED
@@ -132,6 +153,20 @@ async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: 
     finally:
         stats.in_flight -= 1
         stats.observe(model_label, version_label, status, perf_counter() - started)
+
+
+def _guard(model: LoadedModel, on_canary: bool, started: float, error: bool, labels: Any) -> None:
+    """Count the answer for the canary's guard; when the guard trips, record why."""
+    canary = model.canary
+    if canary is None:
+        return
+    evidence = canary.observe(on_canary, perf_counter() - started, error,
+                              labels.tolist() if labels is not None else ())
+    if evidence is not None:
+        model.canary_rollbacks += 1
+        model.event("canary_rolled_back", canary.version, "; ".join(evidence["reasons"]))
+        log.warning("%s: canary v%d pulled back (weight 0): %s", model.name, canary.version,
+                    "; ".join(evidence["reasons"]))
 
 
 def _header_timeout(value: bytes, body_timeout: float | None) -> float:

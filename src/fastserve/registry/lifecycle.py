@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fastserve.config import ModelConfig, load_model_config, with_device
+from fastserve.config import CanaryOptions, ModelConfig, load_model_config, with_device
 from fastserve.exceptions import ConfigError, ModelNotFound, OperationRefused, VersionNotFound
 from fastserve.registry.models import (
     DISCOVERED,
@@ -26,6 +26,7 @@ from fastserve.registry.models import (
     with_config,
 )
 from fastserve.registry.repository import config_fingerprint, folder_fingerprint, model_folders, version_folders
+from fastserve.routing.canary import Canary
 
 log = logging.getLogger("fastserve.registry")
 
@@ -51,6 +52,7 @@ class Registry:
 
     def _add(self, name: str, path: Path, config: ModelConfig) -> LoadedModel:
         model = LoadedModel(name, with_device(config, self.device), path, config_bytes=config_fingerprint(path))
+        model.apply_routing()
         self.models[name] = model
         return model
 
@@ -82,6 +84,7 @@ class Registry:
                 log.info("%s: model folder removed; unloading it", name)
                 async with model.lock:
                     model.primary = None
+                    model.stop_shadows()
                     await asyncio.gather(*(v.retire() for v in model.versions.values() if v.state == READY))
 
     def _new_model(self, name: str, path: Path) -> LoadedModel | None:
@@ -131,7 +134,10 @@ class Registry:
                     fresh[number] = candidate
                 retired = [model.versions[n] for n in fresh]
                 model.versions.update(fresh)
+            routing_changed = model.config.routing != new.routing
             model.config = new
+            if routing_changed:
+                model.apply_routing()
             for version in model.versions.values():
                 version.config = new
                 if version.state == FAILED:  # it may load under the new config
@@ -180,7 +186,7 @@ class Registry:
         """Load what the version policy wants (and what is pinned or kept), choose the primary, retire the rest.
         Under `latest = N`, versions that fail do not count: the N newest that load and pass serve."""
         options = model.config.versions
-        keep = {n for n in (model.pinned, model.config.primary, *model.kept) if n is not None}
+        keep = {n for n in (model.pinned, model.config.primary, *model.kept, *model.routed()) if n is not None}
         candidates = sorted((n for n, v in model.versions.items() if v.state != DRAINING), reverse=True)
         if options.policy == "specific":
             candidates = [n for n in candidates if n in options.specific]
@@ -298,11 +304,81 @@ class Registry:
             model.event("rolled_back", previous, f"from v{current}" if current is not None else "")
         return model
 
+    async def set_canary(self, name: str, version: int | None, weight: float | None,
+                         sticky_key: str | None) -> LoadedModel:
+        """Start a canary, or change its weight (or sticky key). Its version is loaded and gated first."""
+        model = self.model(name)
+        async with model.lock:
+            current = model.canary
+            number = version if version is not None else (current.version if current else None)
+            if number is None:
+                raise OperationRefused(f"model {name!r} has no canary: give its `version`", detail={"model": name})
+            target = self.version(model, number)
+            if model.primary is target:
+                raise OperationRefused(f"v{number} is the primary; a canary must be another version")
+            model.held_out.discard(number)
+            await self._ensure_loaded(model, target)
+            if current is None or current.version != number or (sticky_key is not None
+                                                                   and sticky_key != current.sticky_key):
+                sticky = sticky_key if sticky_key is not None else (current.sticky_key if current else None)
+                options = CanaryOptions(version=number, weight=weight if weight is not None else 0.0,
+                                        sticky_key=sticky)
+                model.canary = Canary(options, model.config.routing.guard)
+            elif weight is not None:
+                current.weight = weight
+            canary = model.canary
+            if canary is not None:
+                model.event("canary", number, f"weight {canary.weight:g}"
+                            + (f", sticky on {canary.sticky_key}" if canary.sticky_key else ""))
+        return model
+
+    async def remove_canary(self, name: str) -> LoadedModel:
+        model = self.model(name)
+        async with model.lock:
+            if model.canary is not None:
+                model.event("canary_removed", model.canary.version)
+                model.canary = None
+        return model
+
+    async def promote_canary(self, name: str) -> LoadedModel:
+        """The canary becomes the primary, and there is no canary any more."""
+        model = self.model(name)
+        if model.canary is None:
+            raise OperationRefused(f"model {name!r} has no canary to promote", detail={"model": name})
+        number = model.canary.version
+        await self.promote(name, number)
+        async with model.lock:
+            model.canary = None
+        return model
+
+    async def add_shadow(self, name: str, version: int, sample: float) -> LoadedModel:
+        model = self.model(name)
+        async with model.lock:
+            target = self.version(model, version)
+            if model.primary is target:
+                raise OperationRefused(f"v{version} is the primary; a shadow must be another version")
+            model.held_out.discard(version)
+            await self._ensure_loaded(model, target)
+            model.add_shadow(version, sample)
+            model.event("shadow", version, f"sample {sample:g}")
+        return model
+
+    async def remove_shadow(self, name: str, version: int) -> LoadedModel:
+        model = self.model(name)
+        async with model.lock:
+            runner = model.shadows.pop(version, None)
+            if runner is None:
+                raise OperationRefused(f"v{version} is not a shadow of {name!r}", detail={"model": name})
+            runner.stop()
+            model.event("shadow_removed", version)
+        return model
+
     @property
     def ready(self) -> bool:
         return self.loaded and all(m.ready for m in self.models.values())
 
     def close(self) -> None:
         for model in self.models.values():
+            model.stop_shadows()
             for version in model.versions.values():
                 version.close()

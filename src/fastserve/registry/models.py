@@ -18,6 +18,8 @@ from fastserve.exceptions import FastserveError, ModelLoadError
 from fastserve.features import describe, load_transform
 from fastserve.registry import gate
 from fastserve.registry.repository import MODEL_FILE, folder_fingerprint
+from fastserve.routing.canary import Canary
+from fastserve.routing.shadow import ShadowRunner
 from fastserve.runtime import ModelSession
 
 log = logging.getLogger("fastserve.registry")
@@ -147,8 +149,35 @@ class LoadedModel:
     events: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=EVENTS_KEPT))
     swaps: int = 0
     gate_failures: int = 0
+    canary_rollbacks: int = 0
     config_bytes: bytes | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    canary: Canary | None = None
+    shadows: dict[int, ShadowRunner] = field(default_factory=dict)
+
+    def apply_routing(self) -> None:
+        """Canary and shadows as the config says (the admin API changes them at runtime afterwards)."""
+        routing = self.config.routing
+        self.canary = Canary(routing.canary, routing.guard) if routing.canary else None
+        self.stop_shadows()
+        for shadow in routing.shadows:
+            self.add_shadow(shadow.version, shadow.sample)
+
+    def add_shadow(self, number: int, sample: float) -> None:
+        old = self.shadows.pop(number, None)
+        if old is not None:
+            old.stop()
+        self.shadows[number] = ShadowRunner(self.name, number, lambda: self.versions.get(number), sample,
+                                            self.config.routing.guard.window_s)
+
+    def stop_shadows(self) -> None:
+        for runner in self.shadows.values():
+            runner.stop()
+        self.shadows = {}
+
+    def routed(self) -> set[int]:
+        """Versions the routing needs loaded: the canary and the shadows."""
+        return {*self.shadows, *([self.canary.version] if self.canary else [])}
 
     def event(self, kind: str, version: int | None = None, detail: str = "") -> None:
         entry: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": kind}
@@ -159,12 +188,15 @@ class LoadedModel:
         self.events.append(entry)
 
     def choose_primary(self) -> None:
-        """The promoted version when ready, else the configured primary when ready, else the newest ready one."""
+        """The promoted version when ready, else the configured primary when ready, else the newest ready one that
+        is not a canary or a shadow."""
         ready = {n: v for n, v in self.versions.items() if v.state == READY}
         wanted = self.pinned if self.pinned in ready else self.config.primary
         chosen = ready.get(wanted) if wanted is not None else None
         if chosen is None and self.config.primary is None and ready:
-            chosen = ready[max(ready)]
+            # The newest, leaving out versions on trial (canary, shadows) unless nothing else is ready.
+            trial = self.routed()
+            chosen = ready[max((n for n in ready if n not in trial), default=max(ready))]
         if chosen is self.primary:
             return
         before, self.primary = self.primary, chosen
@@ -195,6 +227,8 @@ class LoadedModel:
             "policy": {"policy": self.config.versions.policy, "latest": self.config.versions.latest,
                        "specific": list(self.config.versions.specific)},
             "versions": [self.versions[n].status(self.versions[n] is primary) for n in sorted(self.versions)],
+            "routing": {"canary": self.canary.status() if self.canary else None,
+                        "shadows": [self.shadows[n].status() for n in sorted(self.shadows)]},
             "events": list(self.events),
         }
 

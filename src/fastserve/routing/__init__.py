@@ -1,5 +1,1 @@
-"""Which version answers a request."""
-
-from fastserve.routing.router import route
-
-__all__ = ["route"]
+"""Which version answers a request (router), canary splits and their guard (canary), shadow copies (shadow)."""

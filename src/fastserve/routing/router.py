@@ -1,29 +1,48 @@
-"""Picks the version that answers: the one asked for, or the model's primary."""
+"""Picks the version that answers: the one the path names, else the canary for its share, else the primary."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastserve.exceptions import ModelNotFound, ModelNotReady, VersionNotFound
-from fastserve.registry import LoadedVersion, Registry
+from fastserve.registry import LoadedModel, LoadedVersion, Registry
 from fastserve.registry.models import READY
 
 
-def route(registry: Registry, name: str, version: str | None = None) -> LoadedVersion:
+def find_model(registry: Registry, name: str) -> LoadedModel:
     model = registry.models.get(name)
     if model is None:
         known = ", ".join(sorted(registry.models)) or "none"
         raise ModelNotFound(f"no model named {name!r} (models: {known})", detail={"model": name})
-    if version is None:
-        chosen = model.primary
-        if chosen is None:
-            raise ModelNotReady(f"model {name!r} has no version ready to serve", detail={"model": name})
-        return chosen
+    return model
+
+
+def choose(model: LoadedModel, version: str | None, payload: Any = None,
+           headers: list[tuple[bytes, bytes]] | None = None) -> tuple[LoadedVersion, bool]:
+    """(the version that answers, whether it is the canary). A version in the path bypasses routing."""
+    if version is not None:
+        return pinned(model, version), False
+    primary = model.primary
+    if primary is None:
+        raise ModelNotReady(f"model {model.name!r} has no version ready to serve", detail={"model": model.name})
+    canary = model.canary
+    if canary is not None and canary.weight > 0:
+        candidate = model.versions.get(canary.version)
+        if candidate is not None and candidate.state == READY and candidate is not primary \
+                and canary.takes(canary.key(payload, headers or [])):
+            return candidate, True
+    return primary, False
+
+
+def pinned(model: LoadedModel, version: str) -> LoadedVersion:
     number = int(version) if version.isdigit() else None
     found = model.versions.get(number) if number is not None else None
     if found is None:
         known = ", ".join(str(n) for n in sorted(model.versions)) or "none"
-        raise VersionNotFound(f"model {name!r} has no version {version!r} (versions: {known})",
-                              detail={"model": name, "version": version})
+        raise VersionNotFound(f"model {model.name!r} has no version {version!r} (versions: {known})",
+                              detail={"model": model.name, "version": version})
     if found.state != READY:
-        raise ModelNotReady(f"model {name!r} version {number} is {found.state}", detail={"model": name,
-                                                                                          "version": number})
+        raise ModelNotReady(f"model {model.name!r} version {number} is {found.state}",
+                            detail={"model": model.name, "version": number})
     return found
+

@@ -1,0 +1,111 @@
+"""A model's canary: which requests it answers, and the guard that pulls it back when it does worse."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from fastserve._core import murmurhash3
+from fastserve.config import CanaryOptions, GuardOptions
+from fastserve.routing.windows import Window, js_divergence, quantile_s
+
+_HEADER = "header:"
+
+
+def key_point(key: Any) -> float:
+    """A key's fixed place in [0, 1): the canary takes the keys below its weight, so raising the weight from w1 to
+    w2 moves exactly the keys between w1 and w2 and no other (MurmurHash3: the same place in every process)."""
+    return (murmurhash3(str(key)) & 0xFFFFFFFF) / 4294967296.0
+
+
+class Canary:
+    """Runtime state: changed by the admin API and the guard, read on every request of the model."""
+
+    def __init__(self, options: CanaryOptions, guard: GuardOptions) -> None:
+        self.version = options.version
+        self.weight = options.weight
+        self.sticky_key = options.sticky_key
+        sticky = options.sticky_key or ""
+        self.header = sticky[len(_HEADER):].lower().encode("latin-1") if sticky.startswith(_HEADER) else None
+        self.field = sticky if sticky and self.header is None else None
+        self.guard = guard
+        self.windows = {False: Window(guard.window_s), True: Window(guard.window_s)}  # keyed by "is canary"
+        self.tripped: dict[str, Any] | None = None
+        self.rollbacks = 0
+        self._checked = 0.0
+        self._since_check = 0
+
+    def key(self, payload: Any, headers: list[tuple[bytes, bytes]]) -> Any:
+        """The request's sticky key: the header, or the field of its first record (or first column value)."""
+        if self.header is not None:
+            for name, value in headers:
+                if name == self.header:
+                    return value.decode("latin-1")
+            return None
+        if self.field is None or type(payload) is not dict:
+            return None
+        records = payload.get("records")
+        if type(records) is list and records and type(records[0]) is dict:
+            return records[0].get(self.field)
+        columns = payload.get("columns")
+        if type(columns) is dict and type(column := columns.get(self.field)) is list and column:
+            return column[0]
+        return None
+
+    def takes(self, key: Any) -> bool:
+        """Whether this request goes to the canary."""
+        if self.weight <= 0:
+            return False
+        if key is None:
+            return random.random() < self.weight
+        return key_point(key) < self.weight
+
+    def observe(self, on_canary: bool, latency_s: float, error: bool, labels: Any) -> dict[str, Any] | None:
+        """Count one answered request; every 32 answers or half second, check the guard. Returns the evidence when
+        it trips."""
+        now = time.monotonic()
+        self.windows[on_canary].add({"requests": 1, "errors": int(error)}, now, latency_s=latency_s, labels=labels)
+        self._since_check += 1
+        if not self.guard.enabled or self.weight <= 0 or (self._since_check < 32 and now - self._checked < 0.5):
+            return None
+        self._checked, self._since_check = now, 0
+        return self.check(now)
+
+    def check(self, now: float | None = None) -> dict[str, Any] | None:
+        g = self.guard
+        primary, canary = self.windows[False].read(now), self.windows[True].read(now)
+        n_p, n_c = primary["sums"].get("requests", 0), canary["sums"].get("requests", 0)
+        if n_p < g.min_requests or n_c < g.min_requests:
+            return None
+        err_p, err_c = primary["sums"].get("errors", 0) / n_p, canary["sums"].get("errors", 0) / n_c
+        p99_p, p99_c = quantile_s(primary["latency"], 0.99), quantile_s(canary["latency"], 0.99)
+        divergence = js_divergence(canary["labels"], primary["labels"])
+        evidence = {"window_s": g.window_s, "requests": {"primary": int(n_p), "canary": int(n_c)},
+                    "error_rate": {"primary": round(err_p, 6), "canary": round(err_c, 6)},
+                    "p99_ms": {"primary": round((p99_p or 0) * 1e3, 3), "canary": round((p99_c or 0) * 1e3, 3)},
+                    "divergence": round(divergence, 6)}
+        reasons = []
+        if err_c - err_p > g.max_error_rate_increase:
+            reasons.append(f"error rate {err_c:.2%} vs {err_p:.2%} on the primary "
+                           f"(margin {g.max_error_rate_increase:.2%})")
+        if p99_p is not None and p99_c is not None and p99_c > max(p99_p * g.max_p99_ratio,
+                                                                   p99_p + g.p99_slack_ms / 1e3):
+            reasons.append(f"p99 {p99_c * 1e3:.2f} ms vs {p99_p * 1e3:.2f} ms on the primary (margin "
+                           f"{g.max_p99_ratio:g}x)")
+        if divergence > g.max_divergence:
+            reasons.append(f"predicted labels diverge from the primary's: Jensen-Shannon {divergence:.3f} > "
+                           f"{g.max_divergence:g}")
+        if not reasons:
+            return None
+        self.weight = 0.0
+        self.rollbacks += 1
+        self.tripped = {**evidence, "reasons": reasons, "at": time.time()}
+        return self.tripped
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": self.version, "weight": self.weight, "sticky_key": self.sticky_key,
+                               "rollbacks": self.rollbacks}
+        if self.tripped:
+            out["tripped"] = self.tripped
+        return out

@@ -1,0 +1,93 @@
+"""Sliding windows of counts, in one-second buckets: bounded memory whatever the traffic, and totals kept apart."""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+# Latency histogram: 96 log-spaced bounds from 10 µs to ~100 s (each 1.18x the last): a p99 read from it is within
+# 18% of the true one.
+LATENCY_BOUNDS_S = np.geomspace(1e-5, 100.0, 96)
+
+
+class Window:
+    """Named sums and maxima, a latency histogram and label counts, per second, over the last `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._buckets: collections.deque[tuple[int, dict[str, Any]]] = collections.deque()
+        self.total: dict[str, float] = collections.defaultdict(float)
+
+    def _bucket(self, now: float) -> dict[str, Any]:
+        second = int(now)
+        if not self._buckets or self._buckets[-1][0] != second:
+            self._buckets.append((second, {"sums": collections.defaultdict(float), "max": {},
+                                           "latency": np.zeros(len(LATENCY_BOUNDS_S) + 1, dtype=np.int64),
+                                           "labels": collections.Counter()}))
+            self._expire(now)
+        return self._buckets[-1][1]
+
+    def _expire(self, now: float) -> None:
+        oldest = int(now - self.seconds)
+        while self._buckets and self._buckets[0][0] <= oldest:
+            self._buckets.popleft()
+
+    def add(self, counts: dict[str, float], now: float | None = None, *, latency_s: float | None = None,
+            labels: Iterable[Any] = (), maxima: dict[str, float] | None = None) -> None:
+        bucket = self._bucket(time.monotonic() if now is None else now)
+        for key, value in counts.items():
+            bucket["sums"][key] += value
+            self.total[key] += value
+        for key, value in (maxima or {}).items():
+            bucket["max"][key] = max(bucket["max"].get(key, -math.inf), value)
+            self.total[f"max_{key}"] = max(self.total.get(f"max_{key}", -math.inf), value)
+        if latency_s is not None:
+            bucket["latency"][np.searchsorted(LATENCY_BOUNDS_S, latency_s)] += 1
+        if labels:
+            bucket["labels"].update(labels)
+
+    def read(self, now: float | None = None) -> dict[str, Any]:
+        """The window's sums, maxima (`max_<key>`), latency histogram and label counts."""
+        self._expire(time.monotonic() if now is None else now)
+        sums: dict[str, float] = collections.defaultdict(float)
+        latency = np.zeros(len(LATENCY_BOUNDS_S) + 1, dtype=np.int64)
+        labels: collections.Counter[Any] = collections.Counter()
+        for _, bucket in self._buckets:
+            for key, value in bucket["sums"].items():
+                sums[key] += value
+            for key, value in bucket["max"].items():
+                sums[f"max_{key}"] = max(sums.get(f"max_{key}", -math.inf), value)
+            latency += bucket["latency"]
+            labels.update(bucket["labels"])
+        return {"sums": dict(sums), "latency": latency, "labels": labels}
+
+
+def quantile_s(histogram: np.ndarray, q: float) -> float | None:
+    """The upper bound of the bucket holding quantile `q` of a latency histogram, None when empty."""
+    n = int(histogram.sum())
+    if n == 0:
+        return None
+    index = int(np.searchsorted(np.cumsum(histogram), math.ceil(q * n)))
+    return float(LATENCY_BOUNDS_S[min(index, len(LATENCY_BOUNDS_S) - 1)])
+
+
+def js_divergence(a: collections.Counter[Any], b: collections.Counter[Any]) -> float:
+    """Jensen-Shannon divergence (base 2, between 0 and 1) of two label distributions given as counts."""
+    keys = sorted(set(a) | set(b), key=repr)
+    p = np.array([a.get(k, 0) for k in keys], dtype=np.float64)
+    r = np.array([b.get(k, 0) for k in keys], dtype=np.float64)
+    if p.sum() == 0 or r.sum() == 0:
+        return 0.0
+    p, r = p / p.sum(), r / r.sum()
+    m = (p + r) / 2
+
+    def kl(x: np.ndarray) -> float:
+        nz = x > 0
+        return float((x[nz] * np.log2(x[nz] / m[nz])).sum())
+
+    return max(0.0, (kl(p) + kl(r)) / 2)
