@@ -131,6 +131,7 @@ def build(out: Path) -> None:
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from fastserve.drift.profile import build_profile, write_profile
     from fastserve.export.files import rename_outputs, to_onnx, write_version
     from fastserve.export.sklearn import export_pipeline
 
@@ -146,6 +147,8 @@ def build(out: Path) -> None:
         golden = {"inputs": X_gold, "label": model.predict(X_gold).astype(np.int64),
                   "probabilities": model.predict_proba(X_gold)}
         write_version(out / name / "1", to_onnx(model, d, name, zipmap=False), golden, info(estimator=estimator))
+        write_profile(out / name / "1", build_profile(X, FEATURES, {"label": model.predict(X),
+                                                                   "probabilities": model.predict_proba(X)}))
 
     # The churn classifier is trained as applications hold their data (raw records with category names and gaps)
     # and goes through `fastserve export sklearn`, like any pipeline would.
@@ -174,6 +177,7 @@ def build(out: Path) -> None:
     onx = rename_outputs(onx, {onx.graph.output[0].name: "prediction"})
     write_version(out / "spend" / "1", onx, {"inputs": X_gold, "prediction": reg.predict(X_gold).reshape(-1, 1)},
                   info(estimator="GradientBoostingRegressor(100, depth 4)", target="next month's spend"))
+    write_profile(out / "spend" / "1", build_profile(X, FEATURES, {"prediction": reg.predict(X).reshape(-1, 1)}))
 
 
 def _compare(a: Path, b: Path) -> list[str]:

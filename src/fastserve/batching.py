@@ -98,6 +98,8 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Called on the loop with each batch's rows and outputs (drift sketches); None = nothing to do.
+        self.observe: Callable[[np.ndarray, Outputs], None] | None = None
 
     def deadline_ns(self, arrived_ns: int, timeout_ms: float | None) -> int:
         """The earlier of the model's SLO and the client's timeout, from the request's arrival."""
@@ -129,6 +131,8 @@ class Batcher:
             # Fast path: the only request, every instance idle: run it here, with no queue, future or hand-off.
             result = self.session.run(x)  # on the loop thread, on purpose: see the class docstring
             q.ran_alone(rows, now, monotonic_ns() - now)
+            if self.observe is not None:
+                self.observe(x, result)
             return result
         ticket = next(self._tickets)
         status = q.push(ticket, rows, now, deadline_ns)
@@ -182,12 +186,14 @@ class Batcher:
             instance = self._free.pop()
             # A lone request runs from its own array; several are copied once, in C, into the instance's buffer.
             batch = items[0][0] if n == 1 else np.concatenate([x for x, _ in items], out=instance.buffer[:rows])
-            done = functools.partial(self._done, instance, items, rows)
+            done = functools.partial(self._done, instance, items, rows, batch)
             instance.submit(batch, done, self._loop)  # type: ignore[arg-type]
 
-    def _done(self, instance: _Instance, items: list[_Item], rows: int, result: Outputs | None,
+    def _done(self, instance: _Instance, items: list[_Item], rows: int, batch: np.ndarray, result: Outputs | None,
               error: BaseException | None, run_ns: int) -> None:
         self.queue.finished(rows, run_ns if error is None else -1)
+        if self.observe is not None and result is not None:
+            self.observe(batch, result)  # before the instance (and its buffer) is free again
         self._free.append(instance)
         if error is not None or result is None:
             for _, fut in items:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fastserve._core import Feature
+from fastserve.drift.monitor import DriftOptions
 from fastserve.exceptions import ConfigError
 from fastserve.features.spec import parse_features
 from fastserve.toml_table import TomlTable
@@ -149,6 +150,7 @@ class ModelConfig:
     versions: VersionOptions = field(default_factory=VersionOptions)
     gate: GateOptions = field(default_factory=GateOptions)
     routing: RoutingOptions = field(default_factory=RoutingOptions)
+    drift: DriftOptions = field(default_factory=DriftOptions)
     # [[features]], for versions without their own features.toml; compared through their text (compiled features
     # compare by identity).
     features: tuple[Feature, ...] | None = field(default=None, compare=False)
@@ -226,6 +228,20 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
         raise gt.fail("`atol` and `rtol` must be >= 0")
     gt.done()
     routing = parse_routing(top.sub("routing"))
+    dt = top.sub("drift")
+    drift = DriftOptions(
+        enabled=dt.take("enabled", bool, True),
+        window_rows=dt.positive("window_rows", 5000, minimum=100),
+        window_seconds=float(dt.take("window_seconds", (int, float), 60.0)),
+        min_rows=dt.positive("min_rows", 200),
+        alerts_per_day=float(dt.take("alerts_per_day", (int, float), 1.0)),
+        psi_warn=float(dt.take("psi_warn", (int, float), 0.1)),
+        psi_alert=float(dt.take("psi_alert", (int, float), 0.25)),
+        psi_min_rows=dt.positive("psi_min_rows", 2000),
+    )
+    if drift.window_seconds < 0 or drift.alerts_per_day <= 0 or not 0 < drift.psi_warn <= drift.psi_alert:
+        raise dt.fail("`window_seconds` must be >= 0, `alerts_per_day` > 0, and 0 < psi_warn <= psi_alert")
+    dt.done()
     features = top.take("features", list, None)
     features_text = json.dumps(features, sort_keys=True) if features is not None else None
     if features is not None:
@@ -235,7 +251,7 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
         raise ConfigError(f"{where}: [batching] max_queue_rows ({batching.max_queue_rows}) must be >= [inputs] "
                           f"max_rows ({inputs.max_rows}), or a request of max_rows rows could never be queued")
     return ModelConfig(name=name, description=description, primary=primary, runtime=runtime, inputs=inputs,
-                       batching=batching, versions=versions, gate=gate, routing=routing, features=features,
+                       batching=batching, versions=versions, gate=gate, routing=routing, drift=drift, features=features,
                        features_text=features_text)
 
 

@@ -14,6 +14,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 import fastserve
 from fastserve._core.batcher import TIME_BUCKETS_S
+from fastserve.drift.monitor import STATUSES
 from fastserve.registry.models import STATES
 
 if TYPE_CHECKING:
@@ -118,7 +119,33 @@ class _Collector:
         yield load
         yield from self._lifecycle()
         yield from self._routing()
+        yield from self._drift()
         yield from self._batching()
+
+    def _drift(self) -> Iterator[Metric]:
+        status = GaugeMetricFamily("fastserve_drift_status", "Drift status of the last window: 0 ok, 1 warn, 2 alert",
+                                   labels=["model", "version"])
+        windows = CounterMetricFamily("fastserve_drift_windows", "Drift windows scored", labels=["model", "version"])
+        labels = ["model", "version", "column"]
+        psi = GaugeMetricFamily("fastserve_drift_psi", "PSI of the last window against the reference", labels=labels)
+        ks = GaugeMetricFamily("fastserve_drift_ks", "Binned Kolmogorov-Smirnov statistic of the last window",
+                               labels=labels)
+        js = GaugeMetricFamily("fastserve_drift_js_distance", "Jensen-Shannon distance of the last window",
+                               labels=labels)
+        for loaded in self._registry.models.values():
+            for v in loaded.versions.values():
+                monitor = v.drift
+                if monitor is None or v.batcher is None:
+                    continue
+                key = [loaded.name, str(v.number)]
+                status.add_metric(key, STATUSES.index(monitor.status))
+                windows.add_metric(key, monitor.windows)
+                last = monitor.last
+                for column in (last["inputs"] + last["predictions"]) if last else []:
+                    for family, name in ((psi, "psi"), (ks, "ks"), (js, "js")):
+                        if column[name] is not None:
+                            family.add_metric([*key, column["name"]], column[name])
+        yield from (status, windows, psi, ks, js)
 
     def _routing(self) -> Iterator[Metric]:
         weight = GaugeMetricFamily("fastserve_canary_weight", "Share of traffic sent to the canary",

@@ -32,7 +32,7 @@ def exported(tmp_path_factory):
 def test_version_folder_has_everything(exported):
     assert exported.name == "1"
     assert sorted(p.name for p in exported.iterdir()) == [
-        "build.json", "features.toml", "model.onnx", "validation.npz", "validation_records.json"]
+        "build.json", "features.toml", "model.onnx", "profile.json", "validation.npz", "validation_records.json"]
     assert (exported.parent / "fastserve.toml").read_text().startswith("[model]\ndescription = ")
     assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]  # staging folder renamed away
     build = json.loads((exported / "build.json").read_text())

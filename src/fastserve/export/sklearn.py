@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from fastserve.drift.profile import build_profile, input_names, write_profile
 from fastserve.exceptions import ExportError
 from fastserve.export.files import publish, rename_outputs, to_onnx, write_version
+from fastserve.features import parse_features
 
 TOLERANCE = 1e-6
 _UNKNOWN_STRING = "\x00fastserve-unknown-category"
@@ -307,7 +309,6 @@ def sample_records(frame: Any, fields: list[str]) -> list[dict[str, Any]]:
 def check_transform(features: list[dict[str, Any]], column_transformer: Any, sample: Any) -> np.ndarray:
     """The spec's output on the sample, after checking it equals `column_transformer.transform` within 1e-6."""
     from fastserve._core import FeatureTransform
-    from fastserve.features import parse_features
 
     transform = FeatureTransform(list(parse_features(features, "exported spec")))
     records = sample_records(sample, list(transform.fields))
@@ -390,6 +391,13 @@ def export_pipeline(pipeline: Any, sample: Any, name: str, out: Path, *, version
         "sample_rows": len(sample),
         "golden_seed": seed,
     }, features=features, records=sample_records(gold, fields))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        reference_outputs = ({"label": np.asarray(pipeline.predict(sample)),
+                              "probabilities": np.asarray(pipeline.predict_proba(sample))} if classifier
+                             else {"prediction": np.asarray(pipeline.predict(sample)).reshape(-1, 1)})
+    write_profile(staging, build_profile(x.astype(np.float32), input_names(parse_features(features, "spec"), width),
+                                         reference_outputs))
     config = model_dir / "fastserve.toml"
     if not config.exists():
         text = f"[model]\ndescription = {json.dumps(description or f'{_name(estimator)} exported from scikit-learn')}\n"

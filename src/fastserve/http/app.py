@@ -35,6 +35,7 @@ class App:
             routes=[
                 Route("/v1/models", endpoints.list_models, methods=["GET"]),
                 Route("/v1/models/{name}", endpoints.model_status, methods=["GET"]),
+                Route("/v1/models/{name}/drift", endpoints.model_drift, methods=["GET"]),
                 Route("/healthz", endpoints.healthz, methods=["GET"]),
                 Route("/readyz", endpoints.readyz, methods=["GET"]),
                 Route("/metrics", endpoints.metrics, methods=["GET"]),

@@ -44,6 +44,20 @@ async def model_status(request: Request) -> Response:
     return JSONResponse(model.status())
 
 
+async def model_drift(request: Request) -> Response:
+    """Per version: its drift status, the last window's scores per column, and the scores since load."""
+    registry = _app(request).registry
+    name = request.path_params["name"]
+    model = registry.models.get(name)
+    if model is None:
+        raise ModelNotFound(f"no model named {name!r} (models: {', '.join(sorted(registry.models)) or 'none'})",
+                            detail={"model": name})
+    return JSONResponse({"model": name, "versions": [
+        {"version": n, "state": v.state, "drift": v.drift.report() if v.drift else None,
+         **({} if v.drift else {"why": "no profile.json in the version folder, or [drift] enabled = false"})}
+        for n, v in sorted(model.versions.items())]})
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "alive"})
 

@@ -14,6 +14,8 @@ from typing import Any
 from fastserve._core import FeatureTransform
 from fastserve.batching import Batcher
 from fastserve.config import ModelConfig
+from fastserve.drift.monitor import DriftMonitor
+from fastserve.drift.profile import PROFILE_FILE, read_profile
 from fastserve.exceptions import FastserveError, ModelLoadError
 from fastserve.features import describe, load_transform
 from fastserve.registry import gate
@@ -57,6 +59,7 @@ class LoadedVersion:
     warmup_seconds: float | None = None
     ready_at: float | None = None
     gate: str | None = None
+    drift: DriftMonitor | None = None
     fingerprint: tuple[Any, ...] = ()  # the folder's files when it was loaded
 
     @property
@@ -93,10 +96,30 @@ class LoadedVersion:
         self.session, self.transform = session, transform
         self.batcher = Batcher(session, self.config.batching, self.label, warm_up=best,
                                inline_max_s=self.config.runtime.inline_run_max_us * 1e-6)
+        self.drift = self._drift_monitor(session)
+        if self.drift is not None:
+            self.batcher.observe = self.drift.observe
         self.load_seconds = time.perf_counter() - started
         self.ready_at = time.time()
         self.state = READY
         log.info("%s: ready in %.3f s (warm-up %.1f ms)", self.label, self.load_seconds, self.warmup_seconds * 1e3)
+
+    def _drift_monitor(self, session: ModelSession) -> DriftMonitor | None:
+        """From the version's profile.json, when it has one that fits the model's input."""
+        if not self.config.drift.enabled:
+            return None
+        try:
+            profile = read_profile(self.path)
+        except ValueError as exc:
+            log.warning("%s: %s unreadable, drift not monitored: %s", self.label, PROFILE_FILE, exc)
+            return None
+        if profile is None:
+            return None
+        if len(profile["inputs"]["columns"]) != session.n_features:
+            log.warning("%s: %s describes %d columns, the model takes %d; drift not monitored", self.label,
+                        PROFILE_FILE, len(profile["inputs"]["columns"]), session.n_features)
+            return None
+        return DriftMonitor(profile, self.config.drift, self.label)
 
     async def retire(self, timeout: float = 30.0) -> None:
         """Stop taking requests, let the queued ones finish here, then release the session."""

@@ -1,0 +1,1 @@
+"""Drift of live inputs and predictions against each version's reference profile."""

@@ -1,0 +1,44 @@
+"""Drift through the real server: batches feed the sketches, windows close, the endpoint and metrics show it."""
+
+import json
+
+import httpx
+import numpy as np
+
+from tests.conftest import MODELS, copy_model, start_server
+
+
+def test_shifted_traffic_shows_in_drift_endpoint_and_metrics(tmp_path):
+    copy_model("churn", tmp_path, config="[drift]\nwindow_rows = 500\nwindow_seconds = 0\n")
+    records = json.loads((MODELS / "churn" / "1" / "validation_records.json").read_text())
+    srv = start_server(tmp_path)
+    try:
+        base = f"{srv.url}/v1/models/churn"
+        assert httpx.get(f"{base}/drift").json()["versions"][0]["drift"]["windows"] == 0
+        rng = np.random.default_rng(0)
+        for _ in range(12):  # 12 x 64 rows: one window of 500 rows closes
+            batch = [dict(r, age=r["age"] + 25.0) for r in rng.choice(records, 64)]  # everyone 25 years older
+            assert httpx.post(f"{base}/predict", json={"records": batch}).status_code == 200
+        report = httpx.get(f"{base}/drift").json()["versions"][0]["drift"]
+        metrics = httpx.get(f"{srv.url}/metrics").text
+    finally:
+        log = srv.stop()
+    assert report["windows"] == 1 and report["status"] == "alert"
+    last = report["last_window"]
+    assert last["top"][0] == "age" and last["rows"] >= 500
+    age = next(c for c in last["inputs"] if c["name"] == "age")
+    assert age["status"] == "alert" and age["psi"] > 0.25 and age["z"] > 10
+    assert 'fastserve_drift_status{model="churn",version="1"} 2.0' in metrics
+    assert 'fastserve_drift_psi{column="age",model="churn",version="1"}' in metrics
+    assert "drift status ok -> alert (age" in log
+
+
+def test_model_without_profile_says_why(tmp_path):
+    copy_model("churn", tmp_path)
+    (tmp_path / "churn" / "1" / "profile.json").unlink()
+    srv = start_server(tmp_path)
+    try:
+        body = httpx.get(f"{srv.url}/v1/models/churn/drift").json()
+    finally:
+        srv.stop()
+    assert body["versions"][0]["drift"] is None and "no profile.json" in body["versions"][0]["why"]
