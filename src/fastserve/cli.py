@@ -128,6 +128,13 @@ def _remote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drift(args: argparse.Namespace) -> int:
+    from fastserve import remote
+
+    print(remote.drift_table(remote.call(args.url, "GET", f"/v1/models/{args.model}/drift", None)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastserve", description="High-performance inference server for ONNX models")
     parser.add_argument("--version", action="version", version=f"fastserve {fastserve.__version__}")
@@ -170,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         call.add_argument("--token-file", default=None, help="admin token file (default: $FASTSERVE_ADMIN_TOKEN)")
         call.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
         call.set_defaults(run=_remote)
+
+    drift = sub.add_parser("drift", help="a running server's drift table for a model")
+    drift.add_argument("url", help="the server, e.g. http://127.0.0.1:8000")
+    drift.add_argument("model")
+    drift.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    drift.set_defaults(run=_drift)
 
     export = sub.add_parser("export", help="turn a trained pipeline into a model version folder")
     kinds = export.add_subparsers(dest="kind", required=True)

@@ -55,3 +55,26 @@ def describe(model: dict[str, Any]) -> str:
         detail = f": {event['detail']}" if event.get("detail") else ""
         lines.append(f"    {event['at']}  {event['event']}{version}{detail}")
     return "\n".join(lines)
+
+
+def drift_table(report: dict[str, Any]) -> str:
+    """GET /v1/models/{name}/drift as a table: per serving version, the last window's columns, drifting first."""
+    lines = []
+    for version in report["versions"]:
+        drift = version.get("drift")
+        if drift is None:
+            lines.append(f"v{version['version']}  {version['state']}  no drift monitoring ({version.get('why', '')})")
+            continue
+        last = drift.get("last_window")
+        lines.append(f"v{version['version']}  {version['state']}  status {drift['status']}  windows {drift['windows']}"
+                     f"  rows in current window {drift['current_window_rows']}")
+        if not last:
+            continue
+        lines.append(f"  {'column':<28} {'status':<6} {'psi':>8} {'ks':>8} {'js':>8} {'z':>8}")
+        order = {"alert": 0, "warn": 1, "ok": 2}
+        for c in sorted(last["inputs"] + last["predictions"], key=lambda c: (order[c["status"]], -abs(c["z"] or 0))):
+            def num(v: Any) -> str:
+                return f"{v:8.3f}" if v is not None else f"{'-':>8}"
+            lines.append(f"  {c['name'][:28]:<28} {c['status']:<6} {num(c['psi'])} {num(c['ks'])} {num(c['js'])} "
+                         f"{num(c['z'])}")
+    return "\n".join(lines)

@@ -42,3 +42,23 @@ def test_model_without_profile_says_why(tmp_path):
     finally:
         srv.stop()
     assert body["versions"][0]["drift"] is None and "no profile.json" in body["versions"][0]["why"]
+
+
+def test_drift_command_prints_a_table(tmp_path):
+    import subprocess
+    import sys
+
+    copy_model("churn", tmp_path, config="[drift]\nwindow_rows = 100\nwindow_seconds = 0\n")
+    records = json.loads((MODELS / "churn" / "1" / "validation_records.json").read_text())
+    srv = start_server(tmp_path)
+    try:
+        for _ in range(2):
+            httpx.post(f"{srv.url}/v1/models/churn/predict", json={"records": [dict(r, age=90.0) for r in records]})
+        done = subprocess.run([sys.executable, "-m", "fastserve", "drift", srv.url, "churn"], capture_output=True,
+                              text=True, timeout=60)
+    finally:
+        srv.stop()
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("v1  ready  status alert  windows 1")
+    assert lines[2].split()[:2] == ["age", "alert"]  # drifting first
