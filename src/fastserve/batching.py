@@ -193,7 +193,8 @@ class Batcher:
               error: BaseException | None, run_ns: int) -> None:
         self.queue.finished(rows, run_ns if error is None else -1)
         if self.observe is not None and result is not None:
-            self.observe(batch, result)  # before the instance (and its buffer) is free again
+            # The instance's buffer is reused by the next batch: the observer keeps a copy.
+            self.observe(batch if len(items) == 1 else batch.copy(), result)
         self._free.append(instance)
         if error is not None or result is None:
             for _, fut in items:

@@ -25,6 +25,7 @@ from fastserve.drift.profile import prediction_columns
 
 log = logging.getLogger("fastserve.drift")
 STATUSES = ("ok", "warn", "alert")
+FLUSH_ROWS = 256  # rows kept before the sketches are updated: bounds memory and amortizes the per-update cost
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ class DriftMonitor:
         self.last: dict[str, Any] | None = None
         self.windows = 0
         self._opened = time.monotonic()
+        self._pending: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+        self._pending_rows = 0
         tests = 2 * (len(self.inputs.columns) + (len(self.predictions.columns) if self.predictions else 0))
         per_day = 86400.0 / options.window_seconds if options.window_seconds > 0 else 1440.0
         self.critical = {level: self._critical(options.alerts_per_day * factor / per_day / tests)
@@ -110,8 +113,23 @@ class DriftMonitor:
         return math.sqrt(-math.log(alpha / 2) / 2), NormalDist().inv_cdf(1 - alpha / 2)
 
     def observe(self, x: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+        """Keep a batch for the sketches; every `FLUSH_ROWS` rows they are updated at once, so a one-row request
+        pays an append, not the fixed cost of an update. `x` must not be reused by the caller afterwards."""
+        self._pending.append((x, outputs))
+        self._pending_rows += len(x)
+        if self._pending_rows >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Update the sketches with the kept batches, and close the window when it is due."""
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        x = pending[0][0] if len(pending) == 1 else np.concatenate([p[0] for p in pending])
         self.inputs.window.update(np.ascontiguousarray(x, dtype=np.float32))
         if self.predictions is not None:
+            names = [n for n in ("label", "probabilities", "prediction", "variable") if n in pending[0][1]]
+            outputs: dict[str, np.ndarray] = {n: np.concatenate([np.asarray(p[1][n]) for p in pending]) for n in names}
             columns = prediction_columns(outputs)
             if len(columns) == len(self.predictions.names):
                 self.predictions.window.update(np.ascontiguousarray(np.column_stack(list(columns.values())),
@@ -145,6 +163,7 @@ class DriftMonitor:
         return self.last
 
     def report(self) -> dict[str, Any]:
+        self.flush()
         total_inputs = self.inputs.scores(self.inputs.total, self.critical, self.options) \
             if self.inputs.total.rows else []
         return {"status": self.status, "windows": self.windows, "window_rows": self.options.window_rows,
