@@ -128,6 +128,14 @@ def _remote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace) -> int:
+    from fastserve.drift.build import profile_version
+
+    models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
+    print(f"wrote {profile_version(Path(args.data), models_dir, args.model)}")
+    return 0
+
+
 def _drift(args: argparse.Namespace) -> int:
     from fastserve import remote
 
@@ -183,6 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     drift.add_argument("model")
     drift.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     drift.set_defaults(run=_drift)
+
+    profile = sub.add_parser("profile", help="write a version's reference profile (drift) from a data sample")
+    profile.add_argument("data", help="training sample, .csv or .parquet: raw fields for a model with a feature "
+                         "spec, else one column per model input, in order")
+    profile.add_argument("--model", required=True, help="NAME/VERSION")
+    profile.add_argument("--models-dir", default=None, help="model repository (default: $FASTSERVE_MODELS_DIR or "
+                         "./models)")
+    profile.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    profile.set_defaults(run=_profile)
 
     export = sub.add_parser("export", help="turn a trained pipeline into a model version folder")
     kinds = export.add_subparsers(dest="kind", required=True)

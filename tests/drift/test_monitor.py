@@ -70,3 +70,28 @@ def test_large_shift_has_large_psi_and_totals_accumulate():
     report = monitor.report()
     assert report["since_load"]["rows"] == 3000 and report["status"] == "alert" and report["windows"] == 1
     assert report["memory_bytes"] / D < 32 * 1024
+
+
+def test_profile_command_writes_a_profile_the_server_reads(tmp_path):
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from tests.conftest import MODELS
+
+    shutil.copytree(MODELS / "churn", tmp_path / "churn")
+    (tmp_path / "churn" / "1" / "profile.json").unlink()
+    records = json.loads((MODELS / "churn" / "1" / "validation_records.json").read_text())
+    pd.DataFrame(records * 20).to_csv(tmp_path / "sample.csv", index=False)
+    done = subprocess.run([sys.executable, "-m", "fastserve", "profile", str(tmp_path / "sample.csv"), "--model",
+                           "churn/1", "--models-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    profile = json.loads((tmp_path / "churn" / "1" / "profile.json").read_text())
+    assert profile["inputs"]["rows"] == 64 * 20 and len(profile["inputs"]["columns"]) == 22
+    assert [c["name"] for c in profile["predictions"]["columns"]] == ["label", "score"]
+    done = subprocess.run([sys.executable, "-m", "fastserve", "profile", str(tmp_path / "sample.csv"), "--model",
+                           "churn/9", "--models-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "give --model NAME/VERSION" in done.stderr
