@@ -70,19 +70,22 @@ class ShadowRunner:
                 return
             self._queue.append((x, outputs, time.monotonic()))
             self._queued_rows += len(x)
-            if self._queued_rows >= self._batch_rows:  # else the worker's next look (within GATHER_S) takes it:
-                self._lock.notify()  # waking a thread per request would cost the loop ~13 µs each
+            # Wake the worker for the first copy (it then gathers for GATHER_S) or a full batch, not for every copy:
+            # a thread wake-up per request would cost the event loop ~13 µs each.
+            if len(self._queue) == 1 or self._queued_rows >= self._batch_rows:
+                self._lock.notify()
 
     def _work(self) -> None:  # runs on the shadow's own thread
         with contextlib.suppress(AttributeError, OSError):  # a shadow yields the CPU (Linux: per-thread nice)
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         while True:
             with self._lock:
-                # Gather copies into batches: wait until a batch is full, or the oldest has waited GATHER_S.
-                while not self._stopped and (not self._queue or (
-                        self._queued_rows < self._batch_rows
-                        and time.monotonic() - self._queue[0][2] < GATHER_S)):
-                    self._lock.wait(GATHER_S)
+                while not self._queue and not self._stopped:
+                    self._lock.wait()
+                # Gather copies into a batch: until it is full, or the oldest has waited GATHER_S.
+                while not self._stopped and self._queued_rows < self._batch_rows and (
+                        left := GATHER_S - (time.monotonic() - self._queue[0][2])) > 0:
+                    self._lock.wait(left)
                 if self._stopped:
                     return
                 items: list[tuple[np.ndarray, dict[str, np.ndarray], float]] = []
