@@ -95,3 +95,14 @@ def test_profile_command_writes_a_profile_the_server_reads(tmp_path):
     done = subprocess.run([sys.executable, "-m", "fastserve", "profile", str(tmp_path / "sample.csv"), "--model",
                            "churn/9", "--models-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "give --model NAME/VERSION" in done.stderr
+
+
+def test_quantiles_against_the_reference_are_within_a_bin():
+    rng = np.random.default_rng(14)
+    monitor = DriftMonitor(reference_profile(rng), DriftOptions(window_rows=20_000), "t")
+    x = rng.normal(size=(20_000, D))
+    x[:, 2] += 1.0
+    result = window(monitor, x)
+    q = result["inputs"][2]["quantiles"]
+    assert abs(q["p50"][1] - 0.0) < 0.05 and abs(q["p50"][0] - 1.0) < 0.1  # window vs reference median
+    assert abs(q["p90"][1] - 1.2816) < 0.1 and abs(q["p10"][1] + 1.2816) < 0.1
