@@ -110,12 +110,18 @@ class Client:
             head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
         return head.encode() + b"\r\n" + body
 
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:  # the server closed the connection (an idle keep-alive times out after 5 s)
+            raise ConnectionError("server closed the connection")
+        return chunk
+
     def send_raw(self, raw: bytes) -> tuple[int, bytes]:
         sock = self.sock
         sock.sendall(raw)
-        buf = sock.recv(65536)
+        buf = self._recv()
         while (end := buf.find(b"\r\n\r\n")) < 0:
-            buf += sock.recv(65536)
+            buf += self._recv()
         head = buf[:end].decode("latin-1")
         length = 0
         for line in head.split("\r\n")[1:]:
@@ -123,7 +129,7 @@ class Client:
             if name.lower() == "content-length":
                 length = int(value)
         while len(buf) < end + 4 + length:
-            buf += sock.recv(65536)
+            buf += self._recv()
         return int(head[9:12]), buf[end + 4:end + 4 + length]
 
     def request(self, method: str, path: str, body: bytes = b"", content_type: str = "application/json"
