@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fastserve.exceptions import FastserveError, ModelNotFound
+from fastserve.exceptions import FastserveError
 from fastserve.http.errors import error_body, error_headers, status_for
 from fastserve.metrics import PROMETHEUS_CONTENT_TYPE
 
@@ -35,24 +35,13 @@ async def list_models(request: Request) -> Response:
 
 
 async def model_status(request: Request) -> Response:
-    registry = _app(request).registry
-    name = request.path_params["name"]
-    model = registry.models.get(name)
-    if model is None:
-        raise ModelNotFound(f"no model named {name!r} (models: {', '.join(sorted(registry.models)) or 'none'})",
-                            detail={"model": name})
-    return JSONResponse(model.status())
+    return JSONResponse(_app(request).registry.model(request.path_params["name"]).status())
 
 
 async def model_drift(request: Request) -> Response:
     """Per version: its drift status, the last window's scores per column, and the scores since load."""
-    registry = _app(request).registry
-    name = request.path_params["name"]
-    model = registry.models.get(name)
-    if model is None:
-        raise ModelNotFound(f"no model named {name!r} (models: {', '.join(sorted(registry.models)) or 'none'})",
-                            detail={"model": name})
-    return JSONResponse({"model": name, "versions": [
+    model = _app(request).registry.model(request.path_params["name"])
+    return JSONResponse({"model": model.name, "versions": [
         {"version": n, "state": v.state, "drift": v.drift.report() if v.drift else None,
          **({} if v.drift else {"why": "no profile.json in the version folder, or [drift] enabled = false"})}
         for n, v in sorted(model.versions.items())]})

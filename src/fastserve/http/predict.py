@@ -17,7 +17,7 @@ from fastserve.exceptions import (
 from fastserve.http.codecs import CONTENT_TYPE_HEADER, JSON, decode, encode, request_format, response_format
 from fastserve.http.errors import error_body, error_headers, status_for
 from fastserve.http.inputs import predict_inputs, timeout_ms
-from fastserve.routing.router import choose, find_model
+from fastserve.routing.router import choose
 
 if TYPE_CHECKING:
     from fastserve.http.app import App
@@ -110,7 +110,7 @@ async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: 
                 status = 405
                 return
             body = await read_body(receive, content_length, app.config.max_body_bytes)
-            model = find_model(app.registry, name)
+            model = app.registry.model(name)
             decoded = decode(body, body_fmt)
             target, on_canary = choose(model, version, decoded, scope["headers"])
             model_label, version_label = target.model, str(target.number)

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastserve.exceptions import ModelNotFound, ModelNotReady, VersionNotFound
-from fastserve.registry import LoadedModel, LoadedVersion, Registry
+from fastserve.exceptions import ModelNotReady, VersionNotFound
+from fastserve.registry import LoadedModel, LoadedVersion
 from fastserve.registry.models import READY
-
-
-def find_model(registry: Registry, name: str) -> LoadedModel:
-    model = registry.models.get(name)
-    if model is None:
-        known = ", ".join(sorted(registry.models)) or "none"
-        raise ModelNotFound(f"no model named {name!r} (models: {known})", detail={"model": name})
-    return model
 
 
 def choose(model: LoadedModel, version: str | None, payload: Any = None,
