@@ -14,7 +14,7 @@ from fastserve.exceptions import InvalidInput
 cdef double _FLOAT32_MAX = 3.4028234663852886e38
 
 
-cdef str _type_name(object value):
+cdef str type_name(object value):
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -48,7 +48,7 @@ cdef inline double _as_double(object value, str path, Py_ssize_t i, Py_ssize_t j
         return PyFloat_AS_DOUBLE(value)
     if PyLong_Check(value) and not isinstance(value, bool):
         return PyLong_AsDouble(value)
-    _raise_value(value, path, i, j, f"expected a number, got {_type_name(value)}")
+    _raise_value(value, path, i, j, f"expected a number, got {type_name(value)}")
     return -1.0
 
 
@@ -70,7 +70,7 @@ cpdef Py_ssize_t fill_rows(list rows, real[:, ::1] out, bint allow_non_finite, s
         row = <object>PyList_GET_ITEM(rows, i)
         if type(row) is not list:
             raise InvalidInput(
-                f"expected a row (an array of {d} numbers), got {_type_name(row)} - at `{path}[{i}]`",
+                f"expected a row (an array of {d} numbers), got {type_name(row)} - at `{path}[{i}]`",
                 detail={"path": f"{path}[{i}]", "row": i},
             )
         width = PyList_GET_SIZE(row)

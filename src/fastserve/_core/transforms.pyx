@@ -19,6 +19,8 @@ from cpython.unicode cimport PyUnicode_Check
 from libc.math cimport INFINITY, NAN, isfinite, isnan, log1p
 from libc.stdint cimport int32_t, uint32_t
 
+from fastserve._core.rows cimport type_name
+
 import numpy as np
 
 from fastserve.exceptions import InvalidInput
@@ -107,20 +109,6 @@ cdef inline Py_ssize_t _bucket(double x, double[::1] edges) noexcept nogil:
         else:
             hi = mid
     return lo
-
-
-cdef str _type_name(object value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 cdef class Feature:
@@ -242,7 +230,7 @@ cdef class FeatureTransform:
 
     cdef int _fail_value(self, Py_ssize_t i, Feature f, bint columnar, str expected) except -1:
         value = <object>self._values[f.field_index]
-        self._fail(i, f.field, columnar, f"expected {expected}, got {_type_name(value)} {value!r}")
+        self._fail(i, f.field, columnar, f"expected {expected}, got {type_name(value)} {value!r}")
 
     cdef int _number(self, Py_ssize_t i, Feature f, bint columnar, double* x) except -1:
         """The field as a double in `x`: READ_OK, or READ_MISSING for absent, null and NaN."""
@@ -385,7 +373,7 @@ cdef class FeatureTransform:
         for i in range(n):
             record = <object>PyList_GET_ITEM(records, i)
             if type(record) is not dict:
-                raise InvalidInput(f"expected a record (an object of fields), got {_type_name(record)} - at "
+                raise InvalidInput(f"expected a record (an object of fields), got {type_name(record)} - at "
                                    f"`$.records[{i}]`", detail={"path": f"$.records[{i}]", "record": i})
             present = 0
             for k in range(self._n_fields):
@@ -410,7 +398,7 @@ cdef class FeatureTransform:
             if column is None:
                 continue
             if type(column) is not list:
-                raise InvalidInput(f"expected a column (an array of values), got {_type_name(column)} - at "
+                raise InvalidInput(f"expected a column (an array of values), got {type_name(column)} - at "
                                    f"`$.columns.{name}`", detail={"path": f"$.columns.{name}", "field": name})
             if n < 0:
                 n, first = PyList_GET_SIZE(column), name
