@@ -3,6 +3,7 @@ percentiles, and JSON results. Loopback only."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +137,40 @@ class Client:
     def request(self, method: str, path: str, body: bytes = b"", content_type: str = "application/json"
                 ) -> tuple[int, bytes]:
         return self.send_raw(self.build(method, path, body, content_type))
+
+
+def calibrate(fn: Callable[[], object], seconds: float) -> int:
+    """Calls per repeat for about `seconds` of work."""
+    calls = 1
+    while True:
+        t0 = time.perf_counter_ns()
+        for _ in range(calls):
+            fn()
+        elapsed = time.perf_counter_ns() - t0
+        if elapsed >= seconds * 1e9 / 10:
+            return max(1, int(calls * seconds * 1e9 / elapsed))
+        calls *= 4
+
+
+def time_cases(cases: Mapping[str, Callable[[], Callable[[], object]]], repeats: int, seconds: float
+               ) -> dict[str, list[float]]:
+    """Nanoseconds per call, per repeat. Each case is a factory called before each repeat (a fresh shadow queue
+    for each, say); the cases take turns within each repeat, so that drift in the machine hits them alike."""
+    calls = {}
+    for name, make in cases.items():
+        calibrate(make(), seconds / 4)  # warm
+        calls[name] = calibrate(make(), seconds)
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    clock = time.perf_counter_ns
+    for _ in range(repeats):
+        for name, make in cases.items():
+            fn, n = make(), calls[name]
+            gc.collect()
+            t0 = clock()
+            for _ in range(n):
+                fn()
+            samples[name].append((clock() - t0) / n)
+    return samples
 
 
 def summarize(samples_ns: list[int] | np.ndarray) -> dict[str, float]:

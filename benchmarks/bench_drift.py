@@ -16,36 +16,21 @@ import argparse
 import json
 import shutil
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks._harness import ROOT, machine, pin_self, start_fastserve, write_results
+from benchmarks._harness import ROOT, machine, pin_self, start_fastserve, time_cases, write_results
 from benchmarks.loadgen import open_loop
 from fastserve._core.sketch import BinnedSketch
 from fastserve.drift.monitor import DriftMonitor, DriftOptions
 from fastserve.drift.profile import read_profile
 
 
-def _per_call_ns(fn, repeats: int, seconds: float) -> float:
-    """Median over `repeats` of the mean time per call in a loop of about `seconds`."""
-    n = 1
-    while True:  # calibrate
-        t = time.perf_counter_ns()
-        for _ in range(n):
-            fn()
-        if time.perf_counter_ns() - t > seconds * 1e9 / 10 or n > 1 << 22:
-            break
-        n *= 2
-    n = max(1, int(n * 10 * seconds * 1e9 / max(1, time.perf_counter_ns() - t) / 10))
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter_ns()
-        for _ in range(n):
-            fn()
-        samples.append((time.perf_counter_ns() - t) / n)
-    return float(np.median(samples))
+def _per_call_ns(fn: Callable[[], object], repeats: int, seconds: float) -> float:
+    """Median over `repeats` of the mean time per call."""
+    return float(np.median(time_cases({"call": lambda: fn}, repeats, seconds)["call"]))
 
 
 def in_process(repeats: int, seconds: float) -> dict:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import gc
 import itertools
 import os
 import secrets
@@ -37,14 +36,14 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
-from benchmarks._harness import ROOT, Client, Process, pin_self, start_fastserve, write_results
+from benchmarks._harness import ROOT, Client, Process, pin_self, start_fastserve, time_cases, write_results
 from benchmarks.loadgen import Run, max_rate, open_loop
 
 MODELS = ROOT / "models"
@@ -224,41 +223,6 @@ def rate_search(port: int, token: str, raws: list[bytes], args: argparse.Namespa
 
 
 # -- in-process -----------------------------------------------------------------------------------------------------
-
-def _calibrate(fn: Callable[[], object], seconds: float) -> int:
-    """Calls per repeat for about `seconds` of work."""
-    calls = 1
-    while True:
-        t0 = time.perf_counter_ns()
-        for _ in range(calls):
-            fn()
-        elapsed = time.perf_counter_ns() - t0
-        if elapsed >= seconds * 1e9 / 10:
-            return max(1, int(calls * seconds * 1e9 / elapsed))
-        calls *= 4
-
-
-def time_cases(cases: Mapping[str, Callable[[], Callable[[], object]]], repeats: int, seconds: float
-               ) -> dict[str, list[float]]:
-    """Nanoseconds per call, per repeat. Each case is a factory called before each repeat (a fresh shadow queue
-    for each, say); the cases take turns within each repeat, so that drift in the machine hits them alike."""
-    calls = {}
-    for name, make in cases.items():
-        fn = make()
-        _calibrate(fn, seconds / 4)  # warm
-        calls[name] = _calibrate(make(), seconds)
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    clock = time.perf_counter_ns
-    for _ in range(repeats):
-        for name, make in cases.items():
-            fn, n = make(), calls[name]
-            gc.collect()
-            t0 = clock()
-            for _ in range(n):
-                fn()
-            samples[name].append((clock() - t0) / n)
-    return samples
-
 
 def _headers(user: int) -> list[tuple[bytes, bytes]]:
     """What uvicorn hands the app for a typical client's predict request, the sticky header among them."""

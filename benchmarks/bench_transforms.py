@@ -23,14 +23,12 @@ machine hits them alike; the figure is the median repeat. Per field value is the
 from __future__ import annotations
 
 import argparse
-import gc
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from benchmarks._harness import pin_self, write_results
+from benchmarks._harness import pin_self, time_cases, write_results
 
 NAN = float("nan")
 IMPUTED = ["age", "tenure_months", "monthly_charges", "support_calls", "satisfaction_score"]
@@ -167,40 +165,6 @@ class NumpyTransform:
         return out
 
 
-def _calibrate(fn: Callable[[], object], seconds: float) -> int:
-    """Calls per repeat for about `seconds` of work."""
-    calls = 1
-    while True:
-        t0 = time.perf_counter_ns()
-        for _ in range(calls):
-            fn()
-        elapsed = time.perf_counter_ns() - t0
-        if elapsed >= seconds * 1e9 / 10:
-            return max(1, int(calls * seconds * 1e9 / elapsed))
-        calls *= 4
-
-
-def _repeat(fn: Callable[[], object], calls: int) -> float:
-    """Nanoseconds per call over `calls` back-to-back calls."""
-    clock = time.perf_counter_ns
-    t0 = clock()
-    for _ in range(calls):
-        fn()
-    return (clock() - t0) / calls
-
-
-def time_cases(cases: Mapping[str, Callable[[], object]], repeats: int, seconds: float) -> dict[str, list[float]]:
-    for fn in cases.values():  # warm
-        _calibrate(fn, seconds / 4)
-    calls = {name: _calibrate(fn, seconds) for name, fn in cases.items()}
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            gc.collect()
-            samples[name].append(_repeat(fn, calls[name]))
-    return samples
-
-
 def _cases(frame: Any, rows: int, ct: Any, transform: Any, by_hand: NumpyTransform
            ) -> dict[str, Callable[[], np.ndarray]]:
     """The timed calls on the first `rows` records of the sample, after checking they all give the same matrix."""
@@ -280,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     for rows in sizes:
         cases.update({f"{rows}/{name}": fn for name, fn in _cases(frame, rows, ct, transform, by_hand).items()})
     # All cases take turns within each repeat: drift in the machine hits them alike.
-    samples = time_cases(cases, repeats, seconds)
+    samples = time_cases({name: (lambda fn=fn: fn) for name, fn in cases.items()}, repeats, seconds)
 
     results: dict[str, Any] = {}
     table = []
