@@ -234,6 +234,8 @@ class Registry:
         return version
 
     async def _ensure_loaded(self, model: LoadedModel, version: LoadedVersion) -> None:
+        """An operator's call needs this version: it is no longer held out, and it is loaded (and gated) now."""
+        model.held_out.discard(version.number)
         if version.state in (DISCOVERED, UNLOADED, FAILED):
             await self._load(model, version)
         if version.state != READY:
@@ -245,7 +247,6 @@ class Registry:
         model = self.model(name)
         async with model.lock:
             version = self.version(model, number)
-            model.held_out.discard(number)
             await self._ensure_loaded(model, version)
             model.kept.add(number)
             model.choose_primary()
@@ -276,7 +277,6 @@ class Registry:
         model = self.model(name)
         async with model.lock:
             version = self.version(model, number)
-            model.held_out.discard(number)
             await self._ensure_loaded(model, version)
             model.pinned = number
             model.choose_primary()
@@ -296,7 +296,6 @@ class Registry:
                                        detail={"model": name})
             previous = history[-1]
             version = model.versions[previous]
-            model.held_out.discard(previous)
             await self._ensure_loaded(model, version)
             model.primaries = history
             model.pinned = previous
@@ -316,7 +315,6 @@ class Registry:
             target = self.version(model, number)
             if model.primary is target:
                 raise OperationRefused(f"v{number} is the primary; a canary must be another version")
-            model.held_out.discard(number)
             await self._ensure_loaded(model, target)
             if current is None or current.version != number or (sticky_key is not None
                                                                    and sticky_key != current.sticky_key):
@@ -357,7 +355,6 @@ class Registry:
             target = self.version(model, version)
             if model.primary is target:
                 raise OperationRefused(f"v{version} is the primary; a shadow must be another version")
-            model.held_out.discard(version)
             await self._ensure_loaded(model, target)
             model.add_shadow(version, sample)
             model.event("shadow", version, f"sample {sample:g}")
