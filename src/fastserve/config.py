@@ -238,9 +238,12 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
         psi_warn=float(dt.take("psi_warn", (int, float), 0.1)),
         psi_alert=float(dt.take("psi_alert", (int, float), 0.25)),
         psi_min_rows=dt.positive("psi_min_rows", 2000),
+        missing_min_change=float(dt.take("missing_min_change", (int, float), 0.01)),
     )
-    if drift.window_seconds < 0 or drift.alerts_per_day <= 0 or not 0 < drift.psi_warn <= drift.psi_alert:
-        raise dt.fail("`window_seconds` must be >= 0, `alerts_per_day` > 0, and 0 < psi_warn <= psi_alert")
+    if drift.window_seconds < 0 or drift.alerts_per_day <= 0 or not 0 < drift.psi_warn <= drift.psi_alert \
+            or not 0 <= drift.missing_min_change <= 1:
+        raise dt.fail("`window_seconds` must be >= 0, `alerts_per_day` > 0, 0 < psi_warn <= psi_alert, and "
+                      "0 <= missing_min_change <= 1")
     dt.done()
     features = top.take("features", list, None)
     features_text = json.dumps(features, sort_keys=True) if features is not None else None

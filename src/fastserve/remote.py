@@ -70,11 +70,11 @@ def drift_table(report: dict[str, Any]) -> str:
                      f"  rows in current window {drift['current_window_rows']}")
         if not last:
             continue
-        lines.append(f"  {'column':<28} {'status':<6} {'psi':>8} {'ks':>8} {'js':>8} {'z':>8}")
+        lines.append(f"  {'column':<28} {'status':<6} {'psi':>8} {'ks':>8} {'js':>8} {'z':>8} {'missing z':>9}")
         order = {"alert": 0, "warn": 1, "ok": 2}
         for c in sorted(last["inputs"] + last["predictions"], key=lambda c: (order[c["status"]], -abs(c["z"] or 0))):
             def num(v: Any) -> str:
                 return f"{v:8.3f}" if v is not None else f"{'-':>8}"
             lines.append(f"  {c['name'][:28]:<28} {c['status']:<6} {num(c['psi'])} {num(c['ks'])} {num(c['js'])} "
-                         f"{num(c['z'])}")
+                         f"{num(c['z'])} {num(c.get('missing_z')):>9}")
     return "\n".join(lines)

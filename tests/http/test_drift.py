@@ -62,3 +62,37 @@ def test_drift_command_prints_a_table(tmp_path):
     lines = done.stdout.splitlines()
     assert lines[0].startswith("v1  ready  status alert  windows 1")
     assert lines[2].split()[:2] == ["age", "alert"]  # drifting first
+
+
+def test_raw_fields_are_sketched_before_transforms(tmp_path):
+    """churn's profile describes the fields clients send: a value clipped or imputed by the spec, an unknown
+    category and a field left out all show as they were sent."""
+    copy_model("churn", tmp_path, config="[drift]\nwindow_rows = 600\nwindow_seconds = 0\n")
+    records = json.loads((MODELS / "churn" / "1" / "validation_records.json").read_text())
+    srv = start_server(tmp_path)
+    try:
+        base = f"{srv.url}/v1/models/churn"
+        rng = np.random.default_rng(1)
+        for _ in range(10):
+            batch = []
+            for r in rng.choice(records, 64):
+                r = dict(r, country="ZZ")  # unknown to the vocabulary: the spec encodes -1
+                r.pop("days_since_login", None)  # imputed by the spec
+                batch.append(r)
+            assert httpx.post(f"{base}/predict", json={"records": batch}).status_code == 200
+        rows = [[0.0] * 22]  # model inputs as rows carry no raw fields; they are not counted in the fields
+        assert httpx.post(f"{base}/predict", json={"inputs": rows}).status_code == 200
+        report = httpx.get(f"{base}/drift").json()["versions"][0]["drift"]
+    finally:
+        srv.stop()
+    last = report["last_window"]
+    assert last["source"] == "fields" and {c["name"] for c in last["inputs"]} >= {"country", "plan", "age"}
+    columns = {c["name"]: c for c in last["inputs"]}
+    country = columns["country"]
+    assert country["status"] == "alert"
+    assert country["categories"][0] == {"category": "(unknown)", "share": 1.0, "reference": 0.0}
+    missing = columns["days_since_login"]
+    assert missing["status"] == "alert" and missing["nan"] == 640 and missing["rows"] == 0  # rows: values present
+    assert missing["missing_z"] > 10
+    assert country["rows"] == 640 and last["rows"] == 641  # the row sent as model inputs counts in the window only
+    assert columns["plan"]["status"] == "ok"

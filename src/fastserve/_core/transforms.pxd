@@ -34,7 +34,7 @@ cdef class Feature:
     cdef double[::1] op_a
     cdef double[::1] op_b
     cdef double[::1] edges
-    cdef dict lookup            # category -> slot (int)
+    cdef readonly dict lookup   # category -> slot (int)
     cdef double[::1] values     # ordinal: slot -> value
     cdef Py_ssize_t[::1] columns  # one-hot: slot -> column in the block, -1 = no column
     cdef bint strings           # categories are strings (else integers)
@@ -45,6 +45,7 @@ cdef class Feature:
     cdef double negative_sign   # hash one-hot: the value a negative hash writes (-1 with alternate_sign)
     cdef Py_ssize_t field_index  # set by FeatureTransform
     cdef Py_ssize_t offset       # set by FeatureTransform
+    cdef bint raw_writer         # set by FeatureTransform: this feature writes its field's raw code
 
     cdef _check(self)
 
@@ -54,6 +55,7 @@ cdef class FeatureTransform:
     cdef readonly tuple fields
     cdef readonly Py_ssize_t width
     cdef readonly bint strict
+    cdef readonly tuple raw_features  # per field: the Feature whose raw code drift sketches, or None (hashed)
     cdef frozenset _field_set
     cdef PyObject** _values      # the current row's value of each field, borrowed (NULL = absent)
     cdef double* _row_buffer     # the current row, before the cast to the output dtype
@@ -63,5 +65,6 @@ cdef class FeatureTransform:
     cdef int _fail_value(self, Py_ssize_t i, Feature f, bint columnar, str expected) except -1
     cdef int _number(self, Py_ssize_t i, Feature f, bint columnar, double* x) except -1
     cdef int _category(self, Py_ssize_t i, Feature f, bint columnar, PyObject** out) except -1
-    cdef int _row(self, Py_ssize_t i, double* out, bint columnar) except -1
+    cdef int _row(self, Py_ssize_t i, double* out, double* raw, bint columnar) except -1
+    cdef int _check_raw(self, double[:, ::1] raw, Py_ssize_t n) except -1
     cdef int _unknown_field(self, Py_ssize_t i, object keys, bint columnar) except -1

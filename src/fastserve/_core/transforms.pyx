@@ -188,6 +188,10 @@ cdef class FeatureTransform:
     """The ordered features of a model: records or columns in, one row of `width` numbers per record out.
 
     With `strict`, a record (or a columns object) carrying a field no feature reads is refused.
+
+    Given a `raw` matrix of shape (rows, len(fields)), the same pass also writes each field's raw code for the drift
+    sketches: a number as sent, before imputing and transforms; a category as its slot in the first category
+    feature reading it, -1 when unknown; NaN when missing, and for fields only hashed features read.
     """
 
     def __cinit__(self):
@@ -199,6 +203,7 @@ cdef class FeatureTransform:
         cdef Py_ssize_t offset = 0
         fields = []
         index = {}
+        writers = {}
         for f in features:
             if f.field not in index:
                 index[f.field] = len(fields)
@@ -206,6 +211,10 @@ cdef class FeatureTransform:
             f.field_index = index[f.field]
             f.offset = offset
             offset += f.width
+            f.raw_writer = f.kind < HASH_ORDINAL and f.field not in writers
+            if f.raw_writer:
+                writers[f.field] = f
+        self.raw_features = tuple(writers.get(name) for name in fields)
         if not fields:
             raise ValueError("a feature transform needs at least one feature")
         self.features = tuple(features)
@@ -277,7 +286,7 @@ cdef class FeatureTransform:
         out[0] = ptr
         return READ_OK
 
-    cdef int _row(self, Py_ssize_t i, double* out, bint columnar) except -1:
+    cdef int _row(self, Py_ssize_t i, double* out, double* raw, bint columnar) except -1:
         cdef Feature f
         cdef Py_ssize_t j, k, c, slot, size
         cdef double x
@@ -286,10 +295,17 @@ cdef class FeatureTransform:
         cdef object value
         cdef const char* utf8
         cdef int32_t h
+        cdef Read read
+        if raw != NULL:
+            for k in range(self._n_fields):
+                raw[k] = NAN
         for f in self.features:
             c = f.offset
             if f.kind <= BUCKET_ONEHOT:
-                if self._number(i, f, columnar, &x) == READ_MISSING:
+                read = <Read>self._number(i, f, columnar, &x)
+                if raw != NULL and f.raw_writer and read == READ_OK:
+                    raw[f.field_index] = x
+                if read == READ_MISSING:
                     if not f.has_impute:
                         self._fail(i, f.field, columnar, "missing required field (a number)")
                     x = f.impute_number
@@ -319,7 +335,8 @@ cdef class FeatureTransform:
                         out[c + k] = 0
                     out[c + slot] = 1
                 continue
-            if self._category(i, f, columnar, &category) == READ_MISSING:
+            read = <Read>self._category(i, f, columnar, &category)
+            if read == READ_MISSING:
                 if not f.has_impute:
                     self._fail(i, f.field, columnar, "missing required field (a category)")
                 category = <PyObject*>f.impute_category
@@ -344,6 +361,8 @@ cdef class FeatureTransform:
                 slot = -1
             else:
                 slot = PyLong_AsSsize_t(<object>found)
+            if raw != NULL and f.raw_writer and read == READ_OK:
+                raw[f.field_index] = slot
             if f.kind == CATEGORY_ORDINAL:
                 out[c] = (f.values[slot] if slot >= 0 else f.unknown_value)
                 continue
@@ -363,13 +382,20 @@ cdef class FeatureTransform:
         raise InvalidInput(f"unknown field {extra[0]!r}; this model reads {', '.join(self.fields)} - at `{where}`",
                            detail={"path": where, "record": i, "field": extra[0]})
 
-    def fill_records(self, list records, real[:, ::1] out):
-        """Write one row per record (a dict) into `out`, of shape (len(records), width)."""
+    cdef int _check_raw(self, double[:, ::1] raw, Py_ssize_t n) except -1:
+        if raw is not None and (raw.shape[0] != n or raw.shape[1] != self._n_fields):
+            raise ValueError(f"raw has shape ({raw.shape[0]}, {raw.shape[1]}), needs ({n}, {self._n_fields})")
+        return 0
+
+    def fill_records(self, list records, real[:, ::1] out, double[:, ::1] raw=None):
+        """Write one row per record (a dict) into `out`, of shape (len(records), width), and the fields' raw codes
+        into `raw` when given."""
         cdef Py_ssize_t n = PyList_GET_SIZE(records), i, k, present
         cdef object record
         cdef PyObject* value
         if out.shape[0] != n or out.shape[1] != self.width:
             raise ValueError(f"out has shape ({out.shape[0]}, {out.shape[1]}), needs ({n}, {self.width})")
+        self._check_raw(raw, n)
         for i in range(n):
             record = <object>PyList_GET_ITEM(records, i)
             if type(record) is not dict:
@@ -382,7 +408,7 @@ cdef class FeatureTransform:
                 present += value != NULL
             if self.strict and present != PyDict_Size(record):
                 self._unknown_field(i, record, False)
-            self._row(i, self._row_buffer, False)
+            self._row(i, self._row_buffer, &raw[i, 0] if raw is not None else NULL, False)
             for k in range(self.width):
                 out[i, k] = <real>self._row_buffer[k]
         return n
@@ -411,13 +437,15 @@ cdef class FeatureTransform:
                                detail={"path": "$.columns"})
         return n
 
-    def fill_columns(self, dict columns, real[:, ::1] out):
-        """Write row i from the i-th value of every column into `out`; call `count_columns` first."""
+    def fill_columns(self, dict columns, real[:, ::1] out, double[:, ::1] raw=None):
+        """Write row i from the i-th value of every column into `out` (and the raw codes into `raw`, as
+        `fill_records` does); call `count_columns` first."""
         cdef Py_ssize_t n = out.shape[0], i, k
         cdef list column
         cdef list present = [columns.get(name) for name in self.fields]
         if out.shape[1] != self.width:
             raise ValueError(f"out has {out.shape[1]} columns, needs {self.width}")
+        self._check_raw(raw, n)
         for column in present:
             if column is not None and PyList_GET_SIZE(column) != n:
                 raise ValueError("call count_columns first: columns differ in length from out")
@@ -425,7 +453,7 @@ cdef class FeatureTransform:
             for k in range(self._n_fields):
                 column = <list>PyList_GET_ITEM(present, k)
                 self._values[k] = PyList_GET_ITEM(column, i) if column is not None else NULL
-            self._row(i, self._row_buffer, True)
+            self._row(i, self._row_buffer, &raw[i, 0] if raw is not None else NULL, True)
             for k in range(self.width):
                 out[i, k] = <real>self._row_buffer[k]
         return n

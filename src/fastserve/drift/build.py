@@ -27,10 +27,12 @@ def profile_version(data: Path, models_dir: Path, target: str) -> Path:
     session = ModelSession(folder / MODEL_FILE, RuntimeOptions(device="cpu"), f"{name} v{version}")
     transform = load_transform(folder, config.features, strict=False)
     frame = read_sample(data)
+    raw = None
     if transform is not None:
         records = sample_records(frame, list(transform.fields))
         x = np.empty((len(records), transform.width), dtype=np.float32)
-        transform.fill_records(records, x)
+        raw = np.empty((len(records), len(transform.fields)), dtype=np.float64)
+        transform.fill_records(records, x, raw)
     else:
         if frame.shape[1] != session.n_features:
             raise ConfigError(f"{data.name} has {frame.shape[1]} columns; the model takes {session.n_features} "
@@ -42,5 +44,5 @@ def profile_version(data: Path, models_dir: Path, target: str) -> Path:
             outputs.setdefault(key, []).append(np.asarray(value))
     merged = {key: np.concatenate(parts) for key, parts in outputs.items()}
     names = input_names(transform.features if transform is not None else None, x.shape[1])
-    write_profile(folder, build_profile(x, names, merged))
+    write_profile(folder, build_profile(x, names, merged, transform, raw))
     return folder / PROFILE_FILE

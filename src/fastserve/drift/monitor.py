@@ -2,11 +2,16 @@
 scores per column, and a status with the top drifting columns.
 
 Scores per column, from counts in the reference's own bins: PSI, the binned Kolmogorov-Smirnov statistic, the
-Jensen-Shannon distance, and a z-test of the window's mean against the reference mean. A column alerts when the KS
-statistic or the mean's z exceeds the critical value at a false-alarm budget of `alerts_per_day` per model over a
-day of windows, split evenly (Bonferroni) over every column and both tests; or when PSI >= `psi_alert` on a window
-of at least `psi_min_rows` rows (PSI's own sampling noise is about bins / rows). `warn` uses a 10x looser budget
-and `psi_warn`.
+Jensen-Shannon distance, a two-sample z-test of the window's mean against the reference mean, and a z-test of the
+share of missing values. A column alerts when one of the three tests exceeds its critical value at a false-alarm
+budget of `alerts_per_day` per model over a day of windows, split (Bonferroni) over every column and, within a
+column, 80% to the mean test (the most powerful against the commonest drift, a shift), 10% to KS (any change of
+shape) and 10% to the missing share (which must also move by `missing_min_change`); or when PSI >= `psi_alert` on
+a window of at least `psi_min_rows` rows (PSI's own sampling noise is about bins / rows). `warn` uses a 10x looser
+budget and `psi_warn`.
+
+For a model with a feature spec the input columns are the raw fields (see drift/profile.py), fed per request from
+the transform's single pass; the predictions are fed per batch by the batcher.
 """
 
 from __future__ import annotations
@@ -38,14 +43,17 @@ class DriftOptions:
     psi_warn: float = 0.1
     psi_alert: float = 0.25
     psi_min_rows: int = 2000
+    missing_min_change: float = 0.01  # the missing share must move by this much (absolute) as well
 
 
 QUANTILES = (0.1, 0.5, 0.9)
+BUDGET = {"z": 0.8, "ks": 0.1, "missing": 0.1}  # shares of each column's false-alarm budget, by test
 
 
-def _quantile(counts: np.ndarray, column: dict[str, Any], q: float) -> float | None:
-    """Quantile `q` from counts in the column's bins, interpolated linearly inside its bin (the outer bins run to the
-    reference's range): off by at most the width of that bin, 1/32 of the reference's mass."""
+def _quantile(counts: np.ndarray, column: dict[str, Any], q: float) -> tuple[float, float, float] | None:
+    """Quantile `q` from counts in the column's bins: (estimate, lowest, highest). The counts are exact, so the true
+    quantile lies in its bin, [lowest, highest] (the outer bins are bounded by the reference's range, which values
+    past it are counted apart from); the estimate interpolates linearly inside the bin."""
     total = counts.sum()
     if total == 0:
         return None
@@ -56,7 +64,25 @@ def _quantile(counts: np.ndarray, column: dict[str, Any], q: float) -> float | N
     inside = counts[k]
     lo, hi = bounds[k], bounds[min(k + 1, len(bounds) - 1)]
     share = (q * total - below) / inside if inside else 0.0
-    return round(float(lo + (hi - lo) * min(max(share, 0.0), 1.0)), 6)
+    return (round(float(lo + (hi - lo) * min(max(share, 0.0), 1.0)), 6), round(float(lo), 6), round(float(hi), 6))
+
+
+def _missing_z(missing: int, rows: int, ref_missing: int, ref_rows: int) -> tuple[float, float]:
+    """(two-proportion z, change) of the window's share of missing values against the reference's."""
+    if rows == 0 or ref_rows == 0:
+        return 0.0, 0.0
+    share, ref_share = missing / rows, ref_missing / ref_rows
+    pooled = (missing + ref_missing) / (rows + ref_rows)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / rows + 1 / ref_rows))
+    return ((share - ref_share) / spread if spread > 0 else 0.0), share - ref_share
+
+
+def _category_shares(observed: np.ndarray, ref: np.ndarray, column: dict[str, Any]) -> list[dict[str, Any]]:
+    """The five categories whose share moved most (slot 0 holds the values the vocabulary does not know)."""
+    share, ref_share = observed / max(observed.sum(), 1), ref / max(ref.sum(), 1)
+    order = np.argsort(-np.abs(share - ref_share), kind="stable")[:5]
+    return [{"category": column["categories"][k], "share": round(float(share[k]), 6),
+             "reference": round(float(ref_share[k]), 6)} for k in order]
 
 
 class _Section:
@@ -64,6 +90,7 @@ class _Section:
 
     def __init__(self, reference: dict[str, Any]) -> None:
         self.columns = reference["columns"]
+        self.reference_rows = int(reference["rows"])
         self.names = [c["name"] for c in self.columns]
         low = np.array([c["low"] for c in self.columns], dtype=np.float64)
         high = np.array([c["high"] for c in self.columns], dtype=np.float64)
@@ -71,7 +98,7 @@ class _Section:
         self.total = self.window.copy()
         self.reference = [np.asarray(c["counts"], dtype=np.float64) for c in self.columns]
 
-    def scores(self, sketch: BinnedSketch, critical: dict[str, tuple[float, float]], options: DriftOptions,
+    def scores(self, sketch: BinnedSketch, critical: dict[str, dict[str, float]], options: DriftOptions,
                ) -> list[dict[str, Any]]:
         out = []
         n = sketch.rows
@@ -81,8 +108,15 @@ class _Section:
             m, k = ref.sum(), observed.sum()
             entry: dict[str, Any] = {"name": column["name"], "rows": int(k), "nan": int(sketch.nan[j]),
                                      "inf": int(sketch.inf[j]), "out_of_range": int(sketch.below[j] + sketch.above[j])}
+            missing_z, missing_change = (_missing_z(int(sketch.nan[j]), n, column["missing"], self.reference_rows)
+                                         if "missing" in column else (0.0, 0.0))
+            missing_moved = abs(missing_change) >= options.missing_min_change
             if k == 0 or m == 0:
-                entry.update(status="ok", psi=None, ks=None, js=None, z=None)
+                status = "ok"
+                for level in ("warn", "alert"):
+                    if missing_moved and abs(missing_z) > critical[level]["missing"]:
+                        status = level
+                entry.update(status=status, psi=None, ks=None, js=None, z=None, missing_z=round(missing_z, 3))
                 out.append(entry)
                 continue
             p = (ref + 0.5) / (m + 0.5 * len(ref))
@@ -96,15 +130,23 @@ class _Section:
             z = (mean - column["mean"]) / (std * math.sqrt(1 / k + 1 / m)) if std > 0 else 0.0  # both are samples
             scale = math.sqrt((m + k) / (m * k))
             status = "ok"
-            for level, (ks_c, z_c) in (("warn", critical["warn"]), ("alert", critical["alert"])):
+            for level in ("warn", "alert"):
+                c = critical[level]
                 psi_limit = options.psi_alert if level == "alert" else options.psi_warn
-                if ks > ks_c * scale or abs(z) > z_c or (n >= options.psi_min_rows and psi >= psi_limit):
+                if ks > c["ks"] * scale or abs(z) > c["z"] or (n >= options.psi_min_rows and psi >= psi_limit) \
+                        or (missing_moved and abs(missing_z) > c["missing"]):
                     status = level
             entry.update(status=status, psi=round(psi, 6), ks=round(ks, 6), js=round(js, 6), z=round(z, 3),
-                         mean=round(mean, 6), reference_mean=column["mean"])
+                         missing_z=round(missing_z, 3), mean=round(mean, 6), reference_mean=column["mean"])
             if column["kind"] == "continuous":
-                entry["quantiles"] = {f"p{round(q * 100)}": [_quantile(observed, column, q), _quantile(ref, column, q)]
-                                      for q in QUANTILES}
+                window_q = {q: _quantile(observed, column, q) for q in QUANTILES}
+                ref_q = {q: _quantile(ref, column, q) for q in QUANTILES}
+                entry["quantiles"] = {f"p{round(q * 100)}": [w[0] if w else None, r[0] if r else None]
+                                      for (q, w), r in zip(window_q.items(), ref_q.values(), strict=True)}
+                entry["quantile_bounds"] = {f"p{round(q * 100)}": list(w[1:]) if w else None
+                                            for q, w in window_q.items()}
+            elif column["kind"] == "category":
+                entry["categories"] = _category_shares(observed, ref, column)
             out.append(entry)
         return out
 
@@ -112,51 +154,79 @@ class _Section:
 class DriftMonitor:
     """Per serving version. `observe` runs on the event loop after each batch; its cost is the sketch update."""
 
-    def __init__(self, profile: dict[str, Any], options: DriftOptions, label: str) -> None:
+    def __init__(self, profile: dict[str, Any], options: DriftOptions, label: str,
+                 fields: tuple[str, ...] | None = None) -> None:
+        """`fields`: the feature transform's fields, in order, when the profile describes raw fields."""
         self.options = options
         self.label = label
         self.inputs = _Section(profile["inputs"])
         self.predictions = _Section(profile["predictions"]) if profile.get("predictions") else None
+        self.from_fields = profile["inputs"].get("source") == "fields"
+        self.field_index: list[int] = []
+        if self.from_fields:
+            unknown = [name for name in self.inputs.names if name not in (fields or ())]
+            if unknown:
+                raise ValueError(f"the profile describes fields the feature spec does not read: {', '.join(unknown)}")
+            self.field_index = [fields.index(name) for name in self.inputs.names]  # type: ignore[union-attr]
         self.status = "ok"
         self.last: dict[str, Any] | None = None
         self.windows = 0
         self._opened = time.monotonic()
-        self._pending: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+        self._inputs: list[np.ndarray] = []
+        self._outputs: list[dict[str, np.ndarray]] = []
         self._pending_rows = 0
-        tests = 2 * (len(self.inputs.columns) + (len(self.predictions.columns) if self.predictions else 0))
+        self._window_rows = 0  # rows served in the current window
+        columns = len(self.inputs.columns) + (len(self.predictions.columns) if self.predictions else 0)
         per_day = 86400.0 / options.window_seconds if options.window_seconds > 0 else 1440.0
-        self.critical = {level: self._critical(options.alerts_per_day * factor / per_day / tests)
+        self.critical = {level: self._critical(options.alerts_per_day * factor / per_day / columns)
                          for level, factor in (("alert", 1.0), ("warn", 10.0))}
 
     @staticmethod
-    def _critical(alpha: float) -> tuple[float, float]:
-        """(KS coefficient c(alpha), two-sided normal z) for a per-test false-alarm probability alpha."""
-        alpha = min(max(alpha, 1e-15), 0.5)
-        return math.sqrt(-math.log(alpha / 2) / 2), NormalDist().inv_cdf(1 - alpha / 2)
+    def _critical(alpha: float) -> dict[str, float]:
+        """Critical values for a column's false-alarm probability alpha, shared out by BUDGET: the KS coefficient
+        c(alpha) and the two-sided normal z of the mean and missing-share tests."""
+        def z(share: float) -> float:
+            return NormalDist().inv_cdf(1 - min(max(alpha * share, 1e-15), 0.5) / 2)
+        ks_alpha = min(max(alpha * BUDGET["ks"], 1e-15), 0.5)
+        return {"ks": math.sqrt(-math.log(ks_alpha / 2) / 2), "z": z(BUDGET["z"]), "missing": z(BUDGET["missing"])}
 
     def observe(self, x: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
-        """Keep a batch for the sketches; every `FLUSH_ROWS` rows they are updated at once, so a one-row request
-        pays an append, not the fixed cost of an update. `x` must not be reused by the caller afterwards."""
-        self._pending.append((x, outputs))
+        """Keep a batch (the batcher's hook) for the sketches; every `FLUSH_ROWS` rows they are updated at once, so
+        a one-row request pays an append, not the fixed cost of an update. `x` must not be reused by the caller
+        afterwards. With a raw-field profile `x` is not kept: `observe_fields` brings the fields."""
+        if not self.from_fields:
+            self._inputs.append(x)
+        self._outputs.append(outputs)
         self._pending_rows += len(x)
         if self._pending_rows >= FLUSH_ROWS:
             self.flush()
 
+    def observe_fields(self, raw: np.ndarray) -> None:
+        """Keep a served request's raw field codes (`FeatureTransform.fill_records`'s `raw`); flushed with the
+        batches. Rows a client sent as model inputs have no raw fields and are not counted here."""
+        self._inputs.append(raw)
+
     def flush(self) -> None:
         """Update the sketches with the kept batches, and close the window when it is due."""
-        if not self._pending:
+        if not self._outputs and not self._inputs:
             return
-        pending, self._pending, self._pending_rows = self._pending, [], 0
-        x = pending[0][0] if len(pending) == 1 else np.concatenate([p[0] for p in pending])
-        self.inputs.window.update(np.ascontiguousarray(x, dtype=np.float32))
-        if self.predictions is not None:
-            names = [n for n in ("label", "probabilities", "prediction", "variable") if n in pending[0][1]]
-            outputs: dict[str, np.ndarray] = {n: np.concatenate([np.asarray(p[1][n]) for p in pending]) for n in names}
+        inputs, outputs_kept, self._inputs, self._outputs = self._inputs, self._outputs, [], []
+        self._window_rows += self._pending_rows
+        self._pending_rows = 0
+        if inputs:
+            x = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
+            if self.from_fields:
+                x = x[:, self.field_index]
+            self.inputs.window.update(np.ascontiguousarray(x, dtype=np.float32))
+        if self.predictions is not None and outputs_kept:
+            names = [n for n in ("label", "probabilities", "prediction", "variable") if n in outputs_kept[0]]
+            outputs: dict[str, np.ndarray] = {n: np.concatenate([np.asarray(o[n]) for o in outputs_kept])
+                                              for n in names}
             columns = prediction_columns(outputs)
             if len(columns) == len(self.predictions.names):
                 self.predictions.window.update(np.ascontiguousarray(np.column_stack(list(columns.values())),
                                                                     dtype=np.float32))
-        rows = self.inputs.window.rows
+        rows = self._window_rows
         if rows >= self.options.window_rows or (
                 self.options.window_seconds > 0 and rows >= self.options.min_rows
                 and time.monotonic() - self._opened >= self.options.window_seconds):
@@ -170,13 +240,15 @@ class DriftMonitor:
         status = max((c["status"] for c in inputs + predictions), key=STATUSES.index, default="ok")
         drifting = sorted((c for c in inputs + predictions if c["status"] != "ok"),
                           key=lambda c: (-STATUSES.index(c["status"]), -abs(c["z"] or 0)))
-        self.last = {"closed_at": time.time(), "rows": self.inputs.window.rows, "status": status,
+        self.last = {"closed_at": time.time(), "rows": max(self.inputs.window.rows, self._window_rows),
+                     "status": status, "source": "fields" if self.from_fields else "model_inputs",
                      "top": [c["name"] for c in drifting[:5]], "inputs": inputs, "predictions": predictions}
         if status != self.status:
             log.warning("%s: drift status %s -> %s (%s)", self.label, self.status, status,
                         ", ".join(self.last["top"]) or "no column drifting")
         self.status = status
         self.windows += 1
+        self._window_rows = 0
         for section in (self.inputs, self.predictions):
             if section is not None:
                 section.total.merge(section.window)
@@ -189,7 +261,8 @@ class DriftMonitor:
         total_inputs = self.inputs.scores(self.inputs.total, self.critical, self.options) \
             if self.inputs.total.rows else []
         return {"status": self.status, "windows": self.windows, "window_rows": self.options.window_rows,
-                "window_seconds": self.options.window_seconds, "current_window_rows": self.inputs.window.rows,
+                "window_seconds": self.options.window_seconds,
+                "current_window_rows": max(self.inputs.window.rows, self._window_rows),
                 "last_window": self.last, "since_load": {"rows": self.inputs.total.rows, "inputs": total_inputs},
                 "memory_bytes": self.inputs.window.nbytes * 2 + (self.predictions.window.nbytes * 2
                                                                  if self.predictions else 0)}

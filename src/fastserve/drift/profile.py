@@ -1,9 +1,12 @@
-"""The reference profile of a version (`profile.json`): per model-input column and per prediction, the bins of its
-training distribution and how many training rows fell in each, plus range, mean and standard deviation.
+"""The reference profile of a version (`profile.json`): per input column and per prediction, the bins of its
+training distribution and how many training rows fell in each, plus range, mean, standard deviation and the
+number of missing values.
 
-Columns are the model's input as the server sees it in the batch buffer (after the feature spec's transforms):
-a column with at most 63 distinct training values gets one bin per value (categories, codes, one-hot columns,
-small counts); others get bins at 32 training quantiles. Drift scores compare counts in these same bins.
+For a model with a feature spec the columns are the raw fields as clients send them, before any transform
+(`"source": "fields"`): a number as sent, a category as its slot in the spec's vocabulary with one bin per slot
+and one for unknown values. Without a spec they are the model's own inputs (`"source": "model_inputs"`). A numeric
+column with at most 63 distinct training values gets one bin per value; others get bins at 32 training quantiles.
+Drift scores compare counts in these same bins.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from fastserve._core import FeatureTransform
 from fastserve._core.sketch import MAX_BINS, BinnedSketch
 
 PROFILE_FILE = "profile.json"
@@ -48,27 +52,67 @@ def prediction_columns(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return columns
 
 
-def _section(matrix: np.ndarray, names: list[str]) -> dict[str, Any]:
+def _category_column(name: str, lookup: dict[Any, int]) -> dict[str, Any] | None:
+    """Bins for a category's slot codes: one for unknown values (-1), then one per slot; None past MAX_BINS."""
+    slots = max(lookup.values(), default=-1) + 1
+    if slots + 1 > MAX_BINS:
+        return None
+    names: list[list[str]] = [[] for _ in range(slots)]
+    for category, slot in lookup.items():
+        names[slot].append(str(category))
+    return {"name": name, "kind": "category", "edges": [k - 0.5 for k in range(slots)], "low": -1.0,
+            "high": float(slots - 1), "categories": ["(unknown)", *("|".join(n) for n in names)]}
+
+
+def _section(matrix: np.ndarray, names: list[str], categories: dict[int, dict[str, Any]] | None = None,
+             source: str = "model_inputs") -> dict[str, Any]:
     columns = []
     edges = []
     for j, name in enumerate(names):
-        e, kind = column_edges(matrix[:, j])
-        finite = matrix[:, j][np.isfinite(matrix[:, j])]
-        columns.append({"name": name, "kind": kind, "edges": e, "low": float(finite.min()),
-                        "high": float(finite.max()), "mean": float(finite.mean()), "std": float(finite.std())})
-        edges.append(e)
+        values = matrix[:, j]
+        finite = values[np.isfinite(values)]
+        column = (categories or {}).get(j)
+        if column is None:
+            e, kind = column_edges(values)
+            column = {"name": name, "kind": kind, "edges": e,
+                      "low": float(finite.min()) if finite.size else 0.0,
+                      "high": float(finite.max()) if finite.size else 0.0}
+        column.update(mean=float(finite.mean()) if finite.size else 0.0,
+                      std=float(finite.std()) if finite.size else 0.0, missing=int(np.isnan(values).sum()))
+        columns.append(column)
+        edges.append(column["edges"])
     sketch = BinnedSketch(edges, np.array([c["low"] for c in columns]), np.array([c["high"] for c in columns]))
     sketch.update(np.ascontiguousarray(matrix, dtype=np.float32))
     for j, column in enumerate(columns):
         column["counts"] = sketch.bin_counts(j).tolist()
-    return {"rows": int(matrix.shape[0]), "columns": columns}
+    return {"rows": int(matrix.shape[0]), "source": source, "columns": columns}
 
 
-def build_profile(inputs: np.ndarray, input_names: list[str], outputs: dict[str, np.ndarray]) -> dict[str, Any]:
-    """The profile of a reference sample: the model inputs (as the batch buffer holds them) and the outputs."""
+def sketched_fields(transform: FeatureTransform) -> list[int]:
+    """The fields drift sketches: every field but those only hashed features read (no vocabulary to bin)."""
+    return [k for k, feature in enumerate(transform.raw_features) if feature is not None]
+
+
+def build_profile(inputs: np.ndarray, input_names: list[str], outputs: dict[str, np.ndarray],
+                  transform: FeatureTransform | None = None, raw: np.ndarray | None = None) -> dict[str, Any]:
+    """The profile of a reference sample and the model's outputs on it. With a feature `transform`, `raw` holds the
+    sample's raw field codes (`FeatureTransform.fill_records`'s `raw`) and the fields are profiled; else the model
+    inputs are."""
     predictions = prediction_columns(outputs)
     matrix = np.column_stack(list(predictions.values())) if predictions else np.empty((len(inputs), 0))
-    return {"format": 1, "inputs": _section(inputs, input_names),
+    if transform is not None and raw is not None:
+        keep = sketched_fields(transform)
+        categories = {}
+        for j, k in enumerate(keep):
+            feature = transform.raw_features[k]
+            if feature is not None and feature.kind_name.startswith("category"):
+                column = _category_column(transform.fields[k], feature.lookup)
+                if column is not None:
+                    categories[j] = column
+        section = _section(raw[:, keep], [transform.fields[k] for k in keep], categories, "fields")
+    else:
+        section = _section(inputs, input_names)
+    return {"format": 2, "inputs": section,
             "predictions": _section(matrix, list(predictions)) if predictions else None}
 
 

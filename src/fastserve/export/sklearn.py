@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from fastserve._core import FeatureTransform
 from fastserve.drift.profile import build_profile, input_names, write_profile
 from fastserve.exceptions import ExportError
 from fastserve.export.files import publish, rename_outputs, to_onnx, write_version
@@ -306,14 +307,15 @@ def sample_records(frame: Any, fields: list[str]) -> list[dict[str, Any]]:
     return records
 
 
-def check_transform(features: list[dict[str, Any]], column_transformer: Any, sample: Any) -> np.ndarray:
-    """The spec's output on the sample, after checking it equals `column_transformer.transform` within 1e-6."""
-    from fastserve._core import FeatureTransform
-
+def check_transform(features: list[dict[str, Any]], column_transformer: Any, sample: Any,
+                    ) -> tuple[np.ndarray, np.ndarray, FeatureTransform]:
+    """The spec's output on the sample, after checking it equals `column_transformer.transform` within 1e-6, with the
+    sample's raw field codes (for the drift profile) and the compiled transform."""
     transform = FeatureTransform(list(parse_features(features, "exported spec")))
     records = sample_records(sample, list(transform.fields))
     ours = np.empty((len(records), transform.width), dtype=np.float64)
-    transform.fill_records(records, ours)
+    raw = np.empty((len(records), len(transform.fields)), dtype=np.float64)
+    transform.fill_records(records, ours, raw)
     theirs = column_transformer.transform(sample)
     theirs = np.asarray(theirs.toarray() if hasattr(theirs, "toarray") else theirs, dtype=np.float64)
     diff = np.abs(ours - theirs) / np.maximum(1.0, np.abs(theirs))
@@ -329,7 +331,7 @@ def check_transform(features: list[dict[str, Any]], column_transformer: Any, sam
         raise ExportError(f"the translated spec differs from ColumnTransformer.transform on the sample at output "
                           f"column {column} (feature {owner!r}): max relative difference {np.nanmax(diff):.3g} > "
                           f"{TOLERANCE}; this pipeline cannot be served without skew")
-    return ours
+    return ours, raw, transform
 
 
 def read_sample(path: Path) -> Any:
@@ -359,7 +361,7 @@ def export_pipeline(pipeline: Any, sample: Any, name: str, out: Path, *, version
 
     column_transformer, estimator = _pipeline_parts(pipeline)
     features = translate(column_transformer, sample)
-    x = check_transform(features, column_transformer, sample)
+    x, raw, transform = check_transform(features, column_transformer, sample)
     width = x.shape[1]
     classifier = is_classifier(estimator)
     onx = to_onnx(estimator, width, name, zipmap=False if classifier else None)
@@ -396,8 +398,8 @@ def export_pipeline(pipeline: Any, sample: Any, name: str, out: Path, *, version
         reference_outputs = ({"label": np.asarray(pipeline.predict(sample)),
                               "probabilities": np.asarray(pipeline.predict_proba(sample))} if classifier
                              else {"prediction": np.asarray(pipeline.predict(sample)).reshape(-1, 1)})
-    write_profile(staging, build_profile(x.astype(np.float32), input_names(parse_features(features, "spec"), width),
-                                         reference_outputs))
+    write_profile(staging, build_profile(x.astype(np.float32), input_names(transform.features, width),
+                                         reference_outputs, transform, raw))
     config = model_dir / "fastserve.toml"
     if not config.exists():
         text = f"[model]\ndescription = {json.dumps(description or f'{_name(estimator)} exported from scikit-learn')}\n"

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,9 +32,16 @@ def timeout_ms(value: Any, path: str) -> float:
     return float(value)
 
 
+class Inputs(NamedTuple):
+    x: np.ndarray  # [rows, n_features] in the model's input dtype
+    timeout_ms: float | None  # the body's own
+    raw: np.ndarray | None  # records and columns, when asked for: the fields' raw codes for the drift sketches
+
+
 def predict_inputs(payload: Any, session: ModelSession, options: InputOptions,
-                   transform: FeatureTransform | None) -> tuple[np.ndarray, float | None]:
-    """Validate a decoded predict body: `[rows, n_features]` in the model's input dtype, and the body's timeout."""
+                   transform: FeatureTransform | None, raw_fields: bool = False) -> Inputs:
+    """Validate a decoded predict body into the model's input matrix; with `raw_fields`, records and columns also
+    give their fields' raw codes (same pass)."""
     if type(payload) is not dict:
         raise InvalidInput(f"expected an object with `inputs` or `records`, got {_type_name(payload)} - at `$`",
                            detail={"path": "$"})
@@ -52,9 +59,9 @@ def predict_inputs(payload: Any, session: ModelSession, options: InputOptions,
     data = payload[key]
     if key == "inputs":
         if type(data) is list:
-            return _from_rows(data, session, options), timeout
+            return Inputs(_from_rows(data, session, options), timeout, None)
         if type(data) is dict:
-            return _from_tensor(data, session, options), timeout
+            return Inputs(_from_tensor(data, session, options), timeout, None)
         raise InvalidInput(f"expected `inputs` to be an array of rows or a tensor object, got {_type_name(data)}"
                            " - at `$.inputs`", detail={"path": "$.inputs"})
     if transform is None:
@@ -66,7 +73,8 @@ def predict_inputs(payload: Any, session: ModelSession, options: InputOptions,
                                "`$.records`", detail={"path": "$.records"})
         _check_rows(len(data), session, options, "$.records")
         x = np.empty((len(data), transform.width), dtype=session.input_dtype)
-        transform.fill_records(data, x)
+        raw = np.empty((len(data), len(transform.fields))) if raw_fields else None
+        transform.fill_records(data, x, raw)
     else:
         if type(data) is not dict:
             raise InvalidInput(f"expected `columns` to be an object of arrays, got {_type_name(data)} - at "
@@ -74,10 +82,11 @@ def predict_inputs(payload: Any, session: ModelSession, options: InputOptions,
         n = transform.count_columns(data)
         _check_rows(n, session, options, "$.columns")
         x = np.empty((n, transform.width), dtype=session.input_dtype)
-        transform.fill_columns(data, x)
+        raw = np.empty((n, len(transform.fields))) if raw_fields else None
+        transform.fill_columns(data, x, raw)
     if not options.allow_non_finite:
         _refuse_transformed(first_non_finite(x), x, transform, key)
-    return x, timeout
+    return Inputs(x, timeout, raw)
 
 
 def _refuse_transformed(flat_index: int, x: np.ndarray, transform: FeatureTransform, key: str) -> None:

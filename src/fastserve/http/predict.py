@@ -114,8 +114,10 @@ async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: 
             decoded = decode(body, body_fmt)
             target, on_canary = choose(model, version, decoded, scope["headers"])
             model_label, version_label = target.model, str(target.number)
-            x, timeout = predict_inputs(decoded, target.session,  # type: ignore[arg-type]
-                                        target.config.inputs, target.transform)
+            drift = target.drift
+            x, timeout, raw = predict_inputs(decoded, target.session,  # type: ignore[arg-type]
+                                             target.config.inputs, target.transform,
+                                             drift is not None and drift.from_fields)
             if timeout_header is not None:
                 timeout = _header_timeout(timeout_header, timeout)
             batcher = target.batcher
@@ -126,6 +128,8 @@ async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: 
                 if model.canary is not None and version is None:
                     _guard(model, on_canary, started, True, None)
                 raise
+            if raw is not None:
+                drift.observe_fields(raw)  # type: ignore[union-attr]
             if version is None:
                 if model.canary is not None:
                     _guard(model, on_canary, started, False, outputs.get("label"))

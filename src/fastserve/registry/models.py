@@ -115,11 +115,21 @@ class LoadedVersion:
             return None
         if profile is None:
             return None
-        if len(profile["inputs"]["columns"]) != session.n_features:
+        if profile["inputs"].get("source") == "fields":
+            if self.transform is None:
+                log.warning("%s: %s describes raw fields, but the version has no feature spec; drift not monitored",
+                            self.label, PROFILE_FILE)
+                return None
+        elif len(profile["inputs"]["columns"]) != session.n_features:
             log.warning("%s: %s describes %d columns, the model takes %d; drift not monitored", self.label,
                         PROFILE_FILE, len(profile["inputs"]["columns"]), session.n_features)
             return None
-        return DriftMonitor(profile, self.config.drift, self.label)
+        try:
+            return DriftMonitor(profile, self.config.drift, self.label,
+                                self.transform.fields if self.transform is not None else None)
+        except ValueError as exc:
+            log.warning("%s: %s does not fit the feature spec, drift not monitored: %s", self.label, PROFILE_FILE, exc)
+            return None
 
     async def retire(self, timeout: float = 30.0) -> None:
         """Stop taking requests, let the queued ones finish here, then release the session."""
