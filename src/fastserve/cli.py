@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import fastserve
-from fastserve.config import DEVICES, LOG_LEVELS, ServerConfig, default_models_dir
+from fastserve.config import DEVICES, LOG_LEVELS, ConnectionLimits, ServerConfig, default_models_dir
 from fastserve.exceptions import ConfigError, ExportError
 from fastserve.remote import RemoteError
 
@@ -31,9 +31,8 @@ def _admin_token(path: str | None) -> str | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from fastserve.http import create_app
+    from fastserve.http.protocol import build_server
 
     config = ServerConfig(
         models_dir=Path(args.models_dir) if args.models_dir else default_models_dir(),
@@ -42,6 +41,10 @@ def _serve(args: argparse.Namespace) -> int:
         device=args.device,
         log_level=args.log_level,
         max_body_bytes=args.max_body_bytes,
+        limits=ConnectionLimits(max_connections=args.max_connections, header_timeout_s=args.header_timeout,
+                                min_body_rate=args.min_body_rate, max_header_bytes=args.max_header_bytes,
+                                keep_alive_timeout_s=args.keep_alive_timeout),
+        shutdown_grace_s=args.shutdown_grace,
         poll_interval_s=args.poll_interval,
         admin_token=_admin_token(args.admin_token_file),
     )
@@ -52,11 +55,9 @@ def _serve(args: argparse.Namespace) -> int:
     # Batches finish on worker threads that need the GIL back from the event loop; at the default 5 ms switch
     # interval they may wait that long for it, which alone would break a 10 ms latency target.
     sys.setswitchinterval(config.gil_switch_interval_s)
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(config), host=config.host, port=config.port, loop=loop, http="httptools", lifespan="on",
-        log_config=None, log_level=config.log_level, access_log=False, server_header=False,
-        timeout_keep_alive=args.keep_alive_timeout,
-    ))
+    app = create_app(config)
+    server = build_server(app, config, loop, on_shutdown=app.begin_shutdown,
+                          refused_counts=app.metrics.stats.connections_refused)
     log.info("fastserve %s serving %s on http://%s:%d (loop=%s, http=httptools)", fastserve.__version__,
              config.models_dir.resolve(), config.host, config.port, loop)
     server.run()
@@ -157,8 +158,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     serve.add_argument("--max-body-bytes", type=int, default=ServerConfig.max_body_bytes,
                        help="largest request body accepted (default: %(default)s)")
-    serve.add_argument("--keep-alive-timeout", type=float, default=5.0,
+    limits = ConnectionLimits()
+    serve.add_argument("--keep-alive-timeout", type=float, default=limits.keep_alive_timeout_s,
                        help="seconds an idle keep-alive connection stays open (default: %(default)s)")
+    serve.add_argument("--max-connections", type=int, default=limits.max_connections,
+                       help="open connections; a request on one more is answered 503 with Retry-After "
+                       "(default: %(default)s)")
+    serve.add_argument("--header-timeout", type=float, default=limits.header_timeout_s,
+                       help="seconds a request's line and headers may take to arrive; also the grace before "
+                       "--min-body-rate applies (default: %(default)s)")
+    serve.add_argument("--min-body-rate", type=float, default=limits.min_body_rate,
+                       help="bytes/s a request body must average (default: %(default)s)")
+    serve.add_argument("--max-header-bytes", type=int, default=limits.max_header_bytes,
+                       help="request line and headers, in bytes; over it: 431 (default: %(default)s)")
+    serve.add_argument("--shutdown-grace", type=float, default=ServerConfig.shutdown_grace_s,
+                       help="on SIGTERM, seconds that requests already accepted have to finish before the process "
+                       "exits (default: %(default)s)")
     serve.add_argument("--poll-interval", type=float, default=ServerConfig.poll_interval_s,
                        help="seconds between looks at the repository for new, changed or removed versions; 0 = "
                        "never (default: %(default)s)")

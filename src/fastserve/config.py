@@ -158,6 +158,18 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class ConnectionLimits:
+    """What one client connection may hold: each limit closes a slow or oversized client with an answer, so that
+    clients cannot hold the server's connections or memory."""
+    max_connections: int = 4096  # open connections; the next request gets 503 + Retry-After, then the close
+    header_timeout_s: float = 10.0  # a request's line and headers must arrive within this, from its first byte
+    min_body_rate: float = 1024.0  # bytes/s a body must average once header_timeout_s has passed since its start
+    max_header_bytes: int = 32 * 1024  # request line + headers; over it: 431
+    max_headers: int = 100
+    keep_alive_timeout_s: float = 5.0  # an idle keep-alive connection is closed after this
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     models_dir: Path
     host: str = "127.0.0.1"
@@ -165,6 +177,8 @@ class ServerConfig:
     device: str | None = None  # overrides every model's runtime.device when set
     log_level: str = "info"
     max_body_bytes: int = 8 * 1024 * 1024
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    shutdown_grace_s: float = 30.0  # on SIGTERM: how long requests already accepted have to finish
     gil_switch_interval_s: float = 0.0002
     poll_interval_s: float = 2.0  # how often the repository is checked for new, changed or removed versions; 0 = never
     admin_token: str | None = None  # the admin API is off without one

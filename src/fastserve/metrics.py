@@ -68,6 +68,8 @@ class RequestStats:
         self.requests: dict[tuple[str, str, int], int] = {}
         self.latency: dict[tuple[str, str], _Histogram] = {}
         self.in_flight = 0
+        # Requests answered below the app by the connection guard, by reason (http/protocol.py).
+        self.connections_refused: dict[str, int] = {}
 
     def observe(self, model: str, version: str, status: int, seconds: float) -> None:
         key = (model, version, status)
@@ -100,6 +102,13 @@ class _Collector:
         for (model, version), hist in sorted(self._stats.latency.items()):
             latency.add_metric([model, version], hist.cumulative(), hist.sum)
         yield latency
+
+        refused = CounterMetricFamily("fastserve_connections_refused", "Connections answered and closed before the "
+                                      "app, by reason (too slow, headers too large, too many connections, not HTTP)",
+                                      labels=["reason"])
+        for reason, n in sorted(self._stats.connections_refused.items()):
+            refused.add_metric([reason], n)
+        yield refused
 
         in_flight = GaugeMetricFamily("fastserve_requests_in_flight", "Prediction requests being served now")
         in_flight.add_metric([], self._stats.in_flight)

@@ -44,7 +44,8 @@ def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "alive"}
     r = client.get("/readyz")
     assert r.status_code == 200
-    assert r.json() == {"ready": True, "loading": False, "models": {"churn": True, "churn_mlp": True, "spend": True}}
+    assert r.json() == {"ready": True, "loading": False, "shutting_down": False,
+                        "models": {"churn": True, "churn_mlp": True, "spend": True}}
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -96,7 +97,8 @@ def test_a_failed_version_is_reported_and_others_serve(mixed_repository):
     srv = start_server(mixed_repository, ready_status=503)
     try:
         ready = httpx.get(f"{srv.url}/readyz").json()
-        assert ready == {"ready": False, "loading": False, "models": {"spend": True, "zipmapped": False}}
+        assert ready == {"ready": False, "loading": False, "shutting_down": False,
+                         "models": {"spend": True, "zipmapped": False}}
         status = httpx.get(f"{srv.url}/v1/models/zipmapped").json()
         (version,) = status["versions"]
         assert version["state"] == "failed"

@@ -31,6 +31,7 @@ class App:
         self.registry = Registry(config.models_dir, config.device)
         self.metrics = Metrics(self.registry)
         self._loading: asyncio.Task[None] | None = None  # loads, then watches the repository
+        self.shutting_down = False  # set on SIGTERM: readiness turns false while accepted requests finish
         self._starlette = Starlette(
             routes=[
                 Route("/v1/models", endpoints.list_models, methods=["GET"]),
@@ -53,6 +54,12 @@ class App:
                 await handle_predict(self, scope, receive, send, *target)
                 return
         await self._starlette(scope, receive, send)
+
+    def begin_shutdown(self) -> None:
+        if not self.shutting_down:
+            self.shutting_down = True
+            log.info("shutting down: readiness is false, new connections are refused, accepted requests finish "
+                     "(grace %g s)", self.config.shutdown_grace_s)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:

@@ -52,10 +52,11 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    registry = _app(request).registry
+    app = _app(request)
+    registry = app.registry
     models = {name: m.ready for name, m in sorted(registry.models.items())}
-    ready = registry.ready
-    body = {"ready": ready, "loading": not registry.loaded, "models": models}
+    ready = registry.ready and not app.shutting_down
+    body = {"ready": ready, "loading": not registry.loaded, "shutting_down": app.shutting_down, "models": models}
     return JSONResponse(body, status_code=200 if ready else 503, headers=None if ready else {"retry-after": "1"})
 
 

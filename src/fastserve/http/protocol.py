@@ -1,0 +1,176 @@
+"""uvicorn's httptools protocol with the limits a server facing untrusted clients needs, and a server that shuts
+down gracefully on SIGTERM.
+
+uvicorn bounds neither how long a client may take to send its headers or body, nor their size, nor the number of
+connections (its `limit_concurrency` answers a bare-text 503 without Retry-After): a few hundred slow clients would
+hold the server. Here every connection keeps the phase it is in and when that began; one sweep a second closes
+those past their deadline with a JSON answer, so the request path pays two assignments, not a timer each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from types import FrameType
+from typing import Any
+
+import orjson
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from fastserve.config import ConnectionLimits, ServerConfig
+from fastserve.http.errors import error_body
+
+IDLE, HEADERS, BODY = 0, 1, 2  # what the connection waits for from its client
+_SWEEP_S = 1.0
+
+
+class _Quiet(logging.Filter):
+    """uvicorn logs a warning per request that is not HTTP: hostile traffic would flood the log. They are counted in
+    `fastserve_connections_refused_total{reason="bad_request"}` instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Invalid HTTP request received."
+
+
+def refusal(status: int, code: str, message: str, retry_after: int | None = None) -> tuple[str, bytes]:
+    """(reason, a whole HTTP/1.1 answer that closes the connection), for refusals made below the ASGI app."""
+    body = orjson.dumps(error_body(code, message))
+    head = [STATUS_LINE[status], b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body), b"connection: close\r\n"]
+    if retry_after is not None:
+        head.append(b"retry-after: %d\r\n" % retry_after)
+    return code, b"".join([*head, b"\r\n", body])
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """One client connection. `limits` is set on the class by `build_server`."""
+
+    limits = ConnectionLimits()
+    refused_counts: dict[str, int] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.phase = HEADERS  # a new connection owes its first request's headers
+        self.phase_started = time.monotonic()
+        self.body_bytes = 0
+        self.header_bytes = 0
+        self.header_count = 0
+        self.over_capacity = False
+        self.refused: tuple[str, bytes] | None = None  # set by a parser callback that stops the parse
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # Answered once its headers are read (a reply before the request would race the client's write).
+        self.over_capacity = len(self.connections) > self.limits.max_connections
+
+    def refuse(self, answer: tuple[str, bytes]) -> None:
+        self.phase = IDLE
+        if not self.transport.is_closing():
+            reason, raw = answer
+            self.refused_counts[reason] = self.refused_counts.get(reason, 0) + 1
+            self.transport.write(raw)
+            self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        # The parser stopped: on a callback's refusal, or on input that is not HTTP.
+        self.refuse(self.refused or refusal(400, "bad_request", f"invalid HTTP request: {msg}"))
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.phase, self.phase_started = HEADERS, time.monotonic()
+        self.header_bytes = self.header_count = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_count += 1
+        self._count_header(len(name) + len(value))
+        super().on_header(name, value)
+
+    def _count_header(self, size: int) -> None:
+        self.header_bytes += size
+        limits = self.limits
+        if self.header_bytes > limits.max_header_bytes or self.header_count > limits.max_headers:
+            self.refused = refusal(431, "headers_too_large", f"request line and headers are over the limit of "
+                                   f"{limits.max_header_bytes} bytes or {limits.max_headers} headers")
+            raise ValueError("headers over the limit")  # stops the parser; data_received answers `refused`
+
+    def on_headers_complete(self) -> None:
+        if self.over_capacity:
+            self.refused = refusal(503, "too_many_connections", f"the server has {len(self.connections)} open "
+                                   "connections, over its limit; try again shortly", retry_after=1)
+            raise ValueError("over capacity")
+        self.phase, self.phase_started, self.body_bytes = BODY, time.monotonic(), 0
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self.phase = IDLE  # the request is in; the app has it (keep-alive idling is uvicorn's own timer)
+        super().on_message_complete()
+
+    def overdue(self, now: float) -> tuple[str, bytes] | None:
+        """The answer that closes this connection when its client is too slow, else None."""
+        elapsed = now - self.phase_started
+        limits = self.limits
+        if self.phase == HEADERS and elapsed > limits.header_timeout_s:
+            return refusal(408, "request_timeout", f"request headers not received within "
+                           f"{limits.header_timeout_s:g} s")
+        if self.phase == BODY and elapsed > limits.header_timeout_s \
+                and self.body_bytes < limits.min_body_rate * elapsed:
+            return refusal(408, "request_timeout", f"request body arriving at {self.body_bytes / elapsed:.0f} "
+                           f"bytes/s, under the minimum of {limits.min_body_rate:g}")
+        return None
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, sweeping slow connections, and exiting with status 0 after a graceful SIGTERM (uvicorn
+    re-raises the signal once it has shut down, which would end the process with 143)."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Any) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown  # called at once on SIGTERM/SIGINT: readiness turns false
+
+    async def main_loop(self) -> None:
+        sweeper = asyncio.create_task(self._sweep())
+        try:
+            await super().main_loop()
+        finally:
+            sweeper.cancel()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_S)
+            now = time.monotonic()
+            for connection in list(self.server_state.connections):
+                if isinstance(connection, LimitedHttpToolsProtocol):
+                    answer = connection.overdue(now)
+                    if answer is not None:
+                        connection.refuse(answer)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_shutdown()
+        super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:
+            self._captured_signals.remove(sig)
+
+
+def build_server(app: Any, config: ServerConfig, loop: str, on_shutdown: Any,
+                 refused_counts: dict[str, int]) -> Server:
+    limits = config.limits
+    protocol = type("FastserveHttpProtocol", (LimitedHttpToolsProtocol,),
+                    {"limits": limits, "refused_counts": refused_counts})
+    logging.getLogger("uvicorn.error").addFilter(_Quiet())
+    return Server(uvicorn.Config(
+        app, host=config.host, port=config.port, loop=loop, http=protocol, lifespan="on", log_config=None,
+        log_level=config.log_level, access_log=False, server_header=False,
+        timeout_keep_alive=limits.keep_alive_timeout_s,  # type: ignore[arg-type]  # uvicorn takes a float too
+        timeout_graceful_shutdown=config.shutdown_grace_s,  # type: ignore[arg-type]
+    ), on_shutdown)

@@ -1,0 +1,175 @@
+"""The connection guard below the app: slow, oversized and surplus clients get an answer and a close, in bounded
+time, while everyone else is served."""
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import MODELS, start_server
+
+HEADER_TIMEOUT_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def guarded():
+    srv = start_server(MODELS, "--header-timeout", str(HEADER_TIMEOUT_S), "--max-connections", "300",
+                       "--max-header-bytes", "4096")
+    yield srv
+    srv.stop()
+
+
+def connect(srv) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.settimeout(15)
+    return s
+
+
+def read_answer(s: socket.socket) -> tuple[int, dict[str, str], dict]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before an answer: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    while len(body) < int(headers["content-length"]):
+        body += s.recv(65536)
+    return int(status_line.split()[1]), headers, json.loads(body)
+
+
+def assert_closed(s: socket.socket) -> None:
+    with contextlib.suppress(ConnectionResetError):
+        assert s.recv(1) == b""
+
+
+def test_slow_headers_get_408_within_the_deadline(guarded):
+    with connect(guarded) as s:
+        started = time.monotonic()
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+        status, _, body = read_answer(s)
+        elapsed = time.monotonic() - started
+        assert status == 408 and body["error"]["code"] == "request_timeout", body
+        assert HEADER_TIMEOUT_S <= elapsed < HEADER_TIMEOUT_S + 3, elapsed  # swept once a second
+        assert_closed(s)
+
+
+def test_idle_new_connection_is_closed_too(guarded):
+    with connect(guarded) as s:
+        started = time.monotonic()
+        status, _, _ = read_answer(s)
+        assert status == 408 and time.monotonic() - started < HEADER_TIMEOUT_S + 3
+
+
+def test_body_under_the_minimum_rate_gets_408(guarded):
+    with connect(guarded) as s:
+        s.sendall(b"POST /v1/models/churn/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 5000\r\n\r\n{\"inputs\"")
+        started = time.monotonic()
+        s.settimeout(0.25)
+        answer = b""
+        while time.monotonic() - started < 10:  # one byte every 250 ms: 4 bytes/s against a minimum of 1024
+            try:
+                s.sendall(b" ")
+                answer += s.recv(65536)
+                if b"\r\n\r\n" in answer:
+                    break
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"under the minimum of 1024" in answer
+        assert time.monotonic() - started < HEADER_TIMEOUT_S + 3
+
+
+@pytest.mark.parametrize("headers", [
+    b"X-Big: " + b"a" * 5000 + b"\r\n",
+    b"".join(b"X-%d: 1\r\n" % i for i in range(150)),
+])
+def test_headers_over_the_limit_get_431(guarded, headers):
+    with connect(guarded) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        status, _, body = read_answer(s)
+        assert status == 431 and body["error"]["code"] == "headers_too_large"
+        assert_closed(s)
+
+
+def test_not_http_gets_a_json_400(guarded):
+    with connect(guarded) as s:
+        s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http at all\r\n\r\n")  # a TLS hello, say
+        status, _, body = read_answer(s)
+        assert status == 400 and body["error"]["code"] == "bad_request"
+
+
+def test_surplus_connections_get_503_with_retry_after_and_others_are_served():
+    srv = start_server(MODELS, "--max-connections", "50")  # the default header timeout: held ones stay open
+    try:
+        held = [connect(srv) for _ in range(50)]
+        try:
+            with connect(srv) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                status, headers, body = read_answer(s)
+            assert status == 503 and headers["retry-after"] == "1", (status, headers)
+            assert body["error"]["code"] == "too_many_connections"
+        finally:
+            for h in held:
+                h.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the server sees the closes within moments
+            try:
+                if httpx.get(f"{srv.url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        assert httpx.get(f"{srv.url}/healthz").status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_slow_clients_do_not_stop_good_ones_and_are_counted(guarded):
+    """200 slowloris connections trickling headers while a good client keeps predicting: every good request is
+    answered, every slow connection is closed with a 408 within the deadline."""
+    async def slow(i: int) -> tuple[bytes, float]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", guarded.port)
+        started = time.monotonic()
+        request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"z" * 40
+        for k in range(len(request)):
+            writer.write(request[k:k + 1])
+            try:
+                answer = await asyncio.wait_for(reader.read(65536), 0.2)
+            except TimeoutError:
+                continue
+            writer.close()
+            return answer, time.monotonic() - started
+        writer.close()
+        return b"", time.monotonic() - started
+
+    async def good() -> list[int]:
+        statuses = []
+        async with httpx.AsyncClient(base_url=guarded.url) as client:
+            body = {"inputs": [[0.0] * 22]}
+            for _ in range(40):
+                statuses.append((await client.post("/v1/models/churn/predict", json=body)).status_code)
+                await asyncio.sleep(0.02)
+        return statuses
+
+    async def run():
+        return await asyncio.gather(good(), *(slow(i) for i in range(200)))
+
+    statuses, *slow_answers = asyncio.run(run())
+    assert statuses == [200] * 40
+    for answer, elapsed in slow_answers:
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert elapsed < HEADER_TIMEOUT_S + 3, elapsed
+    metrics = httpx.get(f"{guarded.url}/metrics").text
+    line = next(x for x in metrics.splitlines()
+                if x.startswith('fastserve_connections_refused_total{reason="request_timeout"}'))
+    assert float(line.split()[-1]) >= 200
