@@ -1,5 +1,6 @@
 """Every bad request gets its status code and an error body that says what and where; the server keeps serving."""
 
+import json
 import math
 
 import httpx
@@ -66,6 +67,13 @@ def test_unknown_model_or_version(client, path, status, code, message):
          "expected a number, got bool - at `$.inputs[0][3]`"),
         (orjson.dumps({"inputs": [[*ROW[:3], 1e39, *ROW[4:]]]}), 422, "out of the float32 range - at `$.inputs[0][3]`"),
         (orjson.dumps({"inputs": [ROW] * 4097}), 422, "batch of 4097 rows is over this model's limit of 4096"),
+        (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "depth limit exceeded"),  # deeply nested
+        (b'{"inputs": [[1, 2, "\xff\xfe"]]}', 400, "body is not valid JSON"),  # invalid UTF-8 inside a string
+        (orjson.dumps({"records": [{"age": 1}] * 5000}), 422,
+         "this model's limit of 4096 - at `$.records`"),  # a huge number of records
+        (orjson.dumps({"inputs": [ROW, {"a": 1}]}), 422,
+         "expected a row (an array of 22 numbers), got object - at `$.inputs[1]`"),
+        (json.dumps({"inputs": [[*ROW[:3], 2**200, *ROW[4:]]]}).encode(), 422, "out of the float32 range"),
     ],
 )
 def test_bad_json_bodies(client, body, status, message):
@@ -90,8 +98,14 @@ def tensor(dtype="float32", shape=(1, 22), data=None):
     [
         (b"\x81\xa6inputs\x91", 400, "body is not valid msgpack"),  # truncated
         (b"\xdd\xff\xff\xff\xff", 400, "body is not valid msgpack"),  # array declaring 4G items
+        (b"\xdf\xff\xff\xff\xff", 400, "body is not valid msgpack"),  # map declaring 4G pairs
+        (b"\x81\xa6inputs\xc6\xff\xff\xff\xff", 400, "body is not valid msgpack"),  # bin declaring 4 GiB
+        (b"\x81\xa6inputs" + b"\x91" * 100_000 + b"\x90", 400, "body is not valid msgpack"),  # deeply nested
+        (b"\x81\xa6inputs\xa2\xff\xfe", 400, "body is not valid msgpack: UnicodeDecodeError"),  # invalid UTF-8
+        (b"\x81\x01\x90", 400, "body is not valid msgpack"),  # a map key that is not a string
+        (msgpack.packb({"inputs": [[msgpack.ExtType(1, b"x")] * 22]}), 400, "ext type 1 is not accepted"),
         (msgpack.packb({"inputs": [ROW]}) + b"\x00", 400, "body is not valid msgpack"),  # trailing data
-        (msgpack.packb(msgpack.ExtType(5, b"abc")), 422, "expected an object with `inputs` or `records`, got ExtType"),
+        (msgpack.packb(msgpack.ExtType(5, b"abc")), 400, "ext type 5 is not accepted"),
         (msgpack.packb({"inputs": [[*ROW[:2], math.nan, *ROW[3:]]]}), 422,
          "non-finite value nan refused (the model's inputs must be finite) - at `$.inputs[0][2]`"),
         (msgpack.packb({"inputs": [[*ROW[:2], math.inf, *ROW[3:]]]}), 422, "non-finite value inf refused"),
@@ -163,14 +177,16 @@ def test_unknown_route_is_a_json_404(client):
     assert r.status_code == 404 and error_of(r)["code"] == "not_found"
 
 
-def test_invalid_content_length(client, server):
+@pytest.mark.parametrize("length", [b"12abc", b"-1", b"99999999999999999999999999", b"1, 2"])
+def test_invalid_content_length(client, server, length):
     import socket
 
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
         s.sendall(b"POST /v1/models/churn/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 12abc\r\n\r\n{}")
+                  b"Content-Length: " + length + b"\r\n\r\n{}")
         reply = s.recv(65536)
     assert reply.startswith(b"HTTP/1.1 400"), reply
+    assert b'"error"' in reply  # a JSON error body, never a bare text or a stack trace
 
 
 @pytest.fixture(scope="module")

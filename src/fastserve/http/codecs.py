@@ -76,9 +76,13 @@ def decode(body: bytes, fmt: str) -> Any:
             raise MalformedBody(f"body is not valid JSON: {exc}") from exc
     try:
         # msgpack bounds every container length by the buffer size, so a huge declared length fails fast.
-        return msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
+        return msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext)
     except Exception as exc:  # msgpack raises ValueError subclasses, UnicodeDecodeError, TypeError...
         raise MalformedBody(f"body is not valid msgpack: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"ext type {code} is not accepted (a predict body holds maps, arrays, strings, numbers, bin)")
 
 
 def _msgpack_default(value: Any) -> Any:
