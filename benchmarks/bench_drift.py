@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._harness import ROOT, machine, pin_self, start_fastserve, time_cases, write_results
+from benchmarks._harness import ROOT, cpu_seconds, machine, pin_self, start_fastserve, time_cases, write_results
 from benchmarks.loadgen import open_loop
 from fastserve._core.sketch import BinnedSketch
 from fastserve.config import load_model_config
@@ -93,13 +93,6 @@ def in_process(repeats: int, seconds: float) -> dict:
     }
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    import os
-
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def detection(seeds: int, windows: int, trials: int) -> dict:
     """False alarms and power of the default alert rule, per seeded reference (see the module's docstring)."""
     logging.getLogger("fastserve.drift").setLevel(logging.ERROR)  # status changes are logged; thousands here
@@ -151,10 +144,10 @@ def through_http(rate: float, seconds: float, rounds: int) -> dict:
         try:
             for _ in range(rounds):
                 for name, server in servers.items():
-                    before = _cpu_s(server.proc.pid)
+                    before = cpu_seconds(server.proc.pid)
                     run = open_loop(server.port, raws, rate, seconds)
                     summary = run.summary()
-                    cpu[name].append((_cpu_s(server.proc.pid) - before) / max(1, summary["ok"]) * 1e6)
+                    cpu[name].append((cpu_seconds(server.proc.pid) - before) / max(1, summary["ok"]) * 1e6)
                     runs[name].append(summary)
         finally:
             for server in servers.values():

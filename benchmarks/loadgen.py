@@ -58,6 +58,8 @@ class _Conn(asyncio.Protocol):
         if self.index >= 0:
             self._on_answer(self, self.index, 0)
         self.transport = None
+        if self in self._free:  # closed by the server while idle (keep-alive or header timeout): not reusable
+            self._free.remove(self)
 
 
 @dataclass
