@@ -46,7 +46,7 @@ def _extensions() -> list:
         macros.append(("CYTHON_TRACE_NOGIL", "1"))
     # No fused multiply-add: transforms must round each operation as numpy does.
     compile_args = (["-O0", "-g"] if debug else ["-O3"]) + ["-ffp-contract=off"]
-    modules = ["rows", "batcher", "transforms", "sketch"]
+    modules = ["rows", "batcher", "transforms", "sketch", "keys"]
     exts = [
         Extension(
             f"fastserve._core.{name}",

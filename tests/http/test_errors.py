@@ -68,6 +68,10 @@ def test_unknown_model_or_version(client, path, status, code, message):
         (orjson.dumps({"inputs": [[*ROW[:3], 1e39, *ROW[4:]]]}), 422, "out of the float32 range - at `$.inputs[0][3]`"),
         (orjson.dumps({"inputs": [ROW] * 4097}), 422, "batch of 4097 rows is over this model's limit of 4096"),
         (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "depth limit exceeded"),  # deeply nested
+        (b'{"inputs": [[1]], "inputs": ' + orjson.dumps([ROW]) + b"}", 400, "duplicate key 'inputs'"),
+        (b'{"records": [{"age": 1, "plan": "pro", "age": 2}]}', 400, "duplicate key 'age': which value is meant "
+         "is ambiguous - at `$.records[0]`"),
+        (b'{"inputs": [[1]], "in\\u0070uts": [[2]]}', 400, "duplicate key 'inputs'"),  # the same key, escaped
         (b'{"inputs": [[1, 2, "\xff\xfe"]]}', 400, "body is not valid JSON"),  # invalid UTF-8 inside a string
         (orjson.dumps({"records": [{"age": 1}] * 5000}), 422,
          "this model's limit of 4096 - at `$.records`"),  # a huge number of records
@@ -82,6 +86,8 @@ def test_bad_json_bodies(client, body, status, message):
     err = error_of(r)
     assert message in err["message"], err
     assert err["code"] == ("malformed_body" if status == 400 else "invalid_input")
+    if "duplicate key" in message:
+        assert err["detail"]["path"].startswith("$")
 
 
 def test_error_detail_names_the_place(client):
@@ -103,6 +109,7 @@ def tensor(dtype="float32", shape=(1, 22), data=None):
         (b"\x81\xa6inputs" + b"\x91" * 100_000 + b"\x90", 400, "body is not valid msgpack"),  # deeply nested
         (b"\x81\xa6inputs\xa2\xff\xfe", 400, "body is not valid msgpack: UnicodeDecodeError"),  # invalid UTF-8
         (b"\x81\x01\x90", 400, "body is not valid msgpack"),  # a map key that is not a string
+        (b"\x82\xa6inputs\x90\xa6inputs" + msgpack.packb([ROW]), 400, "duplicate key 'inputs'"),
         (msgpack.packb({"inputs": [[msgpack.ExtType(1, b"x")] * 22]}), 400, "ext type 1 is not accepted"),
         (msgpack.packb({"inputs": [ROW]}) + b"\x00", 400, "body is not valid msgpack"),  # trailing data
         (msgpack.packb(msgpack.ExtType(5, b"abc")), 400, "ext type 5 is not accepted"),

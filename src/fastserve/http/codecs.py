@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgpack
 import numpy as np
 import orjson
 
+from fastserve._core.keys import json_duplicate_key, msgpack_duplicate_key
 from fastserve.exceptions import MalformedBody, NotAcceptable, UnsupportedMediaType
 
 JSON = "application/json"
@@ -71,14 +73,40 @@ def decode(body: bytes, fmt: str) -> Any:
         raise MalformedBody("empty body; send an object such as {\"inputs\": [[...]]}")
     if fmt == JSON:
         try:
-            return orjson.loads(body)
+            decoded = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise MalformedBody(f"body is not valid JSON: {exc}") from exc
-    try:
-        # msgpack bounds every container length by the buffer size, so a huge declared length fails fast.
-        return msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext)
-    except Exception as exc:  # msgpack raises ValueError subclasses, UnicodeDecodeError, TypeError...
-        raise MalformedBody(f"body is not valid msgpack: {exc.__class__.__name__}: {exc}") from exc
+        scanned = json_duplicate_key(body)
+        # True: a key with escapes, and only a decoder can tell what it spells.
+        duplicate: tuple[str | bytes, str] | None = _escaped_duplicate(body) if scanned is True else scanned
+    else:
+        try:
+            # msgpack bounds every container length by the buffer size, so a huge declared length fails fast.
+            decoded = msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext)
+        except Exception as exc:  # msgpack raises ValueError subclasses, UnicodeDecodeError, TypeError...
+            raise MalformedBody(f"body is not valid msgpack: {exc.__class__.__name__}: {exc}") from exc
+        duplicate = msgpack_duplicate_key(body)
+    if duplicate is not None:
+        key, path = duplicate
+        raise MalformedBody(f"duplicate key {key!r}: which value is meant is ambiguous - at `{path}`",
+                            detail={"path": path, "key": key if isinstance(key, str) else repr(key)})
+    return decoded
+
+
+def _escaped_duplicate(body: bytes) -> tuple[str, str] | None:
+    """The first duplicate key, by decoding with the standard library (only bodies with escaped keys come here)."""
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen = set()
+        for key, _ in items:
+            if key in seen and not found:
+                found.append(key)
+            seen.add(key)
+        return dict(items)
+
+    json.loads(body, object_pairs_hook=pairs)
+    return (found[0], "$ (an object whose keys use escapes)") if found else None
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:

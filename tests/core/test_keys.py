@@ -1,0 +1,90 @@
+"""Duplicate-key detection in JSON and msgpack bodies, against the standard decoders' pair hooks."""
+
+import json
+
+import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastserve._core.keys import json_duplicate_key, msgpack_duplicate_key
+
+KEYS = st.sampled_from(["a", "b", "age", "inputs", "x y", "é", 'q"uote', "back\\slash", "{", "", "A"])
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st.floats(allow_nan=False),
+                    st.text(max_size=8), st.sampled_from(['"', "\\", "{}", "[,]", '\\"']))
+
+
+def trees(leaves):
+    """Values whose objects are lists of (key, value) pairs, so that keys may repeat."""
+    return st.recursive(leaves, lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.lists(st.tuples(KEYS, inner), max_size=5).map(lambda pairs: ("obj", pairs))), max_leaves=25)
+
+
+def to_json(value) -> str:
+    if isinstance(value, tuple) and value[0] == "obj":
+        return "{" + ",".join(json.dumps(k) + ":" + to_json(v) for k, v in value[1]) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(to_json(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def to_msgpack(value) -> bytes:
+    if isinstance(value, tuple) and value[0] == "obj":
+        pairs = value[1]
+        return _map_header(len(pairs)) + b"".join(
+            msgpack.packb(k) + to_msgpack(v) for k, v in pairs)
+    if isinstance(value, list):
+        return _array_header(len(value)) + b"".join(to_msgpack(v) for v in value)
+    return msgpack.packb(value)
+
+
+def _map_header(n: int) -> bytes:
+    return bytes([0x80 | n]) if n < 16 else b"\xde" + n.to_bytes(2, "big")
+
+
+def _array_header(n: int) -> bytes:
+    return bytes([0x90 | n]) if n < 16 else b"\xdc" + n.to_bytes(2, "big")
+
+
+def has_duplicate(value) -> bool:
+    if isinstance(value, tuple) and value[0] == "obj":
+        keys = [k for k, _ in value[1]]
+        return len(set(keys)) < len(keys) or any(has_duplicate(v) for _, v in value[1])
+    if isinstance(value, list):
+        return any(has_duplicate(v) for v in value)
+    return False
+
+
+@settings(max_examples=400, deadline=None)
+@given(trees(SCALARS))
+def test_json_agrees_with_the_structure(value):
+    text = to_json(value).encode()
+    json.loads(text)  # valid JSON
+    found = json_duplicate_key(text)
+    if found is True:  # escaped keys: the caller decodes; only keys with a backslash or quote get here
+        assert any(ch in text.decode() for ch in ("\\",))
+        return
+    assert (found is not None) == has_duplicate(value), (text, found)
+
+
+@settings(max_examples=400, deadline=None)
+@given(trees(SCALARS))
+def test_msgpack_agrees_with_the_structure(value):
+    body = to_msgpack(value)
+    msgpack.unpackb(body, strict_map_key=False)  # valid msgpack
+    assert (msgpack_duplicate_key(body) is not None) == has_duplicate(value)
+
+
+def test_paths_name_the_object_holding_the_duplicate():
+    assert json_duplicate_key(b'{"records": [{"age": 1}, {"age": 2, "plan": "x", "age": 3}]}') == \
+        ("age", "$.records[1]")
+    assert json_duplicate_key(b'{"inputs": [[1]], "inputs": [[2]]}') == ("inputs", "$")
+    assert json_duplicate_key(b'{"a": {"x": [0, {"k": 1, "k": 2}]}}') == ("k", "$.a.x[1]")
+    body = b"\x81\xa7records\x92\x81\xa3age\x01\x82\xa3age\x02\xa3age\x03"
+    assert msgpack_duplicate_key(body) == ("age", "$.records[1]")
+    assert msgpack_duplicate_key(b"\x82\xa1a\x01\xc4\x01a\x02") is None  # a string and bytes are different keys
+
+
+def test_same_keys_in_sibling_objects_are_fine():
+    assert json_duplicate_key(b'[{"a": 1}, {"a": 2}, {"b": {"a": 3}}]') is None
+    assert msgpack_duplicate_key(msgpack.packb([{"a": 1}, {"a": 2}, {"b": {"a": 3}}])) is None
