@@ -280,6 +280,12 @@ def test_admin_api_is_off_without_a_token_and_checks_it(tmp_path):
         assert r.status_code == 409 and "the only version serving" in r.json()["error"]["message"]
         assert admin(srv, "/versions/7/promote").status_code == 404
         assert httpx.post(f"{srv.url}/v1/admin/models/nope/rollback", headers=AUTH).status_code == 404
+        # Names come from the repository's own listing, never from the client: a path goes nowhere.
+        (tmp_path / "outside").mkdir()
+        for name, version in (("..%2Foutside", "1"), ("m", "..%2F..%2Foutside"), ("%2Fetc", "1"), ("m", "1%2F..")):
+            r = httpx.post(f"{srv.url}/v1/admin/models/{name}/versions/{version}/load", headers=AUTH)
+            assert r.status_code == 404, (name, version, r.text)
+            assert "Traceback" not in r.text
     finally:
         srv.stop()
 
