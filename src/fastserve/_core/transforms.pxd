@@ -43,8 +43,6 @@ cdef class Feature:
     cdef double unknown_value
     cdef Py_ssize_t buckets
     cdef double negative_sign   # hash one-hot: the value a negative hash writes (-1 with alternate_sign)
-    cdef Py_ssize_t field_index  # set by FeatureTransform
-    cdef Py_ssize_t offset       # set by FeatureTransform
 
     cdef _check(self)
 
@@ -57,11 +55,14 @@ cdef class FeatureTransform:
     cdef frozenset _field_set
     cdef PyObject** _values      # the current row's value of each field, borrowed (NULL = absent)
     cdef double* _row_buffer     # the current row, before the cast to the output dtype
+    cdef Py_ssize_t* _offsets    # per feature: its first column in the row
+    cdef Py_ssize_t* _slots      # per feature: the index of its field in `_values`
     cdef Py_ssize_t _n_fields
 
     cdef int _fail(self, Py_ssize_t i, str field, bint columnar, str why) except -1
-    cdef int _fail_value(self, Py_ssize_t i, Feature f, bint columnar, str expected) except -1
-    cdef int _number(self, Py_ssize_t i, Feature f, bint columnar, double* x) except -1
-    cdef int _category(self, Py_ssize_t i, Feature f, bint columnar, PyObject** out) except -1
+    cdef int _fail_value(self, Py_ssize_t i, Feature f, PyObject* ptr, bint columnar, str expected) except -1
+    cdef int _number(self, Py_ssize_t i, Feature f, PyObject* ptr, bint columnar, double* x) except -1
+    cdef int _category(self, Py_ssize_t i, Feature f, PyObject* ptr, bint columnar, PyObject** out) except -1
     cdef int _row(self, Py_ssize_t i, double* out, bint columnar) except -1
     cdef int _unknown_field(self, Py_ssize_t i, object keys, bint columnar) except -1
+    cdef void _free(self) noexcept

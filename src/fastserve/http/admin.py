@@ -5,15 +5,16 @@ Off unless the server has a token; every call needs `Authorization: Bearer <toke
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from fastserve.exceptions import AdminDisabled, InvalidInput, MalformedBody, Unauthorized, VersionNotFound
 from fastserve.http.endpoints import JSONResponse
+from fastserve.registry.repository import version_number
 
 
 def _authorized(request: Request) -> Any:
@@ -31,9 +32,10 @@ def _authorized(request: Request) -> Any:
 
 def _version(request: Request) -> int:
     raw = request.path_params["version"]
-    if not raw.isdigit():
+    number = version_number(raw)
+    if number is None:
         raise VersionNotFound(f"version must be a number, got {raw!r}", detail={"version": raw})
-    return int(raw)
+    return number
 
 
 async def load(request: Request) -> Response:
@@ -58,8 +60,10 @@ async def rollback(request: Request) -> Response:
 
 async def _body(request: Request) -> dict[str, Any]:
     try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError as exc:
+        # orjson, as on the predict route: it refuses NaN and nesting past 1024 levels (the stdlib's json would
+        # take NaN, and recurse until RecursionError).
+        body = orjson.loads(await request.body() or b"{}")
+    except orjson.JSONDecodeError as exc:
         raise MalformedBody(f"the body must be a JSON object: {exc}") from None
     if type(body) is not dict:
         raise InvalidInput("the body must be a JSON object - at `$`", detail={"path": "$"})
