@@ -16,7 +16,7 @@ DATA_KEYS = ("inputs", "records", "columns")
 PREDICT_KEYS = frozenset({*DATA_KEYS, "timeout_ms"})
 _TENSOR_KEYS = frozenset({"dtype", "shape", "data"})
 # Raw tensors are little-endian whatever the machine.
-_TENSOR_DTYPES = {"float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
+TENSOR_DTYPES = {"float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
 
 
 def _type_name(value: Any) -> str:
@@ -136,8 +136,8 @@ def _from_tensor(tensor: dict[str, Any], session: ModelSession, options: InputOp
         raise InvalidInput(f"a tensor has exactly `dtype`, `shape`, `data` (missing {missing}, unknown {extra})"
                            " - at `$.inputs`", detail={"path": "$.inputs", "missing": missing, "unknown": extra})
     dtype, shape, data = tensor["dtype"], tensor["shape"], tensor["data"]
-    if type(dtype) is not str or dtype not in _TENSOR_DTYPES:
-        raise InvalidInput(f"tensor dtype must be one of {', '.join(_TENSOR_DTYPES)}, got {_shown(dtype)} - at "
+    if type(dtype) is not str or dtype not in TENSOR_DTYPES:
+        raise InvalidInput(f"tensor dtype must be one of {', '.join(TENSOR_DTYPES)}, got {_shown(dtype)} - at "
                            "`$.inputs.dtype`", detail={"path": "$.inputs.dtype"})
     if (type(shape) is not list or len(shape) != 2 or any(type(s) is not int or s < 0 for s in shape)):
         raise InvalidInput(f"tensor shape must be [rows, features] with non-negative integers, got {_shown(shape)}"
@@ -150,7 +150,7 @@ def _from_tensor(tensor: dict[str, Any], session: ModelSession, options: InputOp
     if type(data) is not bytes:
         raise InvalidInput(f"tensor data must be raw bytes (msgpack bin), got {_type_name(data)} - at "
                            "`$.inputs.data`", detail={"path": "$.inputs.data"})
-    source = np.dtype(_TENSOR_DTYPES[dtype])
+    source = np.dtype(TENSOR_DTYPES[dtype])
     expected = rows * width * source.itemsize
     if len(data) != expected:
         raise InvalidInput(f"tensor data has {len(data)} bytes; shape {shape} of {dtype} needs {expected} - at "
