@@ -26,3 +26,15 @@ def hang_guard() -> Iterator[None]:
     faulthandler.dump_traceback_later(HANG_S, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def models_loaded() -> None:
+    """The targets' models load once, before any example runs: a first example must not pay for it against its
+    deadline."""
+    from tests.fuzz import targets
+
+    targets.churn_session()
+    targets.double_session()
+    for strict in (False, True):
+        targets.churn_transform(strict)

@@ -110,8 +110,9 @@ def tensors(width: int) -> st.SearchStrategy[dict[Any, Any]]:
         size = np.dtype({"float32": "<f4", "float64": "<f8", "int32": "<i4"}.get(d, "<i8")).itemsize if (
             type(d) is str) else 4
         count = n * width if n >= 0 else abs(n)
-        data = (np.full(count, fill, dtype="<f8").astype(f"<f{size}" if size in (4, 8) else "<f8").tobytes()
-                if isinstance(d, str) and d.startswith("float") else bytes(count * size))
+        with np.errstate(over="ignore"):  # a huge fill becomes inf in float32: a value to refuse, on purpose
+            data = (np.full(count, fill, dtype="<f8").astype(f"<f{size}" if size in (4, 8) else "<f8").tobytes()
+                    if isinstance(d, str) and d.startswith("float") else bytes(count * size))
         return {"dtype": d, "shape": s, "data": data, **extra}
 
     return st.builds(tensor, dtype, shape, st.integers(-3, 3), floats,
@@ -177,6 +178,19 @@ def check_predict_inputs(payload: Any, double: bool, allow_non_finite: bool, str
         raise AssertionError("non-finite values accepted")
     if timeout is not None and not 0 < timeout < 1e9:
         raise AssertionError(f"timeout {timeout!r} accepted")
+
+
+def check_predict_body_bytes(data: bytes) -> None:
+    """Raw bytes through the whole decoding path: the first byte picks the format and the model's options, the rest
+    is the body. A fuzzer mutating bytes reaches `predict_inputs` with whatever msgpack or JSON decodes to."""
+    if not data:
+        return
+    flags, body = data[0], data[1:]
+    try:
+        payload = decode(body, MSGPACK if flags & 1 else JSON)
+    except MalformedBody:
+        return
+    check_predict_inputs(payload, bool(flags & 2), bool(flags & 4), bool(flags & 8), (1, 3, 4096, 4096)[flags >> 6])
 
 
 def _first_bad_cell(rows: list[Any], width: int, allow_non_finite: bool, float32: bool) -> str | None:

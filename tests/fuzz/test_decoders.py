@@ -31,3 +31,10 @@ def test_predict_inputs_any_object(payload, double, allow_non_finite, strict, ma
 @given(st.booleans(), targets.records(), targets.columns())
 def test_churn_transform_near_valid(strict, records, columns):
     targets.check_churn_transform(strict, records, columns)
+
+
+@fuzz_settings(300)
+@given(st.binary(max_size=200) | st.builds(lambda flags, body: bytes([flags]) + body, st.integers(0, 255),
+                                            targets.encoded_bodies()))
+def test_predict_body_bytes(data):
+    targets.check_predict_body_bytes(data)

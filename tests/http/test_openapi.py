@@ -43,9 +43,20 @@ def _from_msgpack(ctx: Any, response: Any) -> Any:
     return msgpack.unpackb(response.content)
 
 
+def _msgpack_ints(value: Any) -> Any:
+    """msgpack holds integers of 64 bits at most; a client with a larger one can only send it as a float."""
+    if isinstance(value, dict):
+        return {k: _msgpack_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_msgpack_ints(v) for v in value]
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        return float(value) if abs(value) < 2**1023 else float("inf") * (1 if value > 0 else -1)
+    return value
+
+
 @schemathesis.serializer("application/msgpack")
 def _to_msgpack(ctx: Any, value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    return msgpack.packb(_msgpack_ints(value), use_bin_type=True)
 
 
 @pytest.fixture(scope="module")
