@@ -100,6 +100,14 @@ def test_document_lists_every_route_and_is_served_as_built(client):
         == sorted(ROUTES)
 
 
+def test_document_is_valid_openapi_3_1():
+    import jsonschema_rs
+    from schemathesis.specs.openapi.definitions import OPENAPI_31  # the OpenAPI 3.1 schema, as schemathesis ships it
+
+    errors = [str(e) for e in jsonschema_rs.validator_for(OPENAPI_31).iter_errors(document())]
+    assert errors == []
+
+
 def test_predict_documents_every_status_it_answers(client):
     predict = document()["paths"]["/v1/models/{name}/predict"]["post"]
     assert set(predict["responses"]) == {"200", "400", "404", "406", "413", "415", "422", "429", "500", "503"}
