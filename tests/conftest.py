@@ -28,7 +28,7 @@ def free_port() -> int:
 class Server:
     """A fastserve process; `url` is its base address."""
 
-    def __init__(self, models_dir: Path, *args: str) -> None:
+    def __init__(self, models_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"fastserve-test-{self.port}.log"
@@ -36,7 +36,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fastserve", "serve", str(models_dir), "--port", str(self.port),
              "--log-level", "info", *args],
-            stdout=self._log_file, stderr=subprocess.STDOUT,
+            stdout=self._log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
 
     def wait_ready(self, timeout: float = 30.0, ready_status: int = 200) -> None:
@@ -63,8 +63,9 @@ class Server:
         return self.log.read_text()
 
 
-def start_server(models_dir: Path, *args: str, ready_status: int = 200) -> Server:
-    server = Server(models_dir, *args)
+def start_server(models_dir: Path, *args: str, ready_status: int = 200, env: dict[str, str] | None = None) -> Server:
+    """A server on `models_dir`, ready; `env` is added to this process's environment for it."""
+    server = Server(models_dir, *args, env=env)
     try:
         server.wait_ready(ready_status=ready_status)
     except Exception:

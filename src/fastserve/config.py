@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -279,12 +280,23 @@ def _share(table: TomlTable, key: str, default: float | None) -> float:
     return float(value)
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110 token)
+
+
+def sticky_key_error(sticky: str) -> str | None:
+    """Why `sticky` cannot be a canary's sticky key (a record field, or `header:` and a header name), or None."""
+    if not sticky or (sticky.startswith("header:") and not _HEADER_NAME.fullmatch(sticky[len("header:"):])):
+        return f"`sticky_key` must name a record field, or a header as `header:X-User-Id`, got {sticky!r}"
+    return None
+
+
 def parse_canary(table: TomlTable) -> CanaryOptions:
     version = table.need("version", int)
     weight = _share(table, "weight", None)
     sticky = table.take("sticky_key", str, None)
-    if sticky is not None and (not sticky or sticky == "header:"):
-        raise table.fail("`sticky_key` must name a record field, or a header as `header:X-User-Id`")
+    why = sticky_key_error(sticky) if sticky is not None else None
+    if why is not None:
+        raise table.fail(why)
     table.done()
     return CanaryOptions(version=version, weight=weight, sticky_key=sticky)
 

@@ -50,6 +50,7 @@ cdef class BatchQueue:
 
     cdef inline void _pop_head(self) noexcept
     cdef inline void _skip_dead(self) noexcept
+    cdef void _compact(self) noexcept
     cdef inline void _note_arrival(self, int64_t now_ns) noexcept
     cpdef void ran_alone(self, Py_ssize_t rows, int64_t now_ns, int64_t run_ns) noexcept
     cpdef int push(self, int64_t ticket, Py_ssize_t rows, int64_t now_ns, int64_t deadline_ns)

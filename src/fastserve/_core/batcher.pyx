@@ -142,6 +142,24 @@ cdef class BatchQueue:
         while self._count > 0 and not self._alive[self._head]:
             self._pop_head()
 
+    cdef void _compact(self) noexcept:
+        # A cancelled request keeps its slot until it reaches the head, so the ring may be full of slots while rows
+        # are free: drop every dead slot, keeping the live ones in order from the head.
+        cdef Py_ssize_t k, src, dst, kept = 0
+        for k in range(self._count):
+            src = (self._head + k) % self._cap
+            if not self._alive[src]:
+                continue
+            dst = (self._head + kept) % self._cap
+            if dst != src:
+                self._ticket[dst] = self._ticket[src]
+                self._rows[dst] = self._rows[src]
+                self._enqueued[dst] = self._enqueued[src]
+                self._deadline[dst] = self._deadline[src]
+                self._alive[dst] = 1
+            kept += 1
+        self._count = kept
+
     cpdef int64_t backlog_ns(self, int64_t now_ns) noexcept:
         """Expected time before a request pushed now could start running."""
         cdef int64_t busy = 0
@@ -180,7 +198,7 @@ cdef class BatchQueue:
         cdef Py_ssize_t i
         if rows < 1:
             raise ValueError(f"a request has at least one row, got {rows}")
-        if self.queued_rows + rows > self.max_queue_rows:
+        if rows > self.max_queue_rows - self.queued_rows:  # not `queued + rows > max`: that sum may overflow
             self._shed_full += 1
             return QUEUE_FULL
         if deadline_ns != INT64_MAX and (
@@ -188,6 +206,8 @@ cdef class BatchQueue:
             self._shed_late += 1
             return CANNOT_MEET_DEADLINE
         self._note_arrival(now_ns)
+        if self._count == self._cap:
+            self._compact()  # live requests hold at most max_queue_rows - rows slots: room is made
         i = (self._head + self._count) % self._cap
         self._ticket[i] = ticket
         self._rows[i] = rows

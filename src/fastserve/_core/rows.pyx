@@ -28,6 +28,15 @@ cdef str type_name(object value):
     return type(value).__name__
 
 
+cdef str shown(object value):
+    # repr() of an int over 4300 digits raises ValueError, and a client's value may be long: quote a bounded prefix.
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<{type_name(value)} too long to show>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 cdef int _raise_value(object value, str path, Py_ssize_t i, Py_ssize_t j, str why) except -1:
     raise InvalidInput(
         f"{why} - at `{path}[{i}][{j}]`",
@@ -59,6 +68,8 @@ cpdef Py_ssize_t fill_rows(list rows, real[:, ::1] out, bint allow_non_finite, s
     int or float (bools and strings included), a value that overflows the output dtype, and NaN/Inf unless
     `allow_non_finite`. Returns the number of rows written.
     """
+    if rows is None or out is None:
+        raise TypeError("fill_rows takes a list of rows and a matrix, not None")
     cdef Py_ssize_t n = PyList_GET_SIZE(rows)
     cdef Py_ssize_t d = out.shape[1]
     cdef Py_ssize_t i, j, width
@@ -92,7 +103,7 @@ cpdef Py_ssize_t fill_rows(list rows, real[:, ::1] out, bint allow_non_finite, s
 
 
 cpdef Py_ssize_t first_non_finite(const real[:, ::1] x) noexcept:
-    """Flat index of the first NaN or Inf in `x`, or -1 when every value is finite."""
+    """Flat index of the first NaN or Inf in `x`, or -1 when every value is finite (and for None)."""
     cdef Py_ssize_t i, j
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
     with nogil:

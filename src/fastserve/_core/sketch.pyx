@@ -15,6 +15,12 @@ cdef int MAX_EDGES = 63
 MAX_BINS = MAX_EDGES + 1
 
 
+def _unsorted(e):
+    # Compared, not subtracted: np.diff overflows (and warns) between edges of opposite signs near the float limits.
+    n = e.shape[0]
+    return bool(np.isnan(e).any() or (n > 1 and (e[1:] < e[:n - 1]).any()))
+
+
 cdef class BinnedSketch:
     """Counts for `n_columns` columns; column j has bins cut at `edges[j]` (sorted, at most 63 edges)."""
 
@@ -27,8 +33,8 @@ cdef class BinnedSketch:
         counts = np.zeros(n, dtype=np.intc)
         for j in range(n):
             e = np.asarray(edges[j], dtype=np.float64)
-            if e.ndim != 1 or e.shape[0] > MAX_EDGES or (e.shape[0] > 1 and (np.diff(e) < 0).any()):
-                raise ValueError(f"column {j}: edges must be a sorted list of at most {MAX_EDGES} numbers")
+            if e.ndim != 1 or e.shape[0] > MAX_EDGES or _unsorted(e):
+                raise ValueError(f"column {j}: edges must be a sorted list of at most {MAX_EDGES} numbers (no NaN)")
             padded[j, :e.shape[0]] = e
             counts[j] = e.shape[0]
         self.edges = padded
@@ -44,7 +50,7 @@ cdef class BinnedSketch:
         self.sum_sq = np.zeros(n, dtype=np.float64)
         self.rows = 0
 
-    def update(self, const float[:, ::1] x):
+    def update(self, const float[:, ::1] x not None):
         """Count every value of `x` ([rows, n_columns], float32, C order). Releases the GIL."""
         if x.shape[1] != self.n_columns:
             raise ValueError(f"batch has {x.shape[1]} columns, the sketch {self.n_columns}")
@@ -101,7 +107,7 @@ cdef class BinnedSketch:
     def _edges(self):
         return np.asarray(self.edges)
 
-    def merge(self, BinnedSketch other):
+    def merge(self, BinnedSketch other not None):
         """Add `other`'s counts (same edges) into this one: sketches of parts merge into the sketch of the whole."""
         if other.n_columns != self.n_columns or not np.array_equal(other._edges(), self._edges()):
             raise ValueError("only sketches with the same edges merge")
@@ -121,7 +127,9 @@ cdef class BinnedSketch:
         return other
 
     def bin_counts(self, Py_ssize_t j):
-        """Column j's counts, one per bin (n_edges + 1 bins)."""
+        """Column j's counts, one per bin (n_edges + 1 bins); ValueError for a column the sketch does not have."""
+        if not 0 <= j < self.n_columns:
+            raise ValueError(f"column {j} out of range: the sketch has {self.n_columns} columns")
         return np.asarray(self.counts[j, :self.n_edges[j] + 1]).copy()
 
     @property

@@ -43,9 +43,6 @@ cdef class Feature:
     cdef double unknown_value
     cdef Py_ssize_t buckets
     cdef double negative_sign   # hash one-hot: the value a negative hash writes (-1 with alternate_sign)
-    cdef Py_ssize_t field_index  # set by FeatureTransform
-    cdef Py_ssize_t offset       # set by FeatureTransform
-    cdef bint raw_writer         # set by FeatureTransform: this feature writes its field's raw code
 
     cdef _check(self)
 
@@ -59,12 +56,16 @@ cdef class FeatureTransform:
     cdef frozenset _field_set
     cdef PyObject** _values      # the current row's value of each field, borrowed (NULL = absent)
     cdef double* _row_buffer     # the current row, before the cast to the output dtype
+    cdef Py_ssize_t* _offsets    # per feature: its first column in the row
+    cdef Py_ssize_t* _slots      # per feature: the index of its field in `_values`
+    cdef Py_ssize_t* _raw_slots  # per feature: its field's index when it writes the field's raw code, else -1
     cdef Py_ssize_t _n_fields
 
     cdef int _fail(self, Py_ssize_t i, str field, bint columnar, str why) except -1
-    cdef int _fail_value(self, Py_ssize_t i, Feature f, bint columnar, str expected) except -1
-    cdef int _number(self, Py_ssize_t i, Feature f, bint columnar, double* x) except -1
-    cdef int _category(self, Py_ssize_t i, Feature f, bint columnar, PyObject** out) except -1
+    cdef int _fail_value(self, Py_ssize_t i, Feature f, PyObject* ptr, bint columnar, str expected) except -1
+    cdef int _number(self, Py_ssize_t i, Feature f, PyObject* ptr, bint columnar, double* x) except -1
+    cdef int _category(self, Py_ssize_t i, Feature f, PyObject* ptr, bint columnar, PyObject** out) except -1
     cdef int _row(self, Py_ssize_t i, double* out, double* raw, bint columnar) except -1
     cdef int _check_raw(self, double[:, ::1] raw, Py_ssize_t n) except -1
     cdef int _unknown_field(self, Py_ssize_t i, object keys, bint columnar) except -1
+    cdef void _free(self) noexcept

@@ -19,7 +19,7 @@ from cpython.unicode cimport PyUnicode_Check
 from libc.math cimport INFINITY, NAN, isfinite, isnan, log1p
 from libc.stdint cimport int32_t, uint32_t
 
-from fastserve._core.rows cimport type_name
+from fastserve._core.rows cimport shown, type_name
 
 import numpy as np
 
@@ -135,6 +135,9 @@ cdef class Feature:
         self.kind_name = kind
         self.width = width
         ops = ops or []
+        for op, _, _ in ops:
+            if op not in _OPS:
+                raise ValueError(f"feature {name!r}: unknown op {op!r}; expected one of {', '.join(_OPS)}")
         self.ops = np.array([_OPS[op] for op, _, _ in ops], dtype=np.intc)
         self.op_a = np.array([a for _, a, _ in ops], dtype=np.float64)
         self.op_b = np.array([b for _, _, b in ops], dtype=np.float64)
@@ -151,12 +154,19 @@ cdef class Feature:
         self.impute_number = NAN
         self.impute_category = impute
         if self.kind <= BUCKET_ONEHOT and impute is not None:
-            self.impute_number = float(impute)
+            try:
+                self.impute_number = float(impute)
+            except OverflowError:
+                raise ValueError(f"feature {name!r}: impute {shown(impute)} is too large for a float") from None
         self.negative_sign = -1.0 if alternate_sign else 1.0
         self._check()
 
     cdef _check(self):
         cdef Py_ssize_t slot, n_slots
+        if self.width < 1:
+            raise ValueError(f"feature {self.name!r}: width must be >= 1, got {self.width}")
+        if self.kind >= HASH_ORDINAL and self.has_impute and not isinstance(self.impute_category, str):
+            raise ValueError(f"feature {self.name!r}: a hashed feature imputes a string, got {self.impute_category!r}")
         if self.kind == NUMBER or self.kind == BUCKET_ORDINAL or self.kind == CATEGORY_ORDINAL \
                 or self.kind == HASH_ORDINAL:
             if self.width != 1:
@@ -170,9 +180,9 @@ cdef class Feature:
             raise ValueError(f"feature {self.name!r}: buckets must be >= 1")
         if self.kind == CATEGORY_ORDINAL or self.kind == CATEGORY_ONEHOT:
             n_slots = self.values.shape[0] if self.kind == CATEGORY_ORDINAL else self.columns.shape[0]
-            for slot in self.lookup.values():
-                if not 0 <= slot < n_slots:
-                    raise ValueError(f"feature {self.name!r}: slot {slot} outside 0..{n_slots - 1}")
+            for value in self.lookup.values():
+                if type(value) is not int or not 0 <= value < n_slots:
+                    raise ValueError(f"feature {self.name!r}: slot {value!r} is not an integer in 0..{n_slots - 1}")
         if self.kind == CATEGORY_ONEHOT:
             for slot in range(self.columns.shape[0]):
                 if not -1 <= self.columns[slot] < self.width:
@@ -197,27 +207,43 @@ cdef class FeatureTransform:
     def __cinit__(self):
         self._values = NULL
         self._row_buffer = NULL
+        self._offsets = NULL
+        self._slots = NULL
+        self._raw_slots = NULL
 
     def __init__(self, features, bint strict=False):
         cdef Feature f
-        cdef Py_ssize_t offset = 0
+        cdef Py_ssize_t offset = 0, n
+        features = tuple(features)
+        for f in features:
+            if f is None:
+                raise TypeError("a feature transform takes Feature objects, got None")
+        if not features:
+            raise ValueError("a feature transform needs at least one feature")
+        # Where each feature reads and writes belongs to the transform, not the Feature: one Feature may serve in
+        # several transforms (versions sharing the model's spec) at different places.
+        self._free()
+        self._offsets = <Py_ssize_t*>PyMem_Malloc(len(features) * sizeof(Py_ssize_t))
+        self._slots = <Py_ssize_t*>PyMem_Malloc(len(features) * sizeof(Py_ssize_t))
+        self._raw_slots = <Py_ssize_t*>PyMem_Malloc(len(features) * sizeof(Py_ssize_t))
+        if self._offsets == NULL or self._slots == NULL or self._raw_slots == NULL:
+            raise MemoryError()
         fields = []
         index = {}
         writers = {}
-        for f in features:
+        for n, f in enumerate(features):
             if f.field not in index:
                 index[f.field] = len(fields)
                 fields.append(f.field)
-            f.field_index = index[f.field]
-            f.offset = offset
+            self._slots[n] = index[f.field]
+            self._offsets[n] = offset
             offset += f.width
-            f.raw_writer = f.kind < HASH_ORDINAL and f.field not in writers
-            if f.raw_writer:
+            self._raw_slots[n] = -1
+            if f.kind < HASH_ORDINAL and f.field not in writers:
                 writers[f.field] = f
+                self._raw_slots[n] = index[f.field]
         self.raw_features = tuple(writers.get(name) for name in fields)
-        if not fields:
-            raise ValueError("a feature transform needs at least one feature")
-        self.features = tuple(features)
+        self.features = features
         # Interned keys: a record decoded from JSON or msgpack hashes and compares them fastest.
         self.fields = tuple(fields)
         self._field_set = frozenset(fields)
@@ -230,20 +256,31 @@ cdef class FeatureTransform:
             raise MemoryError()
 
     def __dealloc__(self):
+        self._free()
+
+    cdef void _free(self) noexcept:
         PyMem_Free(self._values)
         PyMem_Free(self._row_buffer)
+        PyMem_Free(self._offsets)
+        PyMem_Free(self._slots)
+        PyMem_Free(self._raw_slots)
+        self._values = NULL
+        self._row_buffer = NULL
+        self._offsets = NULL
+        self._slots = NULL
+        self._raw_slots = NULL
 
     cdef int _fail(self, Py_ssize_t i, str field, bint columnar, str why) except -1:
         path = f"$.columns.{field}[{i}]" if columnar else f"$.records[{i}].{field}"
         raise InvalidInput(f"{why} - at `{path}`", detail={"path": path, "record": i, "field": field})
 
-    cdef int _fail_value(self, Py_ssize_t i, Feature f, bint columnar, str expected) except -1:
-        value = <object>self._values[f.field_index]
-        self._fail(i, f.field, columnar, f"expected {expected}, got {type_name(value)} {value!r}")
+    cdef int _fail_value(self, Py_ssize_t i, Feature f, PyObject* ptr, bint columnar, str expected) except -1:
+        value = <object>ptr
+        self._fail(i, f.field, columnar, f"expected {expected}, got {type_name(value)} {shown(value)}")
 
-    cdef int _number(self, Py_ssize_t i, Feature f, bint columnar, double* x) except -1:
-        """The field as a double in `x`: READ_OK, or READ_MISSING for absent, null and NaN."""
-        cdef PyObject* ptr = self._values[f.field_index]
+    cdef int _number(self, Py_ssize_t i, Feature f, PyObject* ptr, bint columnar, double* x) except -1:
+        """The field's value (`ptr`, NULL when absent) as a double in `x`: READ_OK, or READ_MISSING for absent,
+        null and NaN."""
         cdef object value
         if ptr == NULL:
             return READ_MISSING
@@ -254,7 +291,7 @@ cdef class FeatureTransform:
             try:
                 x[0] = PyLong_AsDouble(value)
             except OverflowError:
-                self._fail(i, f.field, columnar, f"integer {value} is too large for a float")
+                self._fail(i, f.field, columnar, f"integer of {value.bit_length()} bits is too large for a float")
         elif value is None:
             return READ_MISSING
         elif PyFloat_Check(value):
@@ -262,16 +299,16 @@ cdef class FeatureTransform:
         elif PyLong_Check(value) and not isinstance(value, bool):
             x[0] = PyLong_AsDouble(value)
         else:
-            self._fail_value(i, f, columnar, "a number")
+            self._fail_value(i, f, ptr, columnar, "a number")
         if isnan(x[0]):
             return READ_MISSING
         if not isfinite(x[0]):
             self._fail(i, f.field, columnar, f"expected a finite number, got {x[0]!r}")
         return READ_OK
 
-    cdef int _category(self, Py_ssize_t i, Feature f, bint columnar, PyObject** out) except -1:
-        """The field as a category object in `out`: READ_OK, or READ_MISSING for absent, null and NaN."""
-        cdef PyObject* ptr = self._values[f.field_index]
+    cdef int _category(self, Py_ssize_t i, Feature f, PyObject* ptr, bint columnar, PyObject** out) except -1:
+        """The field's value (`ptr`, NULL when absent) as a category object in `out`: READ_OK, or READ_MISSING for
+        absent, null and NaN."""
         cdef object value
         if ptr == NULL:
             return READ_MISSING
@@ -280,31 +317,36 @@ cdef class FeatureTransform:
             return READ_MISSING
         if f.strings or f.kind >= HASH_ORDINAL:
             if not PyUnicode_Check(value):
-                self._fail_value(i, f, columnar, "a string")
+                self._fail_value(i, f, ptr, columnar, "a string")
         elif isinstance(value, bool) or not (PyLong_Check(value) or PyFloat_Check(value)):
-            self._fail_value(i, f, columnar, "an integer")
+            self._fail_value(i, f, ptr, columnar, "an integer")
         out[0] = ptr
         return READ_OK
 
     cdef int _row(self, Py_ssize_t i, double* out, double* raw, bint columnar) except -1:
         cdef Feature f
-        cdef Py_ssize_t j, k, c, slot, size
+        cdef Py_ssize_t j, k, c, slot, size, n = 0
         cdef double x
+        cdef PyObject* ptr
         cdef PyObject* category
         cdef PyObject* found
         cdef object value
-        cdef const char* utf8
+        cdef const char* utf8 = NULL
         cdef int32_t h
         cdef Read read
+        cdef Py_ssize_t raw_slot
         if raw != NULL:
             for k in range(self._n_fields):
                 raw[k] = NAN
         for f in self.features:
-            c = f.offset
+            c = self._offsets[n]
+            ptr = self._values[self._slots[n]]
+            raw_slot = self._raw_slots[n] if raw != NULL else -1
+            n += 1
             if f.kind <= BUCKET_ONEHOT:
-                read = <Read>self._number(i, f, columnar, &x)
-                if raw != NULL and f.raw_writer and read == READ_OK:
-                    raw[f.field_index] = x
+                read = <Read>self._number(i, f, ptr, columnar, &x)
+                if raw_slot >= 0 and read == READ_OK:
+                    raw[raw_slot] = x
                 if read == READ_MISSING:
                     if not f.has_impute:
                         self._fail(i, f.field, columnar, "missing required field (a number)")
@@ -335,13 +377,17 @@ cdef class FeatureTransform:
                         out[c + k] = 0
                     out[c + slot] = 1
                 continue
-            read = <Read>self._category(i, f, columnar, &category)
+            read = <Read>self._category(i, f, ptr, columnar, &category)
             if read == READ_MISSING:
                 if not f.has_impute:
                     self._fail(i, f.field, columnar, "missing required field (a category)")
                 category = <PyObject*>f.impute_category
             if f.kind >= HASH_ORDINAL:
-                utf8 = PyUnicode_AsUTF8AndSize(<object>category, &size)
+                try:
+                    utf8 = PyUnicode_AsUTF8AndSize(<object>category, &size)
+                except UnicodeEncodeError:  # a lone surrogate has no UTF-8 bytes to hash
+                    self._fail(i, f.field, columnar, f"expected a string of Unicode characters, got "
+                                                     f"{shown(<object>category)}")
                 h = murmurhash3_32(<const unsigned char*>utf8, size, 0)
                 slot = _hash_bucket(h, f.buckets)
                 x = f.negative_sign if h < 0 else 1.0
@@ -356,13 +402,13 @@ cdef class FeatureTransform:
             if found == NULL:
                 if f.unknown == UNKNOWN_ERROR:
                     known = list(f.lookup)
-                    shown = ", ".join(repr(v) for v in known[:20]) + (", ..." if len(known) > 20 else "")
-                    self._fail(i, f.field, columnar, f"unknown category {<object>category!r} (known: {shown})")
+                    known_shown = ", ".join(repr(v) for v in known[:20]) + (", ..." if len(known) > 20 else "")
+                    self._fail(i, f.field, columnar, f"unknown category {shown(<object>category)} (known: {known_shown})")
                 slot = -1
             else:
                 slot = PyLong_AsSsize_t(<object>found)
-            if raw != NULL and f.raw_writer and read == READ_OK:
-                raw[f.field_index] = slot
+            if raw_slot >= 0 and read == READ_OK:
+                raw[raw_slot] = slot
             if f.kind == CATEGORY_ORDINAL:
                 out[c] = (f.values[slot] if slot >= 0 else f.unknown_value)
                 continue
@@ -387,7 +433,7 @@ cdef class FeatureTransform:
             raise ValueError(f"raw has shape ({raw.shape[0]}, {raw.shape[1]}), needs ({n}, {self._n_fields})")
         return 0
 
-    def fill_records(self, list records, real[:, ::1] out, double[:, ::1] raw=None):
+    def fill_records(self, list records not None, real[:, ::1] out not None, double[:, ::1] raw=None):
         """Write one row per record (a dict) into `out`, of shape (len(records), width), and the fields' raw codes
         into `raw` when given."""
         cdef Py_ssize_t n = PyList_GET_SIZE(records), i, k, present
@@ -413,7 +459,7 @@ cdef class FeatureTransform:
                 out[i, k] = <real>self._row_buffer[k]
         return n
 
-    def count_columns(self, dict columns):
+    def count_columns(self, dict columns not None):
         """The number of rows in a columns object: every column is a list, all of one length. Checks fields."""
         cdef Py_ssize_t n = -1
         first = None
@@ -437,7 +483,7 @@ cdef class FeatureTransform:
                                detail={"path": "$.columns"})
         return n
 
-    def fill_columns(self, dict columns, real[:, ::1] out, double[:, ::1] raw=None):
+    def fill_columns(self, dict columns not None, real[:, ::1] out not None, double[:, ::1] raw=None):
         """Write row i from the i-th value of every column into `out` (and the raw codes into `raw`, as
         `fill_records` does); call `count_columns` first."""
         cdef Py_ssize_t n = out.shape[0], i, k

@@ -5,15 +5,17 @@ Off unless the server has a token; every call needs `Authorization: Bearer <toke
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fastserve.config import sticky_key_error
 from fastserve.exceptions import AdminDisabled, InvalidInput, MalformedBody, Unauthorized, VersionNotFound
 from fastserve.http.endpoints import JSONResponse
+from fastserve.registry.repository import version_number
 
 
 def _authorized(request: Request) -> Any:
@@ -31,9 +33,10 @@ def _authorized(request: Request) -> Any:
 
 def _version(request: Request) -> int:
     raw = request.path_params["version"]
-    if not raw.isdigit():
+    number = version_number(raw)
+    if number is None:
         raise VersionNotFound(f"version must be a number, got {raw!r}", detail={"version": raw})
-    return int(raw)
+    return number
 
 
 async def load(request: Request) -> Response:
@@ -58,8 +61,10 @@ async def rollback(request: Request) -> Response:
 
 async def _body(request: Request) -> dict[str, Any]:
     try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError as exc:
+        # orjson, as on the predict route: it refuses NaN and nesting past 1024 levels (the stdlib's json would
+        # take NaN, and recurse until RecursionError).
+        body = orjson.loads(await request.body() or b"{}")
+    except orjson.JSONDecodeError as exc:
         raise MalformedBody(f"the body must be a JSON object: {exc}") from None
     if type(body) is not dict:
         raise InvalidInput("the body must be a JSON object - at `$`", detail={"path": "$"})
@@ -83,6 +88,10 @@ async def set_canary(request: Request) -> Response:
     the current canary's weight (0 stops it)."""
     registry = _authorized(request)
     body = _checked(await _body(request), {"version": (int,), "weight": (int, float), "sticky_key": (str,)})
+    sticky = body.get("sticky_key")
+    why = sticky_key_error(sticky) if sticky is not None else None
+    if why is not None:  # a header name is sent as latin-1 by HTTP: anything else can never match
+        raise InvalidInput(f"{why} - at `$.sticky_key`", detail={"path": "$.sticky_key"})
     weight = body.get("weight")
     model = await registry.set_canary(request.path_params["name"], body.get("version"),
                                       float(weight) if weight is not None else None, body.get("sticky_key"))
@@ -119,15 +128,23 @@ async def reload(request: Request) -> Response:
     return JSONResponse({"models": [m.status() for _, m in sorted(registry.models.items())]})
 
 
+def _by_method(**endpoints: Any) -> Any:
+    """One route for a path with several methods: two Routes on one path would each answer 405 with only their own
+    method in `Allow`."""
+    async def dispatch(request: Request) -> Response:
+        return await endpoints[request.method](request)
+    return dispatch
+
+
 ROUTES = [
     Route("/v1/admin/models/{name}/versions/{version}/load", load, methods=["POST"]),
     Route("/v1/admin/models/{name}/versions/{version}/unload", unload, methods=["POST"]),
     Route("/v1/admin/models/{name}/versions/{version}/promote", promote, methods=["POST"]),
     Route("/v1/admin/models/{name}/rollback", rollback, methods=["POST"]),
-    Route("/v1/admin/models/{name}/canary", set_canary, methods=["POST"]),
-    Route("/v1/admin/models/{name}/canary", remove_canary, methods=["DELETE"]),
+    Route("/v1/admin/models/{name}/canary", _by_method(POST=set_canary, DELETE=remove_canary),
+          methods=["POST", "DELETE"]),
     Route("/v1/admin/models/{name}/canary/promote", promote_canary, methods=["POST"]),
-    Route("/v1/admin/models/{name}/shadows/{version}", add_shadow, methods=["POST"]),
-    Route("/v1/admin/models/{name}/shadows/{version}", remove_shadow, methods=["DELETE"]),
+    Route("/v1/admin/models/{name}/shadows/{version}", _by_method(POST=add_shadow, DELETE=remove_shadow),
+          methods=["POST", "DELETE"]),
     Route("/v1/admin/reload", reload, methods=["POST"]),
 ]

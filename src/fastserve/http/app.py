@@ -40,6 +40,7 @@ class App:
                 Route("/healthz", endpoints.healthz, methods=["GET"]),
                 Route("/readyz", endpoints.readyz, methods=["GET"]),
                 Route("/metrics", endpoints.metrics, methods=["GET"]),
+                Route("/openapi.json", endpoints.openapi_document, methods=["GET"]),
                 *admin.ROUTES,
             ],
             exception_handlers={FastserveError: endpoints.fastserve_error, HTTPException: endpoints.http_error},

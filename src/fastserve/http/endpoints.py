@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from fastserve.exceptions import FastserveError
 from fastserve.http.errors import error_body, error_headers, status_for
+from fastserve.http.openapi import document_bytes
 from fastserve.metrics import PROMETHEUS_CONTENT_TYPE
 
 
@@ -62,6 +63,10 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     return Response(_app(request).metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
+
+
+async def openapi_document(request: Request) -> Response:
+    return Response(document_bytes(), media_type="application/json")
 
 
 async def fastserve_error(request: Request, exc: Exception) -> Response:

@@ -16,7 +16,7 @@ DATA_KEYS = ("inputs", "records", "columns")
 PREDICT_KEYS = frozenset({*DATA_KEYS, "timeout_ms"})
 _TENSOR_KEYS = frozenset({"dtype", "shape", "data"})
 # Raw tensors are little-endian whatever the machine.
-_TENSOR_DTYPES = {"float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
+TENSOR_DTYPES = {"float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
 
 
 def _type_name(value: Any) -> str:
@@ -24,10 +24,25 @@ def _type_name(value: Any) -> str:
         type(value), type(value).__name__)
 
 
+def _shown(value: Any) -> str:
+    """A client's value as a message quotes it: short, and never failing (repr() of an int over 4300 digits
+    raises)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<{_type_name(value)} too long to show>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _names(keys: Any) -> list[str]:
+    """Object keys as messages name them, sorted: msgpack keys may be str or bytes, which do not sort together."""
+    return sorted(k if type(k) is str else _shown(k) for k in keys)
+
+
 def timeout_ms(value: Any, path: str) -> float:
     """A client's timeout in milliseconds: a positive finite number."""
     if type(value) not in (int, float) or not 0 < value < 1e9:
-        raise InvalidInput(f"expected a timeout in milliseconds (a number > 0), got {value!r} - at `{path}`",
+        raise InvalidInput(f"expected a timeout in milliseconds (a number > 0), got {_shown(value)} - at `{path}`",
                            detail={"path": path})
     return float(value)
 
@@ -47,7 +62,7 @@ def predict_inputs(payload: Any, session: ModelSession, options: InputOptions,
                            detail={"path": "$"})
     given = [k for k in DATA_KEYS if k in payload]
     if payload.keys() - PREDICT_KEYS or len(given) != 1:
-        unknown = sorted(payload.keys() - PREDICT_KEYS)
+        unknown = _names(payload.keys() - PREDICT_KEYS)
         why = (f"unknown field `{unknown[0]}`" if unknown else
                f"more than one of {', '.join(given)}" if given else "missing `inputs`, `records` or `columns`")
         raise InvalidInput(f"{why}; a predict body has one of {', '.join(DATA_KEYS)}, and optionally timeout_ms"
@@ -126,16 +141,16 @@ def _from_rows(rows: list[Any], session: ModelSession, options: InputOptions) ->
 def _from_tensor(tensor: dict[str, Any], session: ModelSession, options: InputOptions) -> np.ndarray:
     if tensor.keys() != _TENSOR_KEYS:
         missing = sorted(_TENSOR_KEYS - tensor.keys())
-        extra = sorted(tensor.keys() - _TENSOR_KEYS)
+        extra = _names(tensor.keys() - _TENSOR_KEYS)
         raise InvalidInput(f"a tensor has exactly `dtype`, `shape`, `data` (missing {missing}, unknown {extra})"
                            " - at `$.inputs`", detail={"path": "$.inputs", "missing": missing, "unknown": extra})
     dtype, shape, data = tensor["dtype"], tensor["shape"], tensor["data"]
-    if dtype not in _TENSOR_DTYPES:
-        raise InvalidInput(f"tensor dtype must be one of {', '.join(_TENSOR_DTYPES)}, got {dtype!r} - at "
+    if type(dtype) is not str or dtype not in TENSOR_DTYPES:
+        raise InvalidInput(f"tensor dtype must be one of {', '.join(TENSOR_DTYPES)}, got {_shown(dtype)} - at "
                            "`$.inputs.dtype`", detail={"path": "$.inputs.dtype"})
     if (type(shape) is not list or len(shape) != 2 or any(type(s) is not int or s < 0 for s in shape)):
-        raise InvalidInput(f"tensor shape must be [rows, features] with non-negative integers, got {shape!r} - at "
-                           "`$.inputs.shape`", detail={"path": "$.inputs.shape"})
+        raise InvalidInput(f"tensor shape must be [rows, features] with non-negative integers, got {_shown(shape)}"
+                           " - at `$.inputs.shape`", detail={"path": "$.inputs.shape"})
     rows, width = shape
     if width != session.n_features:
         raise InvalidInput(f"expected {session.n_features} features per row, got {width} - at `$.inputs.shape[1]`",
@@ -144,7 +159,7 @@ def _from_tensor(tensor: dict[str, Any], session: ModelSession, options: InputOp
     if type(data) is not bytes:
         raise InvalidInput(f"tensor data must be raw bytes (msgpack bin), got {_type_name(data)} - at "
                            "`$.inputs.data`", detail={"path": "$.inputs.data"})
-    source = np.dtype(_TENSOR_DTYPES[dtype])
+    source = np.dtype(TENSOR_DTYPES[dtype])
     expected = rows * width * source.itemsize
     if len(data) != expected:
         raise InvalidInput(f"tensor data has {len(data)} bytes; shape {shape} of {dtype} needs {expected} - at "

@@ -61,6 +61,12 @@ def model_folders(models_dir: Path) -> dict[str, Path]:
     return found
 
 
+def version_number(text: str) -> int | None:
+    """`text` as a version number, or None. ASCII digits only: str.isdigit() also takes '²', which int() refuses, and
+    int() refuses more than 4300 digits; a version past 18 digits cannot be one the repository holds anyway."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
 def version_folders(model_dir: Path) -> dict[int, Path]:
     """Version number -> folder, for numeric folders holding model.onnx (others are skipped with a warning)."""
     try:
@@ -72,14 +78,15 @@ def version_folders(model_dir: Path) -> dict[int, Path]:
 def _versions(model_dir: Path) -> dict[int, Path]:
     found: dict[int, Path] = {}
     for child in sorted(model_dir.iterdir()):
-        if not child.is_dir() or not child.name.isdigit():
+        number = version_number(child.name)
+        if number is None or not child.is_dir():
             continue
         if not (child / MODEL_FILE).is_file():
             if child not in _warned:  # once: the watcher looks again every poll
                 _warned.add(child)
                 log.warning("%s: version folder has no %s; skipped", child, MODEL_FILE)
             continue
-        found[int(child.name)] = child
+        found[number] = child
     return found
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from fastserve.exceptions import ModelNotReady, VersionNotFound
 from fastserve.registry import LoadedModel, LoadedVersion
 from fastserve.registry.models import READY
+from fastserve.registry.repository import version_number
 
 
 def choose(model: LoadedModel, version: str | None, payload: Any = None,
@@ -27,7 +28,7 @@ def choose(model: LoadedModel, version: str | None, payload: Any = None,
 
 
 def pinned(model: LoadedModel, version: str) -> LoadedVersion:
-    number = int(version) if version.isdigit() else None
+    number = version_number(version)
     found = model.versions.get(number) if number is not None else None
     if found is None:
         known = ", ".join(str(n) for n in sorted(model.versions)) or "none"
