@@ -7,6 +7,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from fastserve._core.keys import json_duplicate_key, msgpack_duplicate_key
 from tests.fuzz import targets
 from tests.fuzz.conftest import fuzz_settings
 
@@ -92,3 +93,13 @@ def test_binned_sketch(edges, batches, merge_with, column):
 @example(64, 4, 0, 1, [("push", 1, 0, 2**63 - 1), ("push", 2**62, 0, 2**63 - 1)])  # rows that overflow the count
 def test_batch_queue(max_batch, max_queue, max_delay, instances, ops):
     targets.check_batch_queue(max_batch, max_queue, max_delay, instances, ops)
+
+
+@fuzz_settings(1000)
+@given(st.binary(max_size=400) | st.lists(st.sampled_from([b"{", b"}", b"[", b"]", b",", b'"', b"\\", b":", b"a",
+                                                            b"\x81", b"\x92", b"\xa1", b"\xdf\xff\xff\xff\xff",
+                                                            b"\xc6\x00\x00\x00\x09"]), max_size=60).map(b"".join))
+def test_duplicate_key_scanners_take_any_bytes(body):
+    """The scanners run on bodies a decoder accepted, but any bytes must give an answer, never a crash or hang."""
+    for found in (json_duplicate_key(body), msgpack_duplicate_key(body)):
+        assert found is None or found is True or (isinstance(found, tuple) and len(found) == 2)
