@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
-import numpy as np
 import orjson
 
 from fastserve.exceptions import MalformedBody, NotAcceptable, UnsupportedMediaType
+from fastserve.plain import plain
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
@@ -81,15 +81,7 @@ def decode(body: bytes, fmt: str) -> Any:
         raise MalformedBody(f"body is not valid msgpack: {exc.__class__.__name__}: {exc}") from exc
 
 
-def _msgpack_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot serialize {type(value).__name__}")
-
-
 def encode(obj: Any, fmt: str) -> bytes:
     if fmt == JSON:
         return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
-    return msgpack.packb(obj, use_bin_type=True, default=_msgpack_default)
+    return msgpack.packb(obj, use_bin_type=True, default=plain)
