@@ -21,8 +21,7 @@ class AsyncClient(ClientBase):
     of concurrent calls from one event loop over its pool of keep-alive connections; calls beyond
     `max_connections` wait for a free connection (within their timeout)."""
 
-    def __init__(self, url: str, **options: Any) -> None:
-        super().__init__(url, **options)
+    def _open(self) -> None:
         self._http = httpx.AsyncClient(**self._httpx_options)
         self._sleep = asyncio.sleep
 

@@ -50,7 +50,8 @@ def predict_path(model: str, version: int | None) -> str:
 
 
 class ClientBase:
-    """Settings shared by `Client` and `AsyncClient`; see `Client` for what they mean."""
+    """Settings shared by `Client` and `AsyncClient` (see `Client` for what they mean), and the pieces of each
+    call."""
 
     def __init__(self, url: str, *, format: str = "msgpack", timeout: float | None = 10.0,
                  connect_timeout: float | None = 5.0, max_retries: int | None = None, retry: RetryPolicy | None = None,
@@ -75,6 +76,11 @@ class ClientBase:
             "limits": httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
                                    keepalive_expiry=KEEPALIVE_EXPIRY_S),
         }
+        self._open()
+
+    def _open(self) -> None:
+        """Make the httpx client (`self._http`) and the sleep between retries (`self._sleep`)."""
+        raise NotImplementedError
 
     def _call(self, method: str, path: str, timeout: Timeout, retries: bool = True) -> Call:
         seconds = self.timeout if isinstance(timeout, _UseClientDefault) else _check_timeout(timeout, "timeout")

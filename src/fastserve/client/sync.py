@@ -26,8 +26,7 @@ class Client(ClientBase):
     take within that. `max_retries` / `retry`: the `RetryPolicy` (429, 503 and connection failures; default 3
     retries). `headers`: sent with every request."""
 
-    def __init__(self, url: str, **options: Any) -> None:
-        super().__init__(url, **options)
+    def _open(self) -> None:
         self._http = httpx.Client(**self._httpx_options)
         self._sleep = time.sleep
 

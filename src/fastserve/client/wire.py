@@ -24,6 +24,7 @@ RETRY_STATUSES = frozenset({429, 503})
 _WIRE_DTYPES = {("f", 2): "float32", ("f", 4): "float32", ("f", 8): "float64",
                 ("i", 1): "int32", ("i", 2): "int32", ("i", 4): "int32", ("i", 8): "int64",
                 ("u", 1): "int32", ("u", 2): "int32", ("u", 4): "int64"}
+_LITTLE_ENDIAN = {name: np.dtype(name).newbyteorder("<") for name in set(_WIRE_DTYPES.values())}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +53,8 @@ def unpack(content: bytes, content_type: str | None) -> Any:
     return orjson.loads(content)
 
 
-def _matrix(x: np.ndarray) -> np.ndarray:
-    """`x` as a C-contiguous little-endian matrix of a dtype the server takes."""
+def _matrix(x: np.ndarray) -> tuple[np.ndarray, str]:
+    """`x` as a C-contiguous little-endian matrix of a dtype the server takes, and that dtype's name."""
     if x.ndim != 2:
         raise ValueError(f"expected a 2-D array [rows, features], got shape {x.shape}"
                          + ("; use x.reshape(1, -1) for one row" if x.ndim == 1 else ""))
@@ -61,7 +62,7 @@ def _matrix(x: np.ndarray) -> np.ndarray:
     if wire is None:
         raise TypeError(f"cannot send a {x.dtype} array: the server takes float32, float64, int32 or int64 "
                         "(smaller ints and float16 are widened); convert it with x.astype(...)")
-    return np.ascontiguousarray(x, dtype=np.dtype(wire).newbyteorder("<"))
+    return np.ascontiguousarray(x, dtype=_LITTLE_ENDIAN[wire]), wire
 
 
 def inputs_body(inputs: np.ndarray | Sequence[Sequence[Any]], media: str) -> bytes:
@@ -71,11 +72,11 @@ def inputs_body(inputs: np.ndarray | Sequence[Sequence[Any]], media: str) -> byt
         if isinstance(inputs, (str, bytes, Mapping)) or not isinstance(inputs, Sequence):
             raise TypeError(f"expected a 2-D numpy array or a list of rows, got {type(inputs).__name__}")
         return pack({"inputs": inputs}, media)
-    x = _matrix(inputs)
+    x, dtype = _matrix(inputs)
     if media == JSON:
         return pack({"inputs": x}, media)
     # memoryview: msgpack writes the array's bytes once, with no intermediate bytes object.
-    tensor = {"dtype": x.dtype.name, "shape": list(x.shape), "data": x.data.cast("B")}
+    tensor = {"dtype": dtype, "shape": list(x.shape), "data": x.data.cast("B")}
     return pack({"inputs": tensor}, media)
 
 
