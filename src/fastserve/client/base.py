@@ -1,4 +1,4 @@
-"""What the sync and async clients share: their settings, and each call's path, headers and body."""
+"""What the sync and async clients share: their settings, and each call's path, headers and deadline."""
 
 from __future__ import annotations
 
