@@ -7,8 +7,10 @@ core 1, for one-row and 64-row requests, as a msgpack raw tensor and as JSON:
   - `httpx`: `httpx.Client.post` of the very body and headers the client sends (built once), reading the answer's
     bytes and decoding nothing: the floor the client is built on;
   - `socket`: the same body through the benchmarks' raw-socket HTTP/1.1 client, for httpx's own share.
-In-process, with no HTTP: `encode` (the array into the body) and `decode` (the answer into a Prediction), the
-client's own work that the bare call skips. Each case is timed in repeats of enough calls for `--repeat-s`
+In-process, with no network: `client_local` and `httpx_local`, the same two calls on an `httpx.MockTransport`
+that hands back the server's answer (bytes and headers), so that the difference is the client's own work and no
+server's or scheduler's noise; `encode` (the array into the body) and `decode` (the answer into a Prediction),
+the parts of that work the bare call skips. Each case is timed in repeats of enough calls for `--repeat-s`
 seconds, every case taking its turn in each repeat so that drift in the machine hits them alike; the figure is
 the median repeat, and the ratios come from the same run.
 
@@ -56,6 +58,13 @@ def _cases(port: int, model: str, x: np.ndarray, fmt: str, stack: list[Any]) -> 
     for name, value in theirs.outputs.items():
         np.testing.assert_array_equal(mine[name], value)
 
+    def replay(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=answer.headers, content=answer.content)
+
+    client_local = FastserveClient(url, format=fmt, transport=httpx.MockTransport(replay))
+    bare_local = httpx.Client(base_url=url, transport=httpx.MockTransport(replay))
+    stack += [client_local, bare_local]
+
     def client_call() -> object:
         return client.predict(model, x)
 
@@ -65,13 +74,30 @@ def _cases(port: int, model: str, x: np.ndarray, fmt: str, stack: list[Any]) -> 
     def socket_call() -> object:
         return raw.send_raw(request)
 
+    def client_local_call() -> object:
+        return client_local.predict(model, x)
+
+    def httpx_local_call() -> object:
+        return bare_local.post(path, content=body, headers=headers).content
+
     def encode() -> object:
         return inputs_body(x, media)
 
     def decode() -> object:
         return prediction(answer.content, media, path)
 
-    return {"client": client_call, "httpx": httpx_call, "socket": socket_call, "encode": encode, "decode": decode}
+    return {"client": client_call, "httpx": httpx_call, "socket": socket_call, "client_local": client_local_call,
+            "httpx_local": httpx_local_call, "encode": encode, "decode": decode}
+
+
+def _table(title: str, results: dict[str, Any], columns: list[tuple[str, str, str | None]]) -> None:
+    """One line per size and format; a column is (heading, result key, case or None for a figure of its own)."""
+    print(title)
+    print(f"{'rows':>4} {'format':<8}" + "".join(f"{heading:>14}" for heading, _, _ in columns))
+    for r in results.values():
+        cells = [r[key] if case is None else r[key][case] for _, key, case in columns]
+        print(f"{r['rows']:>4} {r['format']:<8}" + "".join(f"{v:>14.2f}" if "/" in heading else f"{v:>14.1f}"
+                                                           for (heading, _, _), v in zip(columns, cells, strict=True)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,27 +141,26 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu_client_over_httpx": cpu_us["client"] / cpu_us["httpx"],
                 "cpu_client_minus_httpx_us": cpu_us["client"] - cpu_us["httpx"],
                 "httpx_over_socket": us["httpx"] / us["socket"],
+                "local_client_over_httpx": us["client_local"] / us["httpx_local"],
+                "local_client_minus_httpx_us": us["client_local"] - us["httpx_local"],
                 "repeats_ns_per_call": {k[len(prefix):]: v for k, v in wall.items() if k.startswith(prefix)},
                 "repeats_cpu_ns_per_call": {k[len(prefix):]: v for k, v in cpu.items() if k.startswith(prefix)},
             }
 
     print(f"{args.model}, one call at a time, server on core 0, client on core 1; median of {repeats} repeats of "
           f"~{seconds:g} s per case")
-    print("per call, wall clock (us):")
-    print(f"{'rows':>4} {'format':<8}{'client':>9}{'httpx':>9}{'socket':>9}{'client/httpx':>14}{'client-httpx':>14}"
-          f"{'httpx/socket':>14}")
-    for r in results.values():
-        us = r["us_per_call"]
-        print(f"{r['rows']:>4} {r['format']:<8}{us['client']:>9.1f}{us['httpx']:>9.1f}{us['socket']:>9.1f}"
-              f"{r['client_over_httpx']:>14.2f}{r['client_minus_httpx_us']:>14.1f}{r['httpx_over_socket']:>14.2f}")
-    print("per call, the caller's CPU (us), and the client's own work in-process:")
-    print(f"{'rows':>4} {'format':<8}{'client':>9}{'httpx':>9}{'socket':>9}{'client/httpx':>14}{'client-httpx':>14}"
-          f"{'encode':>9}{'decode':>9}")
-    for r in results.values():
-        us, c = r["us_per_call"], r["cpu_us_per_call"]
-        print(f"{r['rows']:>4} {r['format']:<8}{c['client']:>9.1f}{c['httpx']:>9.1f}{c['socket']:>9.1f}"
-              f"{r['cpu_client_over_httpx']:>14.2f}{r['cpu_client_minus_httpx_us']:>14.1f}{us['encode']:>9.1f}"
-              f"{us['decode']:>9.1f}")
+    _table("per call, wall clock (us):", results, [
+        ("client", "us_per_call", "client"), ("httpx", "us_per_call", "httpx"), ("socket", "us_per_call", "socket"),
+        ("client/httpx", "client_over_httpx", None), ("client-httpx", "client_minus_httpx_us", None),
+        ("httpx/socket", "httpx_over_socket", None)])
+    _table("per call, the caller's CPU (us):", results, [
+        ("client", "cpu_us_per_call", "client"), ("httpx", "cpu_us_per_call", "httpx"),
+        ("socket", "cpu_us_per_call", "socket"), ("client/httpx", "cpu_client_over_httpx", None),
+        ("client-httpx", "cpu_client_minus_httpx_us", None)])
+    _table("per call with no network (us), and the client's encode and decode:", results, [
+        ("client", "us_per_call", "client_local"), ("httpx", "us_per_call", "httpx_local"),
+        ("client/httpx", "local_client_over_httpx", None), ("client-httpx", "local_client_minus_httpx_us", None),
+        ("encode", "us_per_call", "encode"), ("decode", "us_per_call", "decode")])
     # Other work on the machine moves these figures; the load average says how much there was.
     out = write_results("client", {"model": args.model, "repeats": repeats, "repeat_s": seconds,
                                    "load_average_1m": os.getloadavg()[0],

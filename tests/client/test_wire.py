@@ -3,6 +3,7 @@
 import socket
 import threading
 
+import httpx
 import msgpack
 import numpy as np
 import orjson
@@ -102,3 +103,15 @@ def test_one_connection_is_kept_alive_across_calls(recorder):
             client.predict("m", [[1.0]])
             client.health()
     assert len(recorder.requests) == 10 and recorder.connections == 1
+
+
+def test_a_transport_of_ones_own_carries_the_calls():
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(200, content=ANSWER, headers={"content-type": "application/msgpack"})
+
+    with Client("http://fastserve.invalid", transport=httpx.MockTransport(answer)) as client:
+        assert client.predict("m", [[1.0]]).version == 3
+    assert seen == ["/v1/models/m/predict"]

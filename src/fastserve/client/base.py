@@ -55,7 +55,8 @@ class ClientBase:
 
     def __init__(self, url: str, *, format: str = "msgpack", timeout: float | None = 10.0,
                  connect_timeout: float | None = 5.0, max_retries: int | None = None, retry: RetryPolicy | None = None,
-                 headers: Mapping[str, str] | None = None, max_connections: int = 100) -> None:
+                 headers: Mapping[str, str] | None = None, max_connections: int = 100,
+                 transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"expected the server's base URL such as http://127.0.0.1:8000, got {url!r}")
@@ -76,6 +77,8 @@ class ClientBase:
             "limits": httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
                                    keepalive_expiry=KEEPALIVE_EXPIRY_S),
         }
+        if transport is not None:
+            self._httpx_options["transport"] = transport
         self._open()
 
     def _open(self) -> None:

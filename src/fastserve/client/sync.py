@@ -24,7 +24,8 @@ class Client(ClientBase):
     call, retries and waits included (None: no deadline), sent to the server as X-Request-Timeout-Ms (the time
     left) with every predict; each call may give its own. `connect_timeout`: the most one connection attempt may
     take within that. `max_retries` / `retry`: the `RetryPolicy` (429, 503 and connection failures; default 3
-    retries). `headers`: sent with every request."""
+    retries). `headers`: sent with every request. `transport`: an httpx transport in place of the default pool
+    (one with other socket options, say; its own limits then apply)."""
 
     def _open(self) -> None:
         self._http = httpx.Client(**self._httpx_options)
