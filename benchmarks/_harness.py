@@ -158,24 +158,29 @@ def calibrate(fn: Callable[[], object], seconds: float) -> int:
         calls *= 4
 
 
-def time_cases(cases: Mapping[str, Callable[[], Callable[[], object]]], repeats: int, seconds: float
-               ) -> dict[str, list[float]]:
+def time_cases(cases: Mapping[str, Callable[[], Callable[[], object]]], repeats: int, seconds: float,
+               cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
     """Nanoseconds per call, per repeat. Each case is a factory called before each repeat (a fresh shadow queue
-    for each, say); the cases take turns within each repeat, so that drift in the machine hits them alike."""
+    for each, say); the cases take turns within each repeat, so that drift in the machine hits them alike. With
+    `cpu`, it also gets this thread's CPU nanoseconds per call, per repeat: what the calls cost the caller,
+    whatever the time spent waiting on a server."""
     calls = {}
     for name, make in cases.items():
         calibrate(make(), seconds / 4)  # warm
         calls[name] = calibrate(make(), seconds)
     samples: dict[str, list[float]] = {name: [] for name in cases}
-    clock = time.perf_counter_ns
+    clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
     for _ in range(repeats):
         for name, make in cases.items():
             fn, n = make(), calls[name]
             gc.collect()
+            c0 = cpu_clock()
             t0 = clock()
             for _ in range(n):
                 fn()
             samples[name].append((clock() - t0) / n)
+            if cpu is not None:
+                cpu.setdefault(name, []).append((cpu_clock() - c0) / n)
     return samples
 
 

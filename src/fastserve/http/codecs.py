@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 import msgpack
-import numpy as np
 import orjson
 
 from fastserve._core.keys import json_duplicate_key, msgpack_duplicate_key
 from fastserve.exceptions import MalformedBody, NotAcceptable, UnsupportedMediaType
+from fastserve.plain import plain
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
@@ -113,15 +113,7 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"ext type {code} is not accepted (a predict body holds maps, arrays, strings, numbers, bin)")
 
 
-def _msgpack_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot serialize {type(value).__name__}")
-
-
 def encode(obj: Any, fmt: str) -> bytes:
     if fmt == JSON:
         return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
-    return msgpack.packb(obj, use_bin_type=True, default=_msgpack_default)
+    return msgpack.packb(obj, use_bin_type=True, default=plain)
