@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,7 @@ def predict_inputs(payload: Any, session: ModelSession, options: InputOptions,
         if type(data) is not list:
             raise InvalidInput(f"expected `records` to be an array of objects, got {_type_name(data)} - at "
                                "`$.records`", detail={"path": "$.records"})
-        _check_rows(len(data), session, options, "$.records")
+        check_rows(len(data), session, options, "$.records")
         x = np.empty((len(data), transform.width), dtype=session.input_dtype)
         transform.fill_records(data, x)
     else:
@@ -72,16 +73,19 @@ def predict_inputs(payload: Any, session: ModelSession, options: InputOptions,
             raise InvalidInput(f"expected `columns` to be an object of arrays, got {_type_name(data)} - at "
                                "`$.columns`", detail={"path": "$.columns"})
         n = transform.count_columns(data)
-        _check_rows(n, session, options, "$.columns")
+        check_rows(n, session, options, "$.columns")
         x = np.empty((n, transform.width), dtype=session.input_dtype)
         transform.fill_columns(data, x)
     if not options.allow_non_finite:
-        _refuse_transformed(first_non_finite(x), x, transform, key)
+        refuse_transformed(x, transform, (lambda i, field: f"$.records[{i}].{field}") if key == "records" else
+                           (lambda i, field: f"$.columns.{field}[{i}]"))
     return x, timeout
 
 
-def _refuse_transformed(flat_index: int, x: np.ndarray, transform: FeatureTransform, key: str) -> None:
-    """A value a transform made non-finite (log1p of -1, an overflowing scale): name the record and the feature."""
+def refuse_transformed(x: np.ndarray, transform: FeatureTransform, place: Callable[[int, str], str]) -> None:
+    """Refuse a value a transform made non-finite (log1p of -1, an overflowing scale), naming the record and the
+    field it came from by `place(record, field)`."""
+    flat_index = first_non_finite(x)
     if flat_index < 0:
         return
     i, column = divmod(flat_index, x.shape[1])
@@ -90,12 +94,14 @@ def _refuse_transformed(flat_index: int, x: np.ndarray, transform: FeatureTransf
         end += feature.width
         if column < end:
             break
-    path = f"$.records[{i}].{feature.field}" if key == "records" else f"$.columns.{feature.field}[{i}]"
-    raise InvalidInput(f"feature {feature.name!r} became {x[i, column].item()!r} for this value (the model's inputs "
-                       f"must be finite) - at `{path}`", detail={"path": path, "record": i, "field": feature.field})
+    path = place(i, feature.field)
+    reason = (f"feature {feature.name!r} became {x[i, column].item()!r} for this value (the model's inputs must be "
+              "finite)")
+    raise InvalidInput(f"{reason} - at `{path}`", detail={"path": path, "record": i, "field": feature.field},
+                       reason=reason)
 
 
-def _check_rows(n: int, session: ModelSession, options: InputOptions, path: str) -> None:
+def check_rows(n: int, session: ModelSession, options: InputOptions, path: str) -> None:
     if n == 0:
         raise InvalidInput(f"empty batch: send at least one row - at `{path}`", detail={"path": path})
     limit = min(options.max_rows, session.fixed_batch or options.max_rows)
@@ -108,7 +114,7 @@ def _check_rows(n: int, session: ModelSession, options: InputOptions, path: str)
 
 
 def _from_rows(rows: list[Any], session: ModelSession, options: InputOptions) -> np.ndarray:
-    _check_rows(len(rows), session, options, "$.inputs")
+    check_rows(len(rows), session, options, "$.inputs")
     out = np.empty((len(rows), session.n_features), dtype=session.input_dtype)
     fill_rows(rows, out, options.allow_non_finite, "$.inputs")
     return out
@@ -131,7 +137,7 @@ def _from_tensor(tensor: dict[str, Any], session: ModelSession, options: InputOp
     if width != session.n_features:
         raise InvalidInput(f"expected {session.n_features} features per row, got {width} - at `$.inputs.shape[1]`",
                            detail={"path": "$.inputs.shape[1]", "expected": session.n_features, "got": width})
-    _check_rows(rows, session, options, "$.inputs.shape[0]")
+    check_rows(rows, session, options, "$.inputs.shape[0]")
     if type(data) is not bytes:
         raise InvalidInput(f"tensor data must be raw bytes (msgpack bin), got {_type_name(data)} - at "
                            "`$.inputs.data`", detail={"path": "$.inputs.data"})
@@ -142,9 +148,16 @@ def _from_tensor(tensor: dict[str, Any], session: ModelSession, options: InputOp
                            "`$.inputs.data`", detail={"path": "$.inputs.data", "expected": expected,
                                                       "got": len(data)})
     raw = np.frombuffer(data, dtype=source).reshape(rows, width)
+    return to_input_dtype(raw, session, options, lambda i: f"$.inputs.data[{i // width}][{i % width}]")
+
+
+def to_input_dtype(raw: np.ndarray, session: ModelSession, options: InputOptions,
+                   place: Callable[[int], str]) -> np.ndarray:
+    """A `[rows, features]` array of a request's numeric dtype as the model's input dtype. Refuses NaN/Inf (unless
+    the model allows them) and values out of the model dtype's range, named by `place(flat index)`."""
     floats = raw.dtype.kind == "f"
     if floats and not options.allow_non_finite:
-        _refuse(first_non_finite(raw), raw, "non-finite value {!r} refused (the model's inputs must be finite)")
+        _refuse(first_non_finite(raw), raw, place, "non-finite value {!r} refused (the model's inputs must be finite)")
     if raw.dtype == session.input_dtype:
         return raw
     with np.errstate(over="ignore"):
@@ -155,14 +168,14 @@ def _from_tensor(tensor: dict[str, Any], session: ModelSession, options: InputOp
             bad = int(overflow[0]) if overflow.size else -1
         else:
             bad = first_non_finite(x)
-        _refuse(bad, raw, f"value {{!r}} is out of the {x.dtype} range")
+        _refuse(bad, raw, place, f"value {{!r}} is out of the {x.dtype} range")
     return x
 
 
-def _refuse(flat_index: int, raw: np.ndarray, why: str) -> None:
+def _refuse(flat_index: int, raw: np.ndarray, place: Callable[[int], str], why: str) -> None:
     """Raise InvalidInput naming the value at `flat_index` of `raw`, unless the index is -1."""
     if flat_index < 0:
         return
-    i, j = divmod(flat_index, raw.shape[1])
-    path = f"$.inputs.data[{i}][{j}]"
-    raise InvalidInput(f"{why.format(raw[i, j].item())} - at `{path}`", detail={"path": path, "row": i, "column": j})
+    reason = why.format(raw.reshape(-1)[flat_index].item())
+    path = place(flat_index)
+    raise InvalidInput(f"{reason} - at `{path}`", detail={"path": path, "index": flat_index}, reason=reason)
