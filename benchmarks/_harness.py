@@ -106,10 +106,13 @@ class Client:
         self.sock.close()
 
     @staticmethod
-    def build(method: str, path: str, body: bytes = b"", content_type: str = "application/json") -> bytes:
+    def build(method: str, path: str, body: bytes = b"", content_type: str = "application/json",
+              headers: Mapping[str, str] | None = None) -> bytes:
         head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         if body or method == "POST":
             head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        for name, value in (headers or {}).items():
+            head += f"{name}: {value}\r\n"
         return head.encode() + b"\r\n" + body
 
     def _recv(self) -> bytes:

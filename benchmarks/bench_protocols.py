@@ -1,0 +1,168 @@
+"""The same one-row request through four wire formats on one server, side by side in one run:
+
+  - `v2_json`: the Open Inference (KServe V2) protocol, JSON tensor data, JSON outputs;
+  - `v2_binary`: V2 with the binary tensor data extension, the input and every output as raw little-endian bytes;
+  - `native_json`: `/v1/models/{name}/predict` with `{"inputs": [[...]]}`;
+  - `native_msgpack`: the same route with a msgpack raw float32 tensor (`{"inputs": {"dtype", "shape", "data"}}`).
+
+For each: p50 / p99 from each request's intended send time at a fixed moderate open-loop rate (the cases take turns
+in rounds, so drift in the machine hits them alike), and the highest open-loop rate whose p99 stays within 10 ms with
+under 0.1% errors (the search of benchmarks/loadgen.py). The server runs pinned to core 0, the generator on core 1;
+loopback only. Every case's answer is checked against the others' before timing.
+
+    python -m benchmarks.bench_protocols [--quick] [--rate 1000] [--model churn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import msgpack
+import numpy as np
+import orjson
+
+from benchmarks._harness import ROOT, Client, pin_self, start_fastserve, write_results
+from benchmarks.loadgen import max_rate, open_loop
+
+MODELS = ROOT / "models"
+CASES = ("v2_json", "v2_binary", "native_json", "native_msgpack")
+
+
+def _request(case: str, model: str, input_name: str, row: np.ndarray) -> bytes:
+    """One raw HTTP request carrying `row` ([1, features] float32) in the case's wire format."""
+    if case.startswith("native"):
+        path = f"/v1/models/{model}/predict"
+        if case == "native_json":
+            return Client.build("POST", path, orjson.dumps({"inputs": row.tolist()}))
+        tensor = {"dtype": "float32", "shape": list(row.shape), "data": row.astype("<f4").tobytes()}
+        return Client.build("POST", path, msgpack.packb({"inputs": tensor}), "application/msgpack")
+    path = f"/v2/models/{model}/infer"
+    tensor = {"name": input_name, "shape": list(row.shape), "datatype": "FP32"}
+    if case == "v2_json":
+        return Client.build("POST", path, orjson.dumps({"inputs": [{**tensor, "data": row.ravel().tolist()}]}))
+    data = row.astype("<f4").tobytes()
+    head = orjson.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": len(data)}}],
+                        "parameters": {"binary_data_output": True}})
+    return Client.build("POST", path, head + data, "application/octet-stream",
+                        {"Inference-Header-Content-Length": str(len(head))})
+
+
+def _outputs(case: str, body: bytes) -> dict[str, np.ndarray]:
+    """An answer's outputs, decoded as a client of that wire format decodes them."""
+    if case == "native_json":
+        return {k: np.asarray(v) for k, v in orjson.loads(body)["outputs"].items()}
+    if case == "native_msgpack":
+        return {k: np.asarray(v) for k, v in msgpack.unpackb(body)["outputs"].items()}
+    # The JSON header is ASCII, so its length in characters is its length in bytes.
+    response, end = json.JSONDecoder().raw_decode(body.decode("latin-1"))
+    out, offset = {}, end
+    for o in response["outputs"]:
+        if "data" in o:
+            out[o["name"]] = np.asarray(o["data"]).reshape(o["shape"])
+            continue
+        dtype = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "INT32": "<i4"}[o["datatype"]]
+        size = o["parameters"]["binary_data_size"]
+        out[o["name"]] = np.frombuffer(body[offset:offset + size], dtype=dtype).reshape(o["shape"])
+        offset += size
+    return out
+
+
+def _check_same_answers(port: int, raws: dict[str, list[bytes]]) -> None:
+    with Client(port) as client:
+        answers = {}
+        for case, requests in raws.items():
+            status, body = client.send_raw(requests[0])
+            if status != 200:
+                raise RuntimeError(f"{case}: status {status}: {body[:300]!r}")
+            answers[case] = _outputs(case, body)
+    reference = answers["native_json"]
+    for case, outputs in answers.items():
+        if outputs.keys() != reference.keys():
+            raise RuntimeError(f"{case} answers {sorted(outputs)}, native_json {sorted(reference)}")
+        for name, value in outputs.items():
+            np.testing.assert_array_equal(_canonical(value), _canonical(reference[name]), err_msg=f"{case}: {name}")
+
+
+def _canonical(value: np.ndarray) -> np.ndarray:
+    """JSON carries float32 in its shortest decimal form: equal to the binary value once read back as float32."""
+    return value.astype(np.float32) if value.dtype.kind == "f" else value.astype(np.int64)
+
+
+def _latency(port: int, raws: dict[str, list[bytes]], rate: float, rounds: int, seconds: float
+             ) -> dict[str, dict[str, float]]:
+    latencies: dict[str, list[np.ndarray]] = {case: [] for case in raws}
+    errors = dict.fromkeys(raws, 0)
+    sent = dict.fromkeys(raws, 0)
+    lag: dict[str, list[float]] = {case: [] for case in raws}
+    for r in range(rounds):
+        order = list(raws)[r % len(raws):] + list(raws)[:r % len(raws)]
+        for case in order:
+            run = open_loop(port, raws[case], rate, seconds, seed=r)
+            ok = run.statuses == 200
+            latencies[case].append(run.latencies_us[ok])
+            errors[case] += int((~ok).sum())
+            sent[case] += run.sent
+            lag[case].append(run.summary()["send_lag_p99_us"])
+    out = {}
+    for case, parts in latencies.items():
+        us = np.concatenate(parts)
+        out[case] = {"sent": sent[case], "errors": errors[case], "p50_ms": float(np.percentile(us, 50) / 1e3),
+                     "p90_ms": float(np.percentile(us, 90) / 1e3), "p99_ms": float(np.percentile(us, 99) / 1e3),
+                     "send_lag_p99_us_worst_round": max(lag[case])}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one latency round, shorter trials")
+    parser.add_argument("--model", default="churn")
+    parser.add_argument("--rate", type=float, default=1000.0, help="requests/s of the fixed-rate latency part")
+    parser.add_argument("--slo-ms", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    rounds, seconds, trial_s, refine = (1, 2.0, 1.0, 2) if args.quick else (3, 3.0, 1.5, 3)
+    pin_self(1)
+
+    rows = np.load(MODELS / args.model / "1" / "validation.npz")["inputs"].astype(np.float32)
+    server = start_fastserve(MODELS, 0)
+    try:
+        with Client(server.port) as c:
+            input_name = orjson.loads(c.request("GET", f"/v2/models/{args.model}")[1])["inputs"][0]["name"]
+        raws = {case: [_request(case, args.model, input_name, rows[i:i + 1]) for i in range(len(rows))]
+                for case in CASES}
+        _check_same_answers(server.port, raws)
+        for case in CASES:  # warm every path before timing
+            open_loop(server.port, raws[case], args.rate, 0.5)
+
+        print(f"one-row requests to {args.model}; open loop at {args.rate:g}/s, {rounds} x {seconds:g} s per case:")
+        latency = _latency(server.port, raws, args.rate, rounds, seconds)
+        throughput: dict[str, float] = {}
+        trials: dict[str, list[dict[str, float]]] = {}
+        for case in CASES:
+            print(f"{case}: highest rate with p99 <= {args.slo_ms:g} ms")
+            throughput[case], trials[case] = max_rate(server.port, raws[case], args.slo_ms, start=500,
+                                                      duration_s=trial_s, refine=refine)
+    finally:
+        server.stop()
+
+    lagging = [case for case, r in latency.items() if r["send_lag_p99_us_worst_round"] > 1000]
+    if lagging:  # the generator itself was held up: another job shares the machine
+        print(f"WARNING: the generator's send lag p99 went over 1 ms ({', '.join(lagging)}); the machine is busy and "
+              "these figures mostly measure that")
+    print(f"\n{'case':<16}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'max rate/s':>12}")
+    for case in CASES:
+        r = latency[case]
+        print(f"{case:<16}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['errors']:>8}{throughput[case]:>12,.0f}")
+    ratios = {"v2_json_over_native_json": throughput["v2_json"] / max(throughput["native_json"], 1.0),
+              "v2_binary_over_native_msgpack": throughput["v2_binary"] / max(throughput["native_msgpack"], 1.0)}
+    print("max rate, V2 JSON / native JSON: {:.2f}; V2 binary / native msgpack: {:.2f}".format(*ratios.values()))
+    out = write_results("protocols", {"model": args.model, "rate": args.rate, "rounds": rounds, "seconds": seconds,
+                                      "slo_ms": args.slo_ms, "latency": latency,
+                                      f"max_rate_p99_{args.slo_ms:g}ms": throughput, "max_rate_ratios": ratios,
+                                      "trials": trials})
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
