@@ -5,10 +5,11 @@
   - `native_json`: `/v1/models/{name}/predict` with `{"inputs": [[...]]}`;
   - `native_msgpack`: the same route with a msgpack raw float32 tensor (`{"inputs": {"dtype", "shape", "data"}}`).
 
-For each: p50 / p99 from each request's intended send time at a fixed moderate open-loop rate (the cases take turns
-in rounds, so drift in the machine hits them alike), and the highest open-loop rate whose p99 stays within 10 ms with
-under 0.1% errors (the search of benchmarks/loadgen.py). The server runs pinned to core 0, the generator on core 1;
-loopback only. Every case's answer is checked against the others' before timing.
+For each: p50 / p99 from each request's intended send time at a fixed moderate open-loop rate, and the highest
+open-loop rate whose p99 stays within 10 ms with under 0.1% errors (benchmarks/loadgen.py's search). The cases take
+turns, in rounds for the latency and trial by trial for the searches, so that drift in the machine hits them alike.
+The server runs pinned to core 0, the generator on core 1; loopback only. Every case's answer is checked against the
+others' before timing.
 
     python -m benchmarks.bench_protocols [--quick] [--rate 1000] [--model churn]
 """
@@ -23,7 +24,7 @@ import numpy as np
 import orjson
 
 from benchmarks._harness import ROOT, Client, pin_self, start_fastserve, write_results
-from benchmarks.loadgen import max_rate, open_loop
+from benchmarks.loadgen import RateSearch, open_loop, passes
 
 MODELS = ROOT / "models"
 CASES = ("v2_json", "v2_binary", "native_json", "native_msgpack")
@@ -136,12 +137,16 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"one-row requests to {args.model}; open loop at {args.rate:g}/s, {rounds} x {seconds:g} s per case:")
         latency = _latency(server.port, raws, args.rate, rounds, seconds)
-        throughput: dict[str, float] = {}
-        trials: dict[str, list[dict[str, float]]] = {}
-        for case in CASES:
-            print(f"{case}: highest rate with p99 <= {args.slo_ms:g} ms")
-            throughput[case], trials[case] = max_rate(server.port, raws[case], args.slo_ms, start=500,
-                                                      duration_s=trial_s, refine=refine)
+        print(f"highest rate with p99 <= {args.slo_ms:g} ms, the four searches taking turns:")
+        searches = {case: RateSearch(1000.0, 50_000.0, refine) for case in CASES}
+        trials: dict[str, list[dict[str, float]]] = {case: [] for case in CASES}
+        while any(search.rate is not None for search in searches.values()):
+            for case, search in searches.items():
+                if search.rate is not None:
+                    print(f"{case}:")
+                    search.record(passes(server.port, raws[case], search.rate, args.slo_ms, trials[case],
+                                         duration_s=trial_s))
+        throughput = {case: search.good for case, search in searches.items()}
     finally:
         server.stop()
 
