@@ -13,7 +13,7 @@ from fastserve._core import FeatureTransform, fill_rows
 from fastserve.config import InputOptions
 from fastserve.exceptions import InvalidInput, MalformedBody, RequestError
 from fastserve.http.inputs import check_rows, refuse_transformed, to_input_dtype
-from fastserve.http.v2.tensors import NUMERIC, Tensor, check_datatype, fail, type_name
+from fastserve.http.v2.tensors import DATATYPES, NUMERIC, Tensor, check_datatype, fail, type_name
 from fastserve.runtime import ModelSession
 
 _REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs", "model_name", "model_version"})
@@ -53,10 +53,9 @@ def parse_request(body: bytes, header_length: bytes | None) -> InferRequest:
         raise MalformedBody(f"inference request is not valid JSON: {exc}") from exc
     if type(request) is not dict:
         raise fail(f"expected an inference request object, got {type_name(request)}", "$")
-    unknown = sorted(request.keys() - _REQUEST_KEYS)
-    if unknown:
-        raise fail(f"unknown field `{unknown[0]}`; an inference request has {', '.join(sorted(_REQUEST_KEYS))}",
-                   unknown[0])
+    if not request.keys() <= _REQUEST_KEYS:
+        unknown = min(request.keys() - _REQUEST_KEYS)
+        raise fail(f"unknown field `{unknown}`; an inference request has {', '.join(sorted(_REQUEST_KEYS))}", unknown)
     request_id = request.get("id")
     if request_id is not None and type(request_id) is not str:
         raise fail(f"expected a string, got {type_name(request_id)}", "id")
@@ -93,26 +92,30 @@ def _inputs(value: Any, tail: memoryview) -> list[Tensor]:
         raise fail(f"expected a non-empty array of input tensors, got {type_name(value)}", "inputs")
     tensors, offset = [], 0
     for i, item in enumerate(value):
-        path = f"inputs[{i}]"
         if type(item) is not dict:
-            raise fail(f"expected an input tensor object, got {type_name(item)}", path)
-        unknown = sorted(item.keys() - _INPUT_KEYS)
-        if unknown:
-            raise fail(f"unknown field `{unknown[0]}`; an input has {', '.join(sorted(_INPUT_KEYS))}", path)
+            raise fail(f"expected an input tensor object, got {type_name(item)}", f"inputs[{i}]")
+        if not item.keys() <= _INPUT_KEYS:
+            unknown = min(item.keys() - _INPUT_KEYS)
+            raise fail(f"unknown field `{unknown}`; an input has {', '.join(sorted(_INPUT_KEYS))}", f"inputs[{i}]")
         name, shape = item.get("name"), item.get("shape")
         if type(name) is not str or not name:
-            raise fail(f"expected the input's name (a string), got {type_name(name)}", f"{path}.name")
-        datatype = check_datatype(item.get("datatype"), f"{path}.datatype")
-        if type(shape) is not list or not shape or any(type(d) is not int or d < 0 for d in shape):
-            raise fail(f"expected a shape (an array of non-negative integers), got {shape!r}", f"{path}.shape")
-        size = _parameters(item.get("parameters"), f"{path}.parameters").get("binary_data_size")
+            raise fail(f"expected the input's name (a string), got {type_name(name)}", f"inputs[{i}].name")
+        datatype: str = item.get("datatype")  # type: ignore[assignment]  # checked on the next line
+        if datatype not in DATATYPES:
+            check_datatype(datatype, f"inputs[{i}].datatype")
+        if type(shape) is not list or not shape or not all(type(d) is int and d >= 0 for d in shape):
+            raise fail(f"expected a shape (an array of non-negative integers), got {shape!r}", f"inputs[{i}].shape")
+        parameters = item.get("parameters")
+        size = None if parameters is None else _parameters(parameters, f"inputs[{i}].parameters").get(
+            "binary_data_size")
         if size is None:
             data = item.get("data")
             if type(data) is not list:
                 raise fail(f"expected `data` (an array) or parameters.binary_data_size, got {type_name(data)}",
-                           f"{path}.data")
+                           f"inputs[{i}].data")
             tensors.append(Tensor(i, name, datatype, shape, data, False))
             continue
+        path = f"inputs[{i}]"
         if type(size) is not int or size < 0:
             raise fail(f"expected a byte count, got {size!r}", f"{path}.parameters.binary_data_size")
         if "data" in item:
