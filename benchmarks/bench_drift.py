@@ -69,13 +69,6 @@ def in_process(repeats: int, seconds: float) -> dict:
     }
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    import os
-
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def through_http(rate: float, seconds: float, rounds: int) -> dict:
     golden = np.load(ROOT / "models" / "churn" / "1" / "validation.npz")
     from benchmarks._harness import Client
@@ -95,10 +88,10 @@ def through_http(rate: float, seconds: float, rounds: int) -> dict:
         try:
             for _ in range(rounds):
                 for name, server in servers.items():
-                    before = _cpu_s(server.proc.pid)
+                    before = server.cpu_seconds()
                     run = open_loop(server.port, raws, rate, seconds)
                     summary = run.summary()
-                    cpu[name].append((_cpu_s(server.proc.pid) - before) / max(1, summary["ok"]) * 1e6)
+                    cpu[name].append((server.cpu_seconds() - before) / max(1, summary["ok"]) * 1e6)
                     runs[name].append(summary)
         finally:
             for server in servers.values():

@@ -9,7 +9,9 @@ For each: p50 / p99 from each request's intended send time at a fixed moderate o
 open-loop rate whose p99 stays within 10 ms with under 0.1% errors (benchmarks/loadgen.py's search). The cases take
 turns, in rounds for the latency and trial by trial for the searches, so that drift in the machine hits them alike.
 The server runs pinned to core 0, the generator on core 1; loopback only. Every case's answer is checked against the
-others' before timing.
+others' before timing. Last, in-process, each wire format's own cost per request: its `Wire` reading the headers,
+decoding, building the model input and encoding the answer, with no HTTP and no model run (the part that differs
+between the four; a busy machine disturbs it least).
 
     python -m benchmarks.bench_protocols [--quick] [--rate 1000] [--model churn]
 """
@@ -17,13 +19,17 @@ others' before timing.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import statistics
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 import numpy as np
 import orjson
 
-from benchmarks._harness import ROOT, Client, pin_self, start_fastserve, write_results
+from benchmarks._harness import ROOT, Client, Process, pin_self, start_fastserve, time_cases, write_results
 from benchmarks.loadgen import RateSearch, open_loop, passes
 
 MODELS = ROOT / "models"
@@ -90,16 +96,21 @@ def _canonical(value: np.ndarray) -> np.ndarray:
     return value.astype(np.float32) if value.dtype.kind == "f" else value.astype(np.int64)
 
 
-def _latency(port: int, raws: dict[str, list[bytes]], rate: float, rounds: int, seconds: float
+def _latency(server: Process, raws: dict[str, list[bytes]], rate: float, rounds: int, seconds: float
              ) -> dict[str, dict[str, float]]:
+    """Per case: p50/p90/p99 of the answered requests over every round, errors, and the server's CPU time per
+    answered request (user + system, all threads: what a busy machine disturbs least)."""
     latencies: dict[str, list[np.ndarray]] = {case: [] for case in raws}
     errors = dict.fromkeys(raws, 0)
     sent = dict.fromkeys(raws, 0)
+    cpu_s = dict.fromkeys(raws, 0.0)
     lag: dict[str, list[float]] = {case: [] for case in raws}
     for r in range(rounds):
         order = list(raws)[r % len(raws):] + list(raws)[:r % len(raws)]
         for case in order:
-            run = open_loop(port, raws[case], rate, seconds, seed=r)
+            before = server.cpu_seconds()
+            run = open_loop(server.port, raws[case], rate, seconds, seed=r)
+            cpu_s[case] += server.cpu_seconds() - before
             ok = run.statuses == 200
             latencies[case].append(run.latencies_us[ok])
             errors[case] += int((~ok).sum())
@@ -110,8 +121,46 @@ def _latency(port: int, raws: dict[str, list[bytes]], rate: float, rounds: int, 
         us = np.concatenate(parts)
         out[case] = {"sent": sent[case], "errors": errors[case], "p50_ms": float(np.percentile(us, 50) / 1e3),
                      "p90_ms": float(np.percentile(us, 90) / 1e3), "p99_ms": float(np.percentile(us, 99) / 1e3),
+                     "server_cpu_us_per_request": cpu_s[case] / max(1, us.size) * 1e6,
                      "send_lag_p99_us_worst_round": max(lag[case])}
     return out
+
+
+def wire_costs(model_name: str, raws: dict[str, list[bytes]], repeats: int, seconds: float) -> dict[str, Any]:
+    """Per request, in-process: what each wire format costs on its own (its `Wire`: reading the headers, decoding,
+    the model input, encoding the answer from fixed outputs), with no HTTP and no model run; median of `repeats`."""
+    from fastserve.http.predict import NativeWire
+    from fastserve.http.v2.infer import V2Wire
+    from fastserve.registry import Registry
+
+    registry = Registry(MODELS)
+    registry.discover()
+    asyncio.run(registry.load_all())
+    try:
+        model = registry.models[model_name]
+        target = model.primary
+        if target is None or target.session is None:
+            raise RuntimeError(f"{model_name} did not load")
+        wires = {"v2_json": V2Wire, "v2_binary": V2Wire, "native_json": NativeWire, "native_msgpack": NativeWire}
+
+        def exchange(case: str) -> Callable[[], Callable[[], object]]:
+            head, body = raws[case][0].split(b"\r\n\r\n", 1)
+            headers = [(name.strip().lower().encode(), value.strip().encode()) for name, value in
+                       (line.split(":", 1) for line in head.decode().split("\r\n")[1:])]
+            outputs = target.session.run(np.zeros((1, target.session.n_features), target.session.input_dtype))
+
+            def once() -> object:
+                wire = wires[case]()
+                wire.start(headers)
+                wire.decode(body, model)
+                wire.inputs(target)
+                return wire.answer(target, outputs)
+
+            return lambda: once
+        samples = time_cases({case: exchange(case) for case in raws}, repeats, seconds)
+    finally:
+        registry.close()
+    return {case: {"us_per_request": statistics.median(ns) / 1e3, "repeats_ns": ns} for case, ns in samples.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             open_loop(server.port, raws[case], args.rate, 0.5)
 
         print(f"one-row requests to {args.model}; open loop at {args.rate:g}/s, {rounds} x {seconds:g} s per case:")
-        latency = _latency(server.port, raws, args.rate, rounds, seconds)
+        latency = _latency(server, raws, args.rate, rounds, seconds)
         print(f"highest rate with p99 <= {args.slo_ms:g} ms, the four searches taking turns:")
         searches = {case: RateSearch(1000.0, 50_000.0, refine) for case in CASES}
         trials: dict[str, list[dict[str, float]]] = {case: [] for case in CASES}
@@ -149,22 +198,33 @@ def main(argv: list[str] | None = None) -> int:
         throughput = {case: search.good for case, search in searches.items()}
     finally:
         server.stop()
+    print("each wire format's own cost, in-process (no HTTP, no model run):")
+    wires = wire_costs(args.model, raws, 3 if args.quick else 7, 0.1 if args.quick else 0.2)
 
     lagging = [case for case, r in latency.items() if r["send_lag_p99_us_worst_round"] > 1000]
     if lagging:  # the generator itself was held up: another job shares the machine
         print(f"WARNING: the generator's send lag p99 went over 1 ms ({', '.join(lagging)}); the machine is busy and "
               "these figures mostly measure that")
-    print(f"\n{'case':<16}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'max rate/s':>12}")
+    print(f"\n{'case':<16}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'CPU us/req':>12}{'max rate/s':>12}"
+          f"{'wire us':>9}")
     for case in CASES:
         r = latency[case]
-        print(f"{case:<16}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['errors']:>8}{throughput[case]:>12,.0f}")
-    ratios = {"v2_json_over_native_json": throughput["v2_json"] / max(throughput["native_json"], 1.0),
-              "v2_binary_over_native_msgpack": throughput["v2_binary"] / max(throughput["native_msgpack"], 1.0)}
-    print("max rate, V2 JSON / native JSON: {:.2f}; V2 binary / native msgpack: {:.2f}".format(*ratios.values()))
+        print(f"{case:<16}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['errors']:>8}"
+              f"{r['server_cpu_us_per_request']:>12.0f}{throughput[case]:>12,.0f}{wires[case]['us_per_request']:>9.1f}")
+    ratios = {}
+    for v2, native in (("v2_json", "native_json"), ("v2_binary", "native_msgpack")):
+        ratios[f"{v2}_over_{native}"] = {
+            "max_rate": throughput[v2] / throughput[native] if throughput[native] else None,
+            "cpu_per_request": (latency[v2]["server_cpu_us_per_request"]
+                                / latency[native]["server_cpu_us_per_request"]),
+            "p50": latency[v2]["p50_ms"] / latency[native]["p50_ms"],
+            "wire_us_difference": wires[v2]["us_per_request"] - wires[native]["us_per_request"]}
+        print(f"{v2} / {native}: " + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} -"
+                                                for k, v in ratios[f"{v2}_over_{native}"].items()))
     out = write_results("protocols", {"model": args.model, "rate": args.rate, "rounds": rounds, "seconds": seconds,
                                       "slo_ms": args.slo_ms, "latency": latency,
-                                      f"max_rate_p99_{args.slo_ms:g}ms": throughput, "max_rate_ratios": ratios,
-                                      "trials": trials})
+                                      f"max_rate_p99_{args.slo_ms:g}ms": throughput, "wire_in_process": wires,
+                                      "v2_over_native": ratios, "trials": trials})
     print(f"wrote {out}")
     return 0
 

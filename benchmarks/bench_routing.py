@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import copy
 import itertools
-import os
 import secrets
 import shutil
 import statistics
@@ -108,12 +107,6 @@ def _drained(port: int, number: int, offered: int, timeout_s: float = 10.0) -> d
         time.sleep(0.01)
 
 
-def _cpu_s(server: Process) -> float:
-    """User + system CPU time of the server process, all its threads (Linux)."""
-    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _merge(runs: list[Run], cpu_s: float) -> dict[str, Any]:
     merged = Run(runs[0].rate, sum(r.sent for r in runs), np.concatenate([r.latencies_us for r in runs]),
                  np.concatenate([r.statuses for r in runs]), np.concatenate([r.send_lag_us for r in runs]),
@@ -140,9 +133,9 @@ def shadow_cost(server: Process, token: str, raws: list[bytes], conditions: list
             number = SHADOWS.get(condition)
             if number is not None:
                 _admin(port, token, "POST", f"/v1/admin/models/{MODEL}/shadows/{number}", {"sample": 1.0})
-            before = _cpu_s(server)
+            before = server.cpu_seconds()
             run = open_loop(port, raws, args.rate, args.window, seed=1000 * r + len(windows))
-            used = _cpu_s(server) - before
+            used = server.cpu_seconds() - before
             runs[condition].append(run)
             cpu[condition] += used
             s = run.summary()
