@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ _FROM_DTYPE = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64":
                "int8": "INT8", "uint8": "UINT8", "bool": "BOOL", "string": "BYTES", "object": "BYTES"}
 _INT_RANGE = {"INT32": (-2**31, 2**31 - 1), "INT64": (-2**63, 2**63 - 1)}
 _LENGTH = struct.Struct("<I")
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 # The same by numpy (kind, itemsize), for outputs: `dtype.name` alone costs microseconds.
@@ -182,7 +184,8 @@ def encode_output(name: str, array: np.ndarray, binary: bool, blobs: list[bytes]
         if datatype == "BYTES":
             blob = b"".join(_LENGTH.pack(len(b)) + b for b in map(_utf8, array.reshape(-1).tolist()))
         else:
-            blob = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+            # tobytes writes row-major whatever the strides; only a big-endian machine needs a byte swap.
+            blob = array.tobytes() if _LITTLE_ENDIAN else array.astype(dtype.newbyteorder("<")).tobytes()
         out["parameters"] = {"binary_data_size": len(blob)}
         blobs.append(blob)
     elif datatype == "BYTES":
