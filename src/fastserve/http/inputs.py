@@ -20,7 +20,8 @@ _TENSOR_KEYS = frozenset({"dtype", "shape", "data"})
 _TENSOR_DTYPES = {"float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
+    """A value's JSON/msgpack type, as error messages name it."""
     return {dict: "object", list: "array", str: "string", bool: "bool", type(None): "null"}.get(
         type(value), type(value).__name__)
 
@@ -37,7 +38,7 @@ def predict_inputs(payload: Any, session: ModelSession, options: InputOptions,
                    transform: FeatureTransform | None) -> tuple[np.ndarray, float | None]:
     """Validate a decoded predict body: `[rows, n_features]` in the model's input dtype, and the body's timeout."""
     if type(payload) is not dict:
-        raise InvalidInput(f"expected an object with `inputs` or `records`, got {_type_name(payload)} - at `$`",
+        raise InvalidInput(f"expected an object with `inputs` or `records`, got {type_name(payload)} - at `$`",
                            detail={"path": "$"})
     given = [k for k in DATA_KEYS if k in payload]
     if payload.keys() - PREDICT_KEYS or len(given) != 1:
@@ -56,21 +57,21 @@ def predict_inputs(payload: Any, session: ModelSession, options: InputOptions,
             return _from_rows(data, session, options), timeout
         if type(data) is dict:
             return _from_tensor(data, session, options), timeout
-        raise InvalidInput(f"expected `inputs` to be an array of rows or a tensor object, got {_type_name(data)}"
+        raise InvalidInput(f"expected `inputs` to be an array of rows or a tensor object, got {type_name(data)}"
                            " - at `$.inputs`", detail={"path": "$.inputs"})
     if transform is None:
         raise InvalidInput(f"this model has no feature spec, so it takes `inputs` (rows of {session.n_features} "
                            f"numbers), not `{key}` - at `$.{key}`", detail={"path": f"$.{key}"})
     if key == "records":
         if type(data) is not list:
-            raise InvalidInput(f"expected `records` to be an array of objects, got {_type_name(data)} - at "
+            raise InvalidInput(f"expected `records` to be an array of objects, got {type_name(data)} - at "
                                "`$.records`", detail={"path": "$.records"})
         check_rows(len(data), session, options, "$.records")
         x = np.empty((len(data), transform.width), dtype=session.input_dtype)
         transform.fill_records(data, x)
     else:
         if type(data) is not dict:
-            raise InvalidInput(f"expected `columns` to be an object of arrays, got {_type_name(data)} - at "
+            raise InvalidInput(f"expected `columns` to be an object of arrays, got {type_name(data)} - at "
                                "`$.columns`", detail={"path": "$.columns"})
         n = transform.count_columns(data)
         check_rows(n, session, options, "$.columns")
@@ -139,7 +140,7 @@ def _from_tensor(tensor: dict[str, Any], session: ModelSession, options: InputOp
                            detail={"path": "$.inputs.shape[1]", "expected": session.n_features, "got": width})
     check_rows(rows, session, options, "$.inputs.shape[0]")
     if type(data) is not bytes:
-        raise InvalidInput(f"tensor data must be raw bytes (msgpack bin), got {_type_name(data)} - at "
+        raise InvalidInput(f"tensor data must be raw bytes (msgpack bin), got {type_name(data)} - at "
                            "`$.inputs.data`", detail={"path": "$.inputs.data"})
     source = np.dtype(_TENSOR_DTYPES[dtype])
     expected = rows * width * source.itemsize

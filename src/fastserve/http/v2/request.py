@@ -12,8 +12,8 @@ import orjson
 from fastserve._core import FeatureTransform, fill_rows
 from fastserve.config import InputOptions
 from fastserve.exceptions import InvalidInput, MalformedBody, RequestError
-from fastserve.http.inputs import check_rows, refuse_transformed, to_input_dtype
-from fastserve.http.v2.tensors import DATATYPES, NUMERIC, Tensor, check_datatype, fail, type_name
+from fastserve.http.inputs import check_rows, refuse_transformed, to_input_dtype, type_name
+from fastserve.http.v2.tensors import DATATYPES, NUMERIC, Tensor, check_datatype, fail
 from fastserve.runtime import ModelSession
 
 _REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs", "model_name", "model_version"})

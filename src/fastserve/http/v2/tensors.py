@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fastserve.exceptions import InvalidInput
+from fastserve.http.inputs import type_name
 
 # Datatypes a request may send, as numpy dtypes (little-endian whatever the machine).
 NUMERIC: dict[str, np.dtype[Any]] = {name: np.dtype(code) for name, code in
@@ -26,14 +27,12 @@ _PROTOCOL_DATATYPES = frozenset({*DATATYPES, "UINT8", "UINT16", "UINT32", "UINT6
 # ONNX tensor element types (as runtime/session.py names them, and numpy dtype names) -> the protocol's datatypes.
 _FROM_DTYPE = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64", "int32": "INT32",
                "int8": "INT8", "uint8": "UINT8", "bool": "BOOL", "string": "BYTES", "object": "BYTES"}
-_INT_RANGE = {"INT32": (-2**31, 2**31 - 1), "INT64": (-2**63, 2**63 - 1)}
-_LENGTH = struct.Struct("<I")
-_LITTLE_ENDIAN = sys.byteorder == "little"
-
-
 # The same by numpy (kind, itemsize), for outputs: `dtype.name` alone costs microseconds.
 _FROM_NUMPY = {(np.dtype(name).kind, np.dtype(name).itemsize): datatype for name, datatype in _FROM_DTYPE.items()
                if name not in ("string", "object")}
+_INT_RANGE = {"INT32": (-2**31, 2**31 - 1), "INT64": (-2**63, 2**63 - 1)}
+_LENGTH = struct.Struct("<I")
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 def datatype_of(dtype: str) -> str:
@@ -43,11 +42,6 @@ def datatype_of(dtype: str) -> str:
 
 def fail(why: str, path: str, **detail: Any) -> InvalidInput:
     return InvalidInput(f"{why} - at `{path}`", detail={"path": path, **detail}, reason=why)
-
-
-def type_name(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "bool", type(None): "null"}.get(
-        type(value), type(value).__name__)
 
 
 @dataclass(slots=True)
