@@ -46,18 +46,17 @@ class Process:
                 return int(line.split()[1]) * 1024
         return 0
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far, all its threads (Linux)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait(port: int, path: str, timeout: float = 60.0) -> None:
@@ -112,10 +111,13 @@ class Client:
         self.sock.close()
 
     @staticmethod
-    def build(method: str, path: str, body: bytes = b"", content_type: str = "application/json") -> bytes:
+    def build(method: str, path: str, body: bytes = b"", content_type: str = "application/json",
+              headers: Mapping[str, str] | None = None) -> bytes:
         head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         if body or method == "POST":
             head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        for name, value in (headers or {}).items():
+            head += f"{name}: {value}\r\n"
         return head.encode() + b"\r\n" + body
 
     def _recv(self) -> bytes:

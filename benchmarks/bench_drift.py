@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._harness import ROOT, cpu_seconds, machine, pin_self, start_fastserve, time_cases, write_results
+from benchmarks._harness import ROOT, machine, pin_self, start_fastserve, time_cases, write_results
 from benchmarks.loadgen import open_loop
 from fastserve._core.sketch import BinnedSketch
 from fastserve.config import load_model_config
@@ -144,10 +144,10 @@ def through_http(rate: float, seconds: float, rounds: int) -> dict:
         try:
             for _ in range(rounds):
                 for name, server in servers.items():
-                    before = cpu_seconds(server.proc.pid)
+                    before = server.cpu_seconds()
                     run = open_loop(server.port, raws, rate, seconds)
                     summary = run.summary()
-                    cpu[name].append((cpu_seconds(server.proc.pid) - before) / max(1, summary["ok"]) * 1e6)
+                    cpu[name].append((server.cpu_seconds() - before) / max(1, summary["ok"]) * 1e6)
                     runs[name].append(summary)
         finally:
             for server in servers.values():

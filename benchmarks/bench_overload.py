@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from benchmarks._harness import ROOT, Client, cpu_seconds, machine, pin_self, start_fastserve, write_results
+from benchmarks._harness import ROOT, Client, machine, pin_self, start_fastserve, write_results
 from benchmarks.loadgen import max_rate, open_loop
 
 
@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             runs = []
             rss_start = server.rss_bytes()
             for factor in (0.5, 1.0, 1.5, 2.0, 0.5):
-                before = cpu_seconds(server.proc.pid)
+                before = server.cpu_seconds()
                 s = open_loop(server.port, raws, max(50.0, peak * factor), duration, seed=len(runs)).summary()
-                s.update(factor=factor, server_cpu_s=cpu_seconds(server.proc.pid) - before,
+                s.update(factor=factor, server_cpu_s=server.cpu_seconds() - before,
                          rss_mib=server.rss_bytes() / 2**20)
                 s["lost"] = s["errors"] - s["shed"]
                 runs.append(s)

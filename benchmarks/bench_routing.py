@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from benchmarks._harness import ROOT, Client, Process, cpu_seconds, pin_self, start_fastserve, time_cases, write_results
+from benchmarks._harness import ROOT, Client, Process, pin_self, start_fastserve, time_cases, write_results
 from benchmarks.loadgen import Run, max_rate, open_loop
 
 MODELS = ROOT / "models"
@@ -133,9 +133,9 @@ def shadow_cost(server: Process, token: str, raws: list[bytes], conditions: list
             number = SHADOWS.get(condition)
             if number is not None:
                 _admin(port, token, "POST", f"/v1/admin/models/{MODEL}/shadows/{number}", {"sample": 1.0})
-            before = cpu_seconds(server.proc.pid)
+            before = server.cpu_seconds()
             run = open_loop(port, raws, args.rate, args.window, seed=1000 * r + len(windows))
-            used = cpu_seconds(server.proc.pid) - before
+            used = server.cpu_seconds() - before
             runs[condition].append(run)
             cpu[condition] += used
             s = run.summary()

@@ -89,9 +89,26 @@ class MalformedBody(RequestError):
 
 
 class InvalidInput(RequestError):
-    """The body decodes but its content is not what the model takes."""
+    """The body decodes but its content is not what the model takes.
+
+    `reason` is the message without its place (`... - at `$.inputs[4]``), for a caller that names places its own way
+    (the V2 protocol's `inputs[0].data[5]`)."""
 
     code = "invalid_input"
+
+    def __init__(self, message: str, *, detail: Any = None, reason: str | None = None) -> None:
+        super().__init__(message, detail=detail)
+        self.reason = reason if reason is not None else message
+
+
+class MethodNotAllowed(RequestError):
+    """A route called with a method it does not take; `allow` lists those it takes."""
+
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: str = "POST") -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class BodyTooLarge(RequestError):

@@ -166,7 +166,7 @@ def check_predict_inputs(payload: Any, double: bool, allow_non_finite: bool, str
     options = InputOptions(allow_non_finite=allow_non_finite, max_rows=max_rows,
                            unknown_fields="error" if strict else "ignore")
     try:
-        x, timeout = predict_inputs(payload, session, options, transform)
+        x, timeout, raw = predict_inputs(payload, session, options, transform, raw_fields=transform is not None)
     except InvalidInput as exc:
         check_error_encodes(exc)
         return
@@ -178,6 +178,8 @@ def check_predict_inputs(payload: Any, double: bool, allow_non_finite: bool, str
         raise AssertionError("non-finite values accepted")
     if timeout is not None and not 0 < timeout < 1e9:
         raise AssertionError(f"timeout {timeout!r} accepted")
+    if raw is not None and (transform is None or raw.shape != (x.shape[0], len(transform.fields))):
+        raise AssertionError(f"raw field codes of shape {raw.shape} for {x.shape[0]} rows")
 
 
 def check_predict_body_bytes(data: bytes) -> None:

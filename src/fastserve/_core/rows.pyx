@@ -41,6 +41,7 @@ cdef int _raise_value(object value, str path, Py_ssize_t i, Py_ssize_t j, str wh
     raise InvalidInput(
         f"{why} - at `{path}[{i}][{j}]`",
         detail={"path": f"{path}[{i}][{j}]", "row": i, "column": j},
+        reason=why,
     )
 
 

@@ -272,7 +272,7 @@ cdef class FeatureTransform:
 
     cdef int _fail(self, Py_ssize_t i, str field, bint columnar, str why) except -1:
         path = f"$.columns.{field}[{i}]" if columnar else f"$.records[{i}].{field}"
-        raise InvalidInput(f"{why} - at `{path}`", detail={"path": path, "record": i, "field": field})
+        raise InvalidInput(f"{why} - at `{path}`", detail={"path": path, "record": i, "field": field}, reason=why)
 
     cdef int _fail_value(self, Py_ssize_t i, Feature f, PyObject* ptr, bint columnar, str expected) except -1:
         value = <object>ptr

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from fastserve.config import ServerConfig
 from fastserve.exceptions import FastserveError
-from fastserve.http import admin, endpoints
+from fastserve.http import admin, endpoints, v2
 from fastserve.http.predict import handle_predict, predict_target
 from fastserve.metrics import Metrics
 from fastserve.registry import Registry
@@ -23,7 +23,8 @@ log = logging.getLogger("fastserve")
 
 
 class App:
-    """ASGI entry point. Models load in the background after start-up, so /healthz answers at once and
+    """ASGI entry point: the native predict and the V2 infer routes are bare ASGI handlers, the rest goes through
+    Starlette. Models load in the background after start-up, so /healthz answers at once and
     /readyz tells when every model can serve."""
 
     def __init__(self, config: ServerConfig) -> None:
@@ -42,6 +43,7 @@ class App:
                 Route("/metrics", endpoints.metrics, methods=["GET"]),
                 Route("/openapi.json", endpoints.openapi_document, methods=["GET"]),
                 *admin.ROUTES,
+                *v2.ROUTES,
             ],
             exception_handlers={FastserveError: endpoints.fastserve_error, HTTPException: endpoints.http_error},
             lifespan=self._lifespan,
@@ -50,9 +52,14 @@ class App:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            target = predict_target(scope["path"])
+            path = scope["path"]
+            target = predict_target(path)
             if target is not None:
                 await handle_predict(self, scope, receive, send, *target)
+                return
+            target = v2.infer_target(path)
+            if target is not None:
+                await v2.handle_infer(self, scope, receive, send, *target)
                 return
         await self._starlette(scope, receive, send)
 

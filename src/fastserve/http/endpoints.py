@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fastserve.exceptions import FastserveError
-from fastserve.http.errors import error_body, error_headers, status_for
+from fastserve.http.errors import error_body, error_headers, is_v2, status_for, v2_error_body, v2_status_for
 from fastserve.http.openapi import document_bytes
 from fastserve.metrics import PROMETHEUS_CONTENT_TYPE
 
@@ -71,13 +71,16 @@ async def openapi_document(request: Request) -> Response:
 
 async def fastserve_error(request: Request, exc: Exception) -> Response:
     exc = cast(FastserveError, exc)  # registered for this type only
-    status = status_for(exc)
+    v2 = is_v2(request.url.path)
+    status = v2_status_for(exc) if v2 else status_for(exc)
     headers = {k.decode(): v.decode() for k, v in error_headers(exc, status)}
-    return JSONResponse(error_body(exc.code, exc.message, exc.detail), status_code=status, headers=headers)
+    body = v2_error_body(exc.message) if v2 else error_body(exc.code, exc.message, exc.detail)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
     exc = cast(HTTPException, exc)  # registered for this type only
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     message = f"no route for {request.method} {request.url.path}" if exc.status_code == 404 else str(exc.detail)
-    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+    body = v2_error_body(message) if is_v2(request.url.path) else error_body(code, message)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

@@ -11,6 +11,7 @@ from fastserve.exceptions import (
     InferenceError,
     InvalidInput,
     MalformedBody,
+    MethodNotAllowed,
     ModelNotReady,
     NotAcceptable,
     NotFound,
@@ -32,6 +33,7 @@ _STATUS: tuple[tuple[type[FastserveError], int], ...] = (
     (QueueFull, 429),
     (Overloaded, 503),
     (BodyTooLarge, 413),
+    (MethodNotAllowed, 405),
     (UnsupportedMediaType, 415),
     (NotAcceptable, 406),
     (MalformedBody, 400),
@@ -48,8 +50,25 @@ def status_for(exc: FastserveError) -> int:
     return 500
 
 
+def v2_status_for(exc: FastserveError) -> int:
+    """The V2 (Open Inference) protocol's status: as the native one, but content the model cannot take is a 400, the
+    status the protocol gives to bad requests and that Triton and KServe clients expect."""
+    status = status_for(exc)
+    return 400 if status == 422 else status
+
+
 def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "detail": detail}}
+
+
+def is_v2(path: str) -> bool:
+    """Whether `path` is a V2 protocol route, whose errors take the protocol's form and status."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def v2_error_body(message: str) -> dict[str, Any]:
+    """The V2 protocol's error object: the message alone."""
+    return {"error": message}
 
 
 def error_headers(exc: FastserveError, status: int) -> list[tuple[bytes, bytes]]:
@@ -60,4 +79,6 @@ def error_headers(exc: FastserveError, status: int) -> list[tuple[bytes, bytes]]
         return [(b"retry-after", b"1")]
     if status == 401:
         return [(b"www-authenticate", b'Bearer realm="fastserve admin"')]
+    if isinstance(exc, MethodNotAllowed):
+        return [(b"allow", exc.allow.encode())]
     return []

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -19,30 +20,31 @@ _TENSOR_KEYS = frozenset({"dtype", "shape", "data"})
 TENSOR_DTYPES = {"float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
+    """A value's JSON/msgpack type, as error messages name it."""
     return {dict: "object", list: "array", str: "string", bool: "bool", type(None): "null"}.get(
         type(value), type(value).__name__)
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """A client's value as a message quotes it: short, and never failing (repr() of an int over 4300 digits
     raises)."""
     try:
         text = repr(value)
     except ValueError:
-        return f"<{_type_name(value)} too long to show>"
+        return f"<{type_name(value)} too long to show>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _names(keys: Any) -> list[str]:
     """Object keys as messages name them, sorted: msgpack keys may be str or bytes, which do not sort together."""
-    return sorted(k if type(k) is str else _shown(k) for k in keys)
+    return sorted(k if type(k) is str else shown(k) for k in keys)
 
 
 def timeout_ms(value: Any, path: str) -> float:
     """A client's timeout in milliseconds: a positive finite number."""
     if type(value) not in (int, float) or not 0 < value < 1e9:
-        raise InvalidInput(f"expected a timeout in milliseconds (a number > 0), got {_shown(value)} - at `{path}`",
+        raise InvalidInput(f"expected a timeout in milliseconds (a number > 0), got {shown(value)} - at `{path}`",
                            detail={"path": path})
     return float(value)
 
@@ -58,7 +60,7 @@ def predict_inputs(payload: Any, session: ModelSession, options: InputOptions,
     """Validate a decoded predict body into the model's input matrix; with `raw_fields`, records and columns also
     give their fields' raw codes (same pass)."""
     if type(payload) is not dict:
-        raise InvalidInput(f"expected an object with `inputs` or `records`, got {_type_name(payload)} - at `$`",
+        raise InvalidInput(f"expected an object with `inputs` or `records`, got {type_name(payload)} - at `$`",
                            detail={"path": "$"})
     given = [k for k in DATA_KEYS if k in payload]
     if payload.keys() - PREDICT_KEYS or len(given) != 1:
@@ -77,35 +79,38 @@ def predict_inputs(payload: Any, session: ModelSession, options: InputOptions,
             return Inputs(_from_rows(data, session, options), timeout, None)
         if type(data) is dict:
             return Inputs(_from_tensor(data, session, options), timeout, None)
-        raise InvalidInput(f"expected `inputs` to be an array of rows or a tensor object, got {_type_name(data)}"
+        raise InvalidInput(f"expected `inputs` to be an array of rows or a tensor object, got {type_name(data)}"
                            " - at `$.inputs`", detail={"path": "$.inputs"})
     if transform is None:
         raise InvalidInput(f"this model has no feature spec, so it takes `inputs` (rows of {session.n_features} "
                            f"numbers), not `{key}` - at `$.{key}`", detail={"path": f"$.{key}"})
     if key == "records":
         if type(data) is not list:
-            raise InvalidInput(f"expected `records` to be an array of objects, got {_type_name(data)} - at "
+            raise InvalidInput(f"expected `records` to be an array of objects, got {type_name(data)} - at "
                                "`$.records`", detail={"path": "$.records"})
-        _check_rows(len(data), session, options, "$.records")
+        check_rows(len(data), session, options, "$.records")
         x = np.empty((len(data), transform.width), dtype=session.input_dtype)
         raw = np.empty((len(data), len(transform.fields))) if raw_fields else None
         transform.fill_records(data, x, raw)
     else:
         if type(data) is not dict:
-            raise InvalidInput(f"expected `columns` to be an object of arrays, got {_type_name(data)} - at "
+            raise InvalidInput(f"expected `columns` to be an object of arrays, got {type_name(data)} - at "
                                "`$.columns`", detail={"path": "$.columns"})
         n = transform.count_columns(data)
-        _check_rows(n, session, options, "$.columns")
+        check_rows(n, session, options, "$.columns")
         x = np.empty((n, transform.width), dtype=session.input_dtype)
         raw = np.empty((n, len(transform.fields))) if raw_fields else None
         transform.fill_columns(data, x, raw)
     if not options.allow_non_finite:
-        _refuse_transformed(first_non_finite(x), x, transform, key)
+        refuse_transformed(x, transform, (lambda i, field: f"$.records[{i}].{field}") if key == "records" else
+                           (lambda i, field: f"$.columns.{field}[{i}]"))
     return Inputs(x, timeout, raw)
 
 
-def _refuse_transformed(flat_index: int, x: np.ndarray, transform: FeatureTransform, key: str) -> None:
-    """A value a transform made non-finite (log1p of -1, an overflowing scale): name the record and the feature."""
+def refuse_transformed(x: np.ndarray, transform: FeatureTransform, place: Callable[[int, str], str]) -> None:
+    """Refuse a value a transform made non-finite (log1p of -1, an overflowing scale), naming the record and the
+    field it came from by `place(record, field)`."""
+    flat_index = first_non_finite(x)
     if flat_index < 0:
         return
     i, column = divmod(flat_index, x.shape[1])
@@ -114,12 +119,14 @@ def _refuse_transformed(flat_index: int, x: np.ndarray, transform: FeatureTransf
         end += feature.width
         if column < end:
             break
-    path = f"$.records[{i}].{feature.field}" if key == "records" else f"$.columns.{feature.field}[{i}]"
-    raise InvalidInput(f"feature {feature.name!r} became {x[i, column].item()!r} for this value (the model's inputs "
-                       f"must be finite) - at `{path}`", detail={"path": path, "record": i, "field": feature.field})
+    path = place(i, feature.field)
+    reason = (f"feature {feature.name!r} became {x[i, column].item()!r} for this value (the model's inputs must be "
+              "finite)")
+    raise InvalidInput(f"{reason} - at `{path}`", detail={"path": path, "record": i, "field": feature.field},
+                       reason=reason)
 
 
-def _check_rows(n: int, session: ModelSession, options: InputOptions, path: str) -> None:
+def check_rows(n: int, session: ModelSession, options: InputOptions, path: str) -> None:
     if n == 0:
         raise InvalidInput(f"empty batch: send at least one row - at `{path}`", detail={"path": path})
     limit = min(options.max_rows, session.fixed_batch or options.max_rows)
@@ -132,7 +139,7 @@ def _check_rows(n: int, session: ModelSession, options: InputOptions, path: str)
 
 
 def _from_rows(rows: list[Any], session: ModelSession, options: InputOptions) -> np.ndarray:
-    _check_rows(len(rows), session, options, "$.inputs")
+    check_rows(len(rows), session, options, "$.inputs")
     out = np.empty((len(rows), session.n_features), dtype=session.input_dtype)
     fill_rows(rows, out, options.allow_non_finite, "$.inputs")
     return out
@@ -146,18 +153,18 @@ def _from_tensor(tensor: dict[str, Any], session: ModelSession, options: InputOp
                            " - at `$.inputs`", detail={"path": "$.inputs", "missing": missing, "unknown": extra})
     dtype, shape, data = tensor["dtype"], tensor["shape"], tensor["data"]
     if type(dtype) is not str or dtype not in TENSOR_DTYPES:
-        raise InvalidInput(f"tensor dtype must be one of {', '.join(TENSOR_DTYPES)}, got {_shown(dtype)} - at "
+        raise InvalidInput(f"tensor dtype must be one of {', '.join(TENSOR_DTYPES)}, got {shown(dtype)} - at "
                            "`$.inputs.dtype`", detail={"path": "$.inputs.dtype"})
     if (type(shape) is not list or len(shape) != 2 or any(type(s) is not int or s < 0 for s in shape)):
-        raise InvalidInput(f"tensor shape must be [rows, features] with non-negative integers, got {_shown(shape)}"
+        raise InvalidInput(f"tensor shape must be [rows, features] with non-negative integers, got {shown(shape)}"
                            " - at `$.inputs.shape`", detail={"path": "$.inputs.shape"})
     rows, width = shape
     if width != session.n_features:
         raise InvalidInput(f"expected {session.n_features} features per row, got {width} - at `$.inputs.shape[1]`",
                            detail={"path": "$.inputs.shape[1]", "expected": session.n_features, "got": width})
-    _check_rows(rows, session, options, "$.inputs.shape[0]")
+    check_rows(rows, session, options, "$.inputs.shape[0]")
     if type(data) is not bytes:
-        raise InvalidInput(f"tensor data must be raw bytes (msgpack bin), got {_type_name(data)} - at "
+        raise InvalidInput(f"tensor data must be raw bytes (msgpack bin), got {type_name(data)} - at "
                            "`$.inputs.data`", detail={"path": "$.inputs.data"})
     source = np.dtype(TENSOR_DTYPES[dtype])
     expected = rows * width * source.itemsize
@@ -166,9 +173,16 @@ def _from_tensor(tensor: dict[str, Any], session: ModelSession, options: InputOp
                            "`$.inputs.data`", detail={"path": "$.inputs.data", "expected": expected,
                                                       "got": len(data)})
     raw = np.frombuffer(data, dtype=source).reshape(rows, width)
+    return to_input_dtype(raw, session, options, lambda i: f"$.inputs.data[{i // width}][{i % width}]")
+
+
+def to_input_dtype(raw: np.ndarray, session: ModelSession, options: InputOptions,
+                   place: Callable[[int], str]) -> np.ndarray:
+    """A `[rows, features]` array of a request's numeric dtype as the model's input dtype. Refuses NaN/Inf (unless
+    the model allows them) and values out of the model dtype's range, named by `place(flat index)`."""
     floats = raw.dtype.kind == "f"
     if floats and not options.allow_non_finite:
-        _refuse(first_non_finite(raw), raw, "non-finite value {!r} refused (the model's inputs must be finite)")
+        _refuse(first_non_finite(raw), raw, place, "non-finite value {!r} refused (the model's inputs must be finite)")
     if raw.dtype == session.input_dtype:
         return raw
     with np.errstate(over="ignore"):
@@ -179,14 +193,14 @@ def _from_tensor(tensor: dict[str, Any], session: ModelSession, options: InputOp
             bad = int(overflow[0]) if overflow.size else -1
         else:
             bad = first_non_finite(x)
-        _refuse(bad, raw, f"value {{!r}} is out of the {x.dtype} range")
+        _refuse(bad, raw, place, f"value {{!r}} is out of the {x.dtype} range")
     return x
 
 
-def _refuse(flat_index: int, raw: np.ndarray, why: str) -> None:
+def _refuse(flat_index: int, raw: np.ndarray, place: Callable[[int], str], why: str) -> None:
     """Raise InvalidInput naming the value at `flat_index` of `raw`, unless the index is -1."""
     if flat_index < 0:
         return
-    i, j = divmod(flat_index, raw.shape[1])
-    path = f"$.inputs.data[{i}][{j}]"
-    raise InvalidInput(f"{why.format(raw[i, j].item())} - at `{path}`", detail={"path": path, "row": i, "column": j})
+    reason = why.format(raw.reshape(-1)[flat_index].item())
+    path = place(flat_index)
+    raise InvalidInput(f"{reason} - at `{path}`", detail={"path": path, "index": flat_index}, reason=reason)

@@ -1,0 +1,88 @@
+"""The V2 infer route, `POST /v2/models/{name}[/versions/{v}]/infer`, as a bare ASGI handler on the path the native
+predict route takes (http/serving.py): same batcher, routing, deadlines, guard, shadows and metrics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from fastserve.exceptions import FastserveError, UnsupportedMediaType
+from fastserve.http.errors import v2_error_body, v2_status_for
+from fastserve.http.inputs import Inputs
+from fastserve.http.serving import Headers, Outputs, Scope, model_path, serve
+from fastserve.http.v2.request import InferRequest, first_values, model_input, parse_request, selected_outputs
+from fastserve.http.v2.tensors import encode_output
+
+if TYPE_CHECKING:
+    from fastserve.http.app import App
+    from fastserve.registry import LoadedModel, LoadedVersion
+
+JSON = b"application/json"
+BINARY = b"application/octet-stream"
+
+
+def infer_target(path: str) -> tuple[str, str | None] | None:
+    """(model, version or None) for `/v2/models/{name}[/versions/{v}]/infer`, else None."""
+    return model_path(path, "/v2/models/", "/infer")
+
+
+class V2Wire:
+    """The inference request object (JSON, optionally followed by binary tensor data); the inference response object
+    (JSON, optionally followed by binary output data); errors as `{"error": message}`."""
+
+    __slots__ = ("header_length", "outputs", "request")
+
+    def __init__(self) -> None:
+        self.header_length: bytes | None = None
+        self.request: InferRequest | None = None
+        self.outputs: list[tuple[str, bool]] = []
+
+    def start(self, headers: Headers) -> tuple[bytes | None, bytes | None]:
+        content_length = timeout_header = None
+        for key, value in headers:
+            if key == b"content-length":
+                content_length = value
+            elif key == b"inference-header-content-length":
+                self.header_length = value
+            elif key == b"x-request-timeout-ms":
+                timeout_header = value
+            elif key == b"content-encoding" and value.strip().lower() != b"identity":
+                encoding = value.decode("latin-1")
+                raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send the body "
+                                           "uncompressed", detail={"content_encoding": encoding})
+        return content_length, timeout_header
+
+    def decode(self, body: bytes, model: LoadedModel) -> Any:
+        self.request = request = parse_request(body, self.header_length)
+        canary = model.canary
+        if canary is not None and canary.field is not None:
+            return first_values(request, canary.field)
+        return None
+
+    def inputs(self, target: LoadedVersion) -> Inputs:
+        request, session, drift = self.request, target.session, target.drift
+        self.outputs = selected_outputs(request, session)  # type: ignore[arg-type]
+        x, raw = model_input(request, session, target.config.inputs, target.transform,  # type: ignore[arg-type]
+                             drift is not None and drift.from_fields)
+        return Inputs(x, request.timeout_ms, raw)  # type: ignore[union-attr]
+
+    def answer(self, target: LoadedVersion, outputs: Outputs) -> tuple[bytes, Headers]:
+        blobs: list[bytes] = []
+        response: dict[str, Any] = {"model_name": target.model, "model_version": str(target.number)}
+        request_id = self.request.id  # type: ignore[union-attr]
+        if request_id is not None:
+            response["id"] = request_id
+        response["outputs"] = [encode_output(name, outputs[name], binary, blobs) for name, binary in self.outputs]
+        head = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+        if not blobs:
+            return head, [(b"content-type", JSON)]
+        return b"".join((head, *blobs)), [(b"content-type", BINARY),
+                                          (b"inference-header-content-length", str(len(head)).encode())]
+
+    def error(self, exc: FastserveError) -> tuple[int, bytes, bytes]:
+        return v2_status_for(exc), orjson.dumps(v2_error_body(exc.message)), JSON
+
+
+async def handle_infer(app: App, scope: Scope, receive: Any, send: Any, name: str, version: str | None) -> None:
+    await serve(app, scope, receive, send, V2Wire(), name, version)
