@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import threading
+import multiprocessing
+from typing import Any
 
 import msgpack
 import orjson
@@ -39,45 +40,57 @@ def bad_requests(model: str, n_features: int) -> list[bytes]:
 
 class SlowClients:
     """`connections` clients that each send a request's headers one byte a second, reconnecting when the server
-    closes them, on their own thread, until `stop()`."""
+    closes them, until the context ends. They run in a process of their own: on a thread of the measuring process
+    they would take the GIL from the load generator and inflate the latencies it measures."""
 
     def __init__(self, port: int, connections: int) -> None:
         self.port, self.connections = port, connections
-        self.closed_by_server = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._closed = multiprocessing.Value("q", 0)
+        self._stop = multiprocessing.Event()
+        self._process = multiprocessing.Process(target=_slow_clients, daemon=True,
+                                                args=(port, connections, self._stop, self._closed))
+
+    @property
+    def closed_by_server(self) -> int:
+        return int(self._closed.value)
 
     def __enter__(self) -> SlowClients:
-        self._thread.start()
+        self._process.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(30)
+        self._process.join(30)
 
-    async def _one(self) -> None:
+
+def _slow_clients(port: int, connections: int, stop: Any, closed: Any) -> None:
+    async def one() -> None:
         request = b"POST /v1/models/churn/predict HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"z" * 200
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
             except OSError:
                 await asyncio.sleep(0.5)
                 continue
             try:
                 for k in range(len(request)):
-                    if self._stop.is_set():
+                    if stop.is_set():
                         break
                     writer.write(request[k:k + 1])
                     try:
                         if await asyncio.wait_for(reader.read(65536), 1.0) or reader.at_eof():
-                            self.closed_by_server += 1
+                            with closed.get_lock():
+                                closed.value += 1
                             break
                     except TimeoutError:
                         continue
             except OSError:
-                self.closed_by_server += 1
+                with closed.get_lock():
+                    closed.value += 1
             finally:
                 writer.close()
 
-    async def _run(self) -> None:
-        await asyncio.gather(*(self._one() for _ in range(self.connections)))
+    async def run() -> None:
+        await asyncio.gather(*(one() for _ in range(connections)))
+
+    asyncio.run(run())

@@ -35,6 +35,10 @@ ROUTES = [  # (method, path) of every route the app serves, from http/app.py and
     ("post", "/v1/admin/models/{name}/canary"), ("delete", "/v1/admin/models/{name}/canary"),
     ("post", "/v1/admin/models/{name}/canary/promote"), ("post", "/v1/admin/models/{name}/shadows/{version}"),
     ("delete", "/v1/admin/models/{name}/shadows/{version}"), ("post", "/v1/admin/reload"),
+    ("get", "/v2"), ("get", "/v2/health/live"), ("get", "/v2/health/ready"), ("get", "/v2/models/{name}"),
+    ("get", "/v2/models/{name}/versions/{version}"), ("get", "/v2/models/{name}/ready"),
+    ("get", "/v2/models/{name}/versions/{version}/ready"), ("post", "/v2/models/{name}/infer"),
+    ("post", "/v2/models/{name}/versions/{version}/infer"),
 ]
 
 

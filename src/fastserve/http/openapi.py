@@ -60,9 +60,8 @@ ERRORS: dict[str, tuple[int, Schema]] = {
     "QueueFull": (429, _error("The model's queue is full (`[batching] max_queue_rows`).",
                               Retry_After=_retry_after("Seconds to wait before retrying."))),
     "InferenceFailed": (500, _error("ONNX Runtime failed on input that passed validation.")),
-    "Unavailable": (503, _error("The model has no version ready, the request's deadline cannot be met (refused "
-                                "before running), or the server is too far behind to meet the model's latency SLO "
-                                "(`overloaded`, refused before the body is read).",
+    "Unavailable": (503, _error("The model has no version ready, or the request's deadline cannot be met (refused "
+                                "before running).",
                                 Retry_After=_retry_after("Seconds to wait before retrying."))),
 }
 
@@ -162,6 +161,8 @@ SCHEMAS: dict[str, Schema] = {
                                    "additionalProperties": {"type": "array"}}},
     },
     "ModelStatus": _MODEL_STATUS,
+    "V2Error": {"type": "object", "required": ["error"], "additionalProperties": False,
+                "properties": {"error": {"type": "string"}}},
     # In admin bodies a null is the same as a field left out.
     "AdminCanary": {"type": "object", "additionalProperties": False, "properties": {
         "version": _nullable({"type": "integer"}), "weight": _nullable({"type": "number", "minimum": 0, "maximum": 1}),
@@ -284,7 +285,91 @@ def _admin_paths() -> Paths:
     }
 
 
-ROUTE_GROUPS: tuple[Callable[[], Paths], ...] = (_predict_paths, _model_paths, _service_paths, _admin_paths)
+def _v2_error(description: str, retry: bool = False) -> Schema:
+    """A V2 (Open Inference protocol) error: `{"error": "<message>"}`."""
+    out: Schema = {"description": description, "content": {JSON: {"schema": ref("schemas", "V2Error")}}}
+    if retry:
+        out["headers"] = {"Retry-After": _retry_after("Seconds to wait before retrying.")}
+    return out
+
+
+V2_ERRORS: dict[int, Schema] = {
+    400: _v2_error("The request is not a valid inference request, or holds what the model cannot take; the message "
+                   "says where (`inputs[0].shape`)."),
+    404: _v2_error("No such model or version."),
+    413: _v2_error("The body is over the server's `--max-body-bytes`."),
+    415: _v2_error("A compressed body (Content-Encoding): send it uncompressed."),
+    429: _v2_error("The model's queue is full.", retry=True),
+    500: _v2_error("ONNX Runtime failed on input that passed validation."),
+    503: _v2_error("No version ready, or the deadline cannot be met (refused before running).", retry=True),
+}
+
+
+def _v2(summary: str, ok: Schema, statuses: tuple[int, ...] = (), parameters: tuple[str, ...] = (),
+        body: Schema | None = None) -> Schema:
+    op = operation(summary, "v2", ok, parameters=parameters, body=body)
+    for status in statuses:
+        op["responses"][str(status)] = V2_ERRORS[status]
+    return op
+
+
+def _v2_paths() -> Paths:
+    tensor = {"type": "object", "required": ["name", "datatype", "shape"], "properties": {
+        "name": {"type": "string"}, "datatype": {"enum": ["BOOL", "INT32", "INT64", "FP32", "FP64", "BYTES"]},
+        "shape": {"type": "array", "items": {"type": "integer"}}, "parameters": {"type": "object"},
+        "data": {"type": "array", "description": "Row-major values, flat or nested; left out when the tensor is "
+                                                 "sent as binary data (`parameters.binary_data_size`)."}}}
+    request = {"type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string"}, "parameters": {"type": "object", "description": "`binary_data_output`, `timeout` "
+                                                                                   "(microseconds)."},
+        "inputs": {"type": "array", "minItems": 1, "items": tensor},
+        "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string"}, "parameters": {"type": "object"}}}}}}
+    response = {"type": "object", "required": ["model_name", "outputs"], "properties": {
+        "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+        "outputs": {"type": "array", "items": tensor}}}
+    infer_ok = {"description": "The outputs; with binary outputs, the JSON header (its length in "
+                               "Inference-Header-Content-Length) followed by the tensors' bytes.",
+                "content": {JSON: {"schema": response},
+                            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+    body = {"required": True, "description": "JSON; or, with the binary tensor data extension, a JSON header of "
+                                             "Inference-Header-Content-Length bytes followed by the tensors' bytes.",
+            "content": {JSON: {"schema": request, "example": {"inputs": [
+                {"name": "input", "datatype": "FP32", "shape": [1, 22], "data": [0.5] * 22}]}}}}
+    metadata = {"type": "object", "required": ["name", "versions", "platform", "inputs", "outputs"], "properties": {
+        "name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
+        "platform": {"type": "string"}, "inputs": {"type": "array", "items": tensor},
+        "outputs": {"type": "array", "items": tensor}}}
+    model_ready = {"type": "object", "required": ["name", "ready"], "properties": {
+        "name": {"type": "string"}, "ready": {"type": "boolean"}}}
+    not_ready = _json(model_ready, "No version ready to serve.", headers={"Retry-After": _retry_after("Seconds.")})
+    server_ready = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}}
+    ready_op = _v2("Whether every model can serve", _json(server_ready))
+    ready_op["responses"]["503"] = _json(server_ready, "Some model cannot serve yet.",
+                                         headers={"Retry-After": _retry_after("Seconds.")})
+    paths: Paths = {
+        "/v2": {"get": _v2("Server metadata", _json({"type": "object", "required": ["name", "version", "extensions"],
+                                                       "properties": {"name": {"type": "string"},
+                                                                      "version": {"type": "string"},
+                                                                      "extensions": {"type": "array"}}}))},
+        "/v2/health/live": {"get": _v2("The server is alive", _json(
+            {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}))},
+        "/v2/health/ready": {"get": ready_op},
+    }
+    for prefix, params in (("/v2/models/{name}", ("name",)), ("/v2/models/{name}/versions/{version}",
+                                                               ("name", "version"))):
+        ready = _v2("Whether the model (version) can serve", _json(model_ready), (404,), params)
+        ready["responses"]["503"] = not_ready
+        paths[prefix] = {"get": _v2("Model metadata", _json(metadata), (404, 503), params)}
+        paths[f"{prefix}/ready"] = {"get": ready}
+        paths[f"{prefix}/infer"] = {"description": "Other methods: 405 with `Allow: POST`.", "post": _v2(
+            "Inference (Open Inference / KServe V2 protocol)", infer_ok, (400, 404, 413, 415, 429, 500, 503),
+            (*params, "timeout"), body)}
+    return paths
+
+
+ROUTE_GROUPS: tuple[Callable[[], Paths], ...] = (_predict_paths, _model_paths, _service_paths, _admin_paths,
+                                                 _v2_paths)
 
 
 def document() -> dict[str, Any]:

@@ -21,7 +21,6 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from fastserve.config import ConnectionLimits, ServerConfig
-from fastserve.http.admission import Admission
 from fastserve.http.errors import error_body
 
 IDLE, HEADERS, BODY = 0, 1, 2  # what the connection waits for from its client
@@ -46,19 +45,11 @@ def refusal(status: int, code: str, message: str, retry_after: int | None = None
     return code, b"".join([*head, b"\r\n", body])
 
 
-def overloaded(why: str) -> bytes:
-    """503 + Retry-After that keeps the connection open."""
-    body = orjson.dumps(error_body("overloaded", why))
-    return b"".join([STATUS_LINE[503], b"content-type: application/json\r\ncontent-length: %d\r\n"
-                     b"retry-after: 1\r\n\r\n" % len(body), body])
-
-
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """One client connection. `limits` is set on the class by `build_server`."""
 
     limits = ConnectionLimits()
     refused_counts: dict[str, int] = {}
-    admission: Admission | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -68,7 +59,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.header_bytes = 0
         self.header_count = 0
         self.over_capacity = False
-        self.shed = False  # the current request was answered 503 at its headers; its body is skipped
         self.refused: tuple[str, bytes] | None = None  # set by a parser callback that stops the parse
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -116,28 +106,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                                    "connections, over its limit; try again shortly", retry_after=1)
             raise ValueError("over capacity")
         self.phase, self.phase_started, self.body_bytes = BODY, time.monotonic(), 0
-        admission = self.admission
-        if admission is not None and admission.lag_ns > 0 and (self.cycle is None or self.cycle.response_complete):
-            why = admission.refusal(self.url.decode("latin-1").split("?", 1)[0])
-            if why is not None:
-                # Answered now, on a connection that stays open: the body is read past, never decoded.
-                self.shed = True
-                self.refused_counts["overloaded"] = self.refused_counts.get("overloaded", 0) + 1
-                self.transport.write(overloaded(why))
-                return
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
-        if not self.shed:
-            super().on_body(body)
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self.phase = IDLE  # the request is in; the app has it (keep-alive idling is uvicorn's own timer)
-        if self.shed:
-            self.shed = False
-            self.on_response_complete()  # arms keep-alive for the next request
-            return
         super().on_message_complete()
 
     def overdue(self, now: float) -> tuple[str, bytes] | None:
@@ -158,18 +134,16 @@ class Server(uvicorn.Server):
     """uvicorn's server, sweeping slow connections, and exiting with status 0 after a graceful SIGTERM (uvicorn
     re-raises the signal once it has shut down, which would end the process with 143)."""
 
-    def __init__(self, config: uvicorn.Config, on_shutdown: Any, admission: Admission) -> None:
+    def __init__(self, config: uvicorn.Config, on_shutdown: Any) -> None:
         super().__init__(config)
         self._on_shutdown = on_shutdown  # called at once on SIGTERM/SIGINT: readiness turns false
-        self._admission = admission
 
     async def main_loop(self) -> None:
-        tasks = [asyncio.create_task(self._sweep()), asyncio.create_task(self._admission.watch())]
+        sweeper = asyncio.create_task(self._sweep())
         try:
             await super().main_loop()
         finally:
-            for task in tasks:
-                task.cancel()
+            sweeper.cancel()
 
     async def _sweep(self) -> None:
         while True:
@@ -189,14 +163,14 @@ class Server(uvicorn.Server):
 
 
 def build_server(app: Any, config: ServerConfig, loop: str, on_shutdown: Any,
-                 refused_counts: dict[str, int], admission: Admission) -> Server:
+                 refused_counts: dict[str, int]) -> Server:
     limits = config.limits
     protocol = type("FastserveHttpProtocol", (LimitedHttpToolsProtocol,),
-                    {"limits": limits, "refused_counts": refused_counts, "admission": admission})
+                    {"limits": limits, "refused_counts": refused_counts})
     logging.getLogger("uvicorn.error").addFilter(_Quiet())
     return Server(uvicorn.Config(
         app, host=config.host, port=config.port, loop=loop, http=protocol, lifespan="on", log_config=None,
         log_level=config.log_level, access_log=False, server_header=False,
         timeout_keep_alive=limits.keep_alive_timeout_s,  # type: ignore[arg-type]  # uvicorn takes a float too
         timeout_graceful_shutdown=config.shutdown_grace_s,  # type: ignore[arg-type]
-    ), on_shutdown, admission)
+    ), on_shutdown)
