@@ -25,6 +25,7 @@ from fastserve.http.errors import error_body
 
 IDLE, HEADERS, BODY = 0, 1, 2  # what the connection waits for from its client
 _SWEEP_S = 1.0
+_SWEEP_BATCH = 32  # connections closed between yields to the event loop
 
 
 class _Quiet(logging.Filter):
@@ -149,11 +150,15 @@ class Server(uvicorn.Server):
         while True:
             await asyncio.sleep(_SWEEP_S)
             now = time.monotonic()
+            closed = 0
             for connection in list(self.server_state.connections):
                 if isinstance(connection, LimitedHttpToolsProtocol):
                     answer = connection.overdue(now)
                     if answer is not None:
                         connection.refuse(answer)
+                        closed += 1
+                        if closed % _SWEEP_BATCH == 0:
+                            await asyncio.sleep(0)  # a thousand slow clients at once must not stall everyone else
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._on_shutdown()
