@@ -335,7 +335,7 @@ def _v2_paths() -> Paths:
     body = {"required": True, "description": "JSON; or, with the binary tensor data extension, a JSON header of "
                                              "Inference-Header-Content-Length bytes followed by the tensors' bytes.",
             "content": {JSON: {"schema": request, "example": {"inputs": [
-                {"name": "input", "datatype": "FP32", "shape": [1, 22], "data": [0.5] * 22}]}}}}
+                {"name": "inputs", "datatype": "FP32", "shape": [1, 22], "data": [0.5] * 22}]}}}}
     metadata = {"type": "object", "required": ["name", "versions", "platform", "inputs", "outputs"], "properties": {
         "name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
         "platform": {"type": "string"}, "inputs": {"type": "array", "items": tensor},
