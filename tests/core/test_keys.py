@@ -6,7 +6,7 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastserve._core.keys import json_duplicate_key, msgpack_duplicate_key
+from fastserve._core.keys import json_duplicate_key, json_top_array_length, msgpack_duplicate_key
 
 KEYS = st.sampled_from(["a", "b", "age", "inputs", "x y", "é", 'q"uote', "back\\slash", "{", "", "A"])
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st.floats(allow_nan=False),
@@ -88,3 +88,20 @@ def test_paths_name_the_object_holding_the_duplicate():
 def test_same_keys_in_sibling_objects_are_fine():
     assert json_duplicate_key(b'[{"a": 1}, {"a": 2}, {"b": {"a": 3}}]') is None
     assert msgpack_duplicate_key(msgpack.packb([{"a": 1}, {"a": 2}, {"b": {"a": 3}}])) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(KEYS, trees(SCALARS), max_size=4), st.one_of(st.none(), st.lists(trees(SCALARS), max_size=6)))
+def test_top_array_length_counts_without_parsing(others, rows):
+    """The length of `inputs` at the top level, as json.loads sees it; -1 when it is not an array there."""
+    body = {k: v for k, v in others.items() if k != "inputs"}
+    if rows is not None:
+        body["inputs"] = rows
+    text = "{" + ", ".join(json.dumps(k) + ": " + to_json(v) for k, v in body.items()) + "}"
+    expected = len(rows) if rows is not None else -1
+    assert json_top_array_length(text.encode(), b"inputs") == expected, text
+
+
+def test_top_array_length_is_minus_one_for_other_shapes():
+    for text in (b"[1, 2]", b'{"inputs": 3}', b'{"a": {"inputs": [1]}}', b'"inputs"', b"", b'{"inputs": [1, 2'):
+        assert json_top_array_length(text, b"inputs") == -1, text

@@ -282,3 +282,66 @@ def msgpack_duplicate_key(const unsigned char[::1] data):
         return None
     finally:
         _release_table()
+
+
+def json_top_array_length(const unsigned char[::1] data, bytes key):
+    """The number of elements of the array under `key` in a JSON object at the top level, counted without parsing
+    (so a body with too many rows is refused before its numbers become objects); -1 when there is none or the text
+    is not an object of that shape. Scans until that array ends."""
+    cdef Py_ssize_t n = data.shape[0], i = 0, depth = 0, start, count = 0, m = len(key)
+    if n == 0:
+        return -1
+    cdef const unsigned char* body = &data[0]
+    cdef const unsigned char* end
+    cdef const char* wanted = key
+    cdef unsigned char c
+    cdef bint expect_key = False, matched = False, counting = False, empty = True
+    cdef Py_ssize_t k
+    while i < n:
+        c = body[i]
+        if counting and depth == 2 and empty and c > 32 and c != b']':
+            empty = False
+        if not _special[c]:
+            i += 1
+            continue
+        if c == b'"':
+            start = i + 1
+            i = start
+            while True:
+                end = <const unsigned char*>memchr(body + i, b'"', n - i)
+                if end == NULL:
+                    return -1
+                i = end - body
+                k = i - 1
+                while k >= start and body[k] == b'\\':
+                    k -= 1
+                if (i - 1 - k) % 2 == 0:
+                    break
+                i += 1
+            if expect_key and depth == 1:
+                matched = i - start == m and memcmp(body + start, wanted, m) == 0
+                expect_key = False
+            i += 1
+        elif c == b'{' or c == b'[':
+            if depth == 0 and c != b'{':
+                return -1
+            if depth == 1 and matched and c == b'[':
+                counting, empty, count = True, True, 0
+            depth += 1
+            expect_key = c == b'{' and depth == 1
+            i += 1
+        elif c == b'}' or c == b']':
+            depth -= 1
+            if counting and depth == 1:
+                return 0 if empty else count + 1
+            if depth <= 0:
+                return -1
+            i += 1
+        else:  # ','
+            if counting and depth == 2:
+                count += 1
+            elif depth == 1:
+                expect_key = True
+                matched = False
+            i += 1
+    return -1

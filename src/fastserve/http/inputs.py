@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fastserve._core import FeatureTransform, fill_rows, first_non_finite
+from fastserve._core.keys import json_top_array_length
 from fastserve.config import InputOptions
 from fastserve.exceptions import InvalidInput
 from fastserve.runtime import ModelSession
@@ -124,6 +125,19 @@ def refuse_transformed(x: np.ndarray, transform: FeatureTransform, place: Callab
               "finite)")
     raise InvalidInput(f"{reason} - at `{path}`", detail={"path": path, "record": i, "field": feature.field},
                        reason=reason)
+
+
+def refuse_oversized_json(body: bytes, session: ModelSession, options: InputOptions) -> None:
+    """Before parsing: a JSON body whose `inputs` or `records` hold more rows than the model takes is refused from a
+    scan of its bytes, so that its numbers never become objects (parsing 5,000 rows takes milliseconds of the event
+    loop; the scan, a tenth of that)."""
+    limit = min(options.max_rows, session.fixed_batch or options.max_rows)
+    if len(body) <= 2 * limit:  # each row takes two bytes at least: this body cannot hold more than the limit
+        return
+    for key in ("inputs", "records"):
+        n = json_top_array_length(body, key.encode())
+        if n > limit:
+            check_rows(n, session, options, f"$.{key}")
 
 
 def check_rows(n: int, session: ModelSession, options: InputOptions, path: str) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from fastserve.exceptions import FastserveError, NotAcceptable
 from fastserve.http.codecs import CONTENT_TYPE_HEADER, JSON, decode, encode, request_format, response_format
 from fastserve.http.errors import error_body, status_for
-from fastserve.http.inputs import Inputs, predict_inputs
+from fastserve.http.inputs import Inputs, predict_inputs, refuse_oversized_json
 from fastserve.http.serving import Headers, Outputs, Scope, model_path, serve
 
 if TYPE_CHECKING:
@@ -46,6 +46,9 @@ class NativeWire:
         return content_length, timeout_header
 
     def decode(self, body: bytes, model: LoadedModel) -> Any:
+        primary = model.primary
+        if self.body_fmt == JSON and primary is not None:
+            refuse_oversized_json(body, primary.session, primary.config.inputs)  # type: ignore[arg-type]
         self.decoded = decode(body, self.body_fmt)
         return self.decoded
 
