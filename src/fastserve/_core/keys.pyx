@@ -57,6 +57,24 @@ cdef void _release_table() noexcept:
         _table.capacity = 0
 
 
+cdef inline Py_ssize_t _string_end(const unsigned char* body, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
+    """The index of the quote closing a JSON string that begins at `start`, or -1: the first quote not escaped
+    (escapes are rare, so the search jumps quote to quote)."""
+    cdef const unsigned char* end
+    cdef Py_ssize_t i = start, k
+    while True:
+        end = <const unsigned char*>memchr(body + i, b'"', n - i)
+        if end == NULL:
+            return -1
+        i = end - body
+        k = i - 1
+        while k >= start and body[k] == b'\\':
+            k -= 1
+        if (i - 1 - k) % 2 == 0:
+            return i
+        i += 1
+
+
 cdef inline uint64_t _fnv(const unsigned char* data, Py_ssize_t n, unsigned char tag) noexcept nogil:
     cdef uint64_t h = 14695981039346656037ULL ^ tag
     cdef Py_ssize_t k
@@ -119,11 +137,10 @@ cdef str _path(const unsigned char* body, Level* levels, Py_ssize_t depth):
 def json_duplicate_key(const unsigned char[::1] data):
     """(key, path of its object) for the first key repeated within one object of a valid JSON text; None when
     there is none; True when a key has escapes and the bytes alone cannot tell (the caller checks slowly)."""
-    cdef Py_ssize_t n = data.shape[0], i = 0, start, depth = 0, k
+    cdef Py_ssize_t n = data.shape[0], i = 0, start, depth = 0
     if n == 0:
         return None
     cdef const unsigned char* body = &data[0]
-    cdef const unsigned char* end
     cdef unsigned char c
     cdef bint expect_key = False
     cdef Level* levels = _levels
@@ -136,21 +153,9 @@ def json_duplicate_key(const unsigned char[::1] data):
                 continue
             if c == b'"':
                 start = i + 1
-                # The closing quote is the first one not escaped; escapes are rare, so jump quote to quote.
-                i = start
-                while True:
-                    end = <const unsigned char*>memchr(body + i, b'"', n - i)
-                    if end == NULL:
-                        return None
-                    i = end - body
-                    if body[i - 1] != b'\\':
-                        break
-                    k = i - 1
-                    while k >= start and body[k] == b'\\':
-                        k -= 1
-                    if (i - 1 - k) % 2 == 0:
-                        break
-                    i += 1
+                i = _string_end(body, start, n)
+                if i < 0:
+                    return None
                 if expect_key and depth:
                     if memchr(body + start, b'\\', i - start) != NULL:
                         return True
@@ -292,11 +297,9 @@ def json_top_array_length(const unsigned char[::1] data, bytes key):
     if n == 0:
         return -1
     cdef const unsigned char* body = &data[0]
-    cdef const unsigned char* end
     cdef const char* wanted = key
     cdef unsigned char c
     cdef bint expect_key = False, matched = False, counting = False, empty = True
-    cdef Py_ssize_t k
     while i < n:
         c = body[i]
         if counting and depth == 2 and empty and c > 32 and c != b']':
@@ -306,18 +309,9 @@ def json_top_array_length(const unsigned char[::1] data, bytes key):
             continue
         if c == b'"':
             start = i + 1
-            i = start
-            while True:
-                end = <const unsigned char*>memchr(body + i, b'"', n - i)
-                if end == NULL:
-                    return -1
-                i = end - body
-                k = i - 1
-                while k >= start and body[k] == b'\\':
-                    k -= 1
-                if (i - 1 - k) % 2 == 0:
-                    break
-                i += 1
+            i = _string_end(body, start, n)
+            if i < 0:
+                return -1
             if expect_key and depth == 1:
                 matched = i - start == m and memcmp(body + start, wanted, m) == 0
                 expect_key = False
