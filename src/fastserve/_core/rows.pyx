@@ -28,7 +28,8 @@ cdef str type_name(object value):
     return type(value).__name__
 
 
-cdef str shown(object value):
+cpdef str shown(object value):
+    """A value as error messages quote it: short, and never failing."""
     # repr() of an int over 4300 digits raises ValueError, and a client's value may be long: quote a bounded prefix.
     try:
         text = repr(value)

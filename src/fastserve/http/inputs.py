@@ -10,6 +10,7 @@ import numpy as np
 
 from fastserve._core import FeatureTransform, fill_rows, first_non_finite
 from fastserve._core.keys import json_top_array_length
+from fastserve._core.rows import shown
 from fastserve.config import InputOptions
 from fastserve.exceptions import InvalidInput
 from fastserve.runtime import ModelSession
@@ -25,16 +26,6 @@ def type_name(value: Any) -> str:
     """A value's JSON/msgpack type, as error messages name it."""
     return {dict: "object", list: "array", str: "string", bool: "bool", type(None): "null"}.get(
         type(value), type(value).__name__)
-
-
-def shown(value: Any) -> str:
-    """A client's value as a message quotes it: short, and never failing (repr() of an int over 4300 digits
-    raises)."""
-    try:
-        text = repr(value)
-    except ValueError:
-        return f"<{type_name(value)} too long to show>"
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _names(keys: Any) -> list[str]:
