@@ -53,9 +53,8 @@ class NativeWire:
         return self.decoded
 
     def inputs(self, target: LoadedVersion) -> Inputs:
-        drift = target.drift
         return predict_inputs(self.decoded, target.session,  # type: ignore[arg-type]
-                              target.config.inputs, target.transform, drift is not None and drift.from_fields)
+                              target.config.inputs, target.transform, target.sketches_raw_fields)
 
     def answer(self, target: LoadedVersion, outputs: Outputs) -> tuple[bytes, Headers]:
         body = encode({"model": target.model, "version": target.number, "outputs": outputs}, self.fmt)

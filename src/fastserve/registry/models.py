@@ -63,6 +63,11 @@ class LoadedVersion:
     fingerprint: tuple[Any, ...] = ()  # the folder's files when it was loaded
 
     @property
+    def sketches_raw_fields(self) -> bool:
+        """Whether the drift monitor wants each request's raw field codes (a profile of the fields clients send)."""
+        return self.drift is not None and self.drift.from_fields
+
+    @property
     def label(self) -> str:
         return f"{self.model} v{self.number}"
 

@@ -61,10 +61,10 @@ class V2Wire:
         return None
 
     def inputs(self, target: LoadedVersion) -> Inputs:
-        request, session, drift = self.request, target.session, target.drift
+        request, session = self.request, target.session
         self.outputs = selected_outputs(request, session)  # type: ignore[arg-type]
         x, raw = model_input(request, session, target.config.inputs, target.transform,  # type: ignore[arg-type]
-                             drift is not None and drift.from_fields)
+                             target.sketches_raw_fields)
         return Inputs(x, request.timeout_ms, raw)  # type: ignore[union-attr]
 
     def answer(self, target: LoadedVersion, outputs: Outputs) -> tuple[bytes, Headers]:
