@@ -42,8 +42,10 @@ def _requests(model: str, path: str) -> list[bytes]:
     return [Client.build("POST", path, orjson.dumps({"inputs": [row.tolist()]})) for row in rows]
 
 
-def batcher_overhead(model: str, batch: int = 32, rounds: int = 300) -> dict[str, float]:
-    """Per request: `Batcher.submit` of `batch` concurrent one-row requests vs `session.run` on the same batches."""
+def batcher_overhead(model: str, inline_us: int, batch: int = 32, rounds: int = 300) -> dict[str, float]:
+    """Per request: `Batcher.submit` of `batch` concurrent one-row requests vs `session.run` on the same batches.
+    Batches estimated under `inline_us` run on the loop thread (the server's `inline_run_max_us`), others on a
+    worker thread."""
     from fastserve.batching import Batcher
     from fastserve.config import BatchingOptions, load_model_config
     from fastserve.runtime import ModelSession
@@ -65,7 +67,7 @@ def batcher_overhead(model: str, batch: int = 32, rounds: int = 300) -> dict[str
             return session.run(x)
 
     batcher = Batcher(Recording(), BatchingOptions(max_batch_size=batch, max_delay_us=0), model,  # type: ignore[arg-type]
-                      warm_up=session.warm_up((1, batch)))
+                      warm_up=session.warm_up((1, batch)), inline_max_s=inline_us * 1e-6)
 
     async def through_batcher() -> float:
         started = time.perf_counter()
@@ -102,7 +104,7 @@ def batcher_overhead(model: str, batch: int = 32, rounds: int = 300) -> dict[str
         session.run(data[:size])
     t_direct = time.perf_counter() - started
     n = rounds * batch
-    return {"requests": n, "burst": batch, "mean_batch_rows": float(np.mean(sizes)),
+    return {"requests": n, "burst": batch, "inline_run_max_us": inline_us, "mean_batch_rows": float(np.mean(sizes)),
             "batcher_us_per_request": t_batcher / n * 1e6, "session_run_us_per_request": t_direct / n * 1e6,
             "asyncio_floor_us_per_request": t_floor / n * 1e6,
             "overhead_us_per_request": (t_batcher - t_direct - t_floor) / n * 1e6}
@@ -112,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter trials, fewer refinements")
     parser.add_argument("--models", default="churn,churn_mlp")
+    parser.add_argument("--overhead-only", action="store_true", help="only the in-process batcher overhead")
     args = parser.parse_args(argv)
+    if args.overhead_only:
+        _print_overhead(_overhead(args.models.split(",")))
+        return 0
     duration, refine = (1.0, 2) if args.quick else (2.0, 3)
     pin_self(1)
     results: dict[str, object] = {}
@@ -166,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         results["slo_mode"] = {"model": slo_model, "slo_ms": 10, "sweep": sweep}
 
-    overhead = {m: batcher_overhead(m) for m in args.models.split(",")}
-    results["batcher_overhead"] = overhead
+    overhead = results["batcher_overhead"] = _overhead(args.models.split(","))
 
     print("\n| model | batching | max rate, p99 <= 10 ms | max rate, p99 <= 50 ms |")
     print("|---|---|---:|---:|")
@@ -181,14 +186,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model}: batching on/off at p99 <= {slo} ms: {a / b if b else float('inf'):.2f}x")
     echo_rate = results["echo"]["max_rate_p99_10ms"]  # type: ignore[index]
     print(f"echo app at p99 <= 10 ms: {echo_rate:,.0f}/s (the generator's headroom)")
-    for model, o in overhead.items():
-        print(f"{model}: batcher overhead {o['overhead_us_per_request']:.2f} us/request "
-              f"({o['batcher_us_per_request']:.2f} via the batcher, {o['session_run_us_per_request']:.2f} of it "
-              f"session.run on the same batches, {o['asyncio_floor_us_per_request']:.2f} the asyncio floor; "
-              f"bursts of {o['burst']} requests, mean batch {o['mean_batch_rows']:.1f} rows)")
+    _print_overhead(overhead)
     out = write_results("batching", results)
     print(f"wrote {out}")
     return 0
+
+
+def _overhead(models: list[str]) -> dict[str, dict[str, float]]:
+    """Each model with the server's default inline threshold and with every batch on a worker thread."""
+    from fastserve.config import RuntimeOptions
+
+    default = RuntimeOptions().inline_run_max_us
+    return {f"{m} ({how})": batcher_overhead(m, us) for m in models
+            for how, us in ((f"inline_run_max_us = {default}", default), ("inline_run_max_us = 0", 0))}
+
+
+def _print_overhead(overhead: dict[str, dict[str, float]]) -> None:
+    for case, o in overhead.items():
+        print(f"{case}: batcher overhead {o['overhead_us_per_request']:.2f} us/request "
+              f"({o['batcher_us_per_request']:.2f} via the batcher, {o['session_run_us_per_request']:.2f} of it "
+              f"session.run on the same batches, {o['asyncio_floor_us_per_request']:.2f} the asyncio floor; "
+              f"bursts of {o['burst']} requests, mean batch {o['mean_batch_rows']:.1f} rows)")
 
 
 if __name__ == "__main__":

@@ -89,7 +89,8 @@ def test_deadline_from_slo_and_client_timeout(session):
         batcher.close()
 
 
-def test_run_failure_reaches_every_request_of_the_batch_and_the_batcher_recovers(session):
+@pytest.mark.parametrize("inline_max_s", [0.0, 1.0], ids=["worker", "inline"])
+def test_run_failure_reaches_every_request_of_the_batch_and_the_batcher_recovers(session, inline_max_s):
     class Flaky:
         """A real session that fails on its first multi-row batch."""
 
@@ -103,7 +104,8 @@ def test_run_failure_reaches_every_request_of_the_batch_and_the_batcher_recovers
                 raise InferenceError("boom")
             return self.inner.run(x)
 
-    batcher = Batcher(Flaky(session), BatchingOptions(max_batch_size=8, max_delay_us=50_000), "flaky")
+    batcher = Batcher(Flaky(session), BatchingOptions(max_batch_size=8, max_delay_us=50_000), "flaky",
+                      warm_up={1: 20e-6, 8: 50e-6}, inline_max_s=inline_max_s)
     x = np.ones((1, 22), dtype=np.float32)
 
     async def main():
@@ -141,7 +143,9 @@ def test_expired_in_queue_is_refused(session):
     assert isinstance(second, DeadlineUnmeetable)
 
 
-def test_lone_request_runs_inline_and_is_counted(session):
+def test_short_runs_happen_on_the_loop_thread_and_long_ones_on_a_worker(session):
+    """A run estimated under `inline_max_s` happens on the loop thread, whether its request came alone (no queue) or
+    through the queue; a longer one goes to the instance's worker thread. All are counted as batches."""
     import threading
 
     seen = []
@@ -151,24 +155,29 @@ def test_lone_request_runs_inline_and_is_counted(session):
 
         @staticmethod
         def run(x):
-            seen.append(threading.current_thread().name)
+            seen.append((len(x), threading.current_thread().name))
             return session.run(x)
 
-    batcher = Batcher(Where(), BatchingOptions(), "churn v1", warm_up={1: 20e-6}, inline_max_s=200e-6)
+    batcher = Batcher(Where(), BatchingOptions(), "churn v1", warm_up={1: 20e-6, 64: 1e-3}, inline_max_s=200e-6)
     x = np.ones((1, 22), dtype=np.float32)
+    big = np.ones((64, 22), dtype=np.float32)
 
     async def main():
         alone = await batcher.submit(x, alone=True)
-        not_alone = await batcher.submit(x, alone=False)
-        return alone, not_alone
+        queued = await batcher.submit(x, alone=False)
+        long = await batcher.submit(big, alone=False)
+        return alone, queued, long
 
     try:
-        alone, not_alone = asyncio.run(main())
+        alone, queued, long = asyncio.run(main())
     finally:
         batcher.close()
-    assert seen[0] == threading.current_thread().name and seen[1] != seen[0]
-    np.testing.assert_array_equal(alone["probabilities"], not_alone["probabilities"])
-    assert batcher.queue.stats()["batches"] == 2
+    here = threading.current_thread().name
+    assert seen[0] == (1, here) and seen[1] == (1, here)
+    assert seen[2][0] == 64 and seen[2][1] != here
+    np.testing.assert_array_equal(alone["probabilities"], queued["probabilities"])
+    np.testing.assert_array_equal(long["probabilities"], np.repeat(alone["probabilities"], 64, axis=0))
+    assert batcher.queue.stats()["batches"] == 3
 
 
 def test_drain_waits_for_held_requests_and_refuse_waiting_answers_the_rest(session):

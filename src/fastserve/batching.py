@@ -72,8 +72,9 @@ class Batcher:
     once into the instance's buffer (a lone request runs from its own array, with no copy); outputs go back to each
     request as views of the batch's output arrays, with no loop over rows.
 
-    A lone small request, with every instance idle and runs estimated under `inline_max_s`, runs on the event loop
-    thread: handing it to a worker costs two thread wake-ups, more than such a run, and nothing else is waiting.
+    A batch whose run is estimated under `inline_max_s`, with every instance idle, runs on the event loop thread:
+    handing it to a worker costs two thread wake-ups, more than such a run. A lone request on an idle batcher also
+    skips the queue and its future.
     """
 
     def __init__(self, session: ModelSession, options: BatchingOptions, label: str, *,
@@ -97,6 +98,7 @@ class Batcher:
         self._expired = np.empty(options.max_queue_rows, dtype=np.int64)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0
+        self._kicked = False  # a `_kick` is scheduled on the loop
         self._loop: asyncio.AbstractEventLoop | None = None
         # Called on the loop with each batch's rows and outputs (drift sketches); None = nothing to do.
         self.observe: Callable[[np.ndarray, Outputs], None] | None = None
@@ -149,8 +151,10 @@ class Batcher:
                                          "retry later", retry_after_s=_retry_after_s(backlog))
         fut: asyncio.Future[Outputs] = loop.create_future()
         self._pending[ticket] = (x, fut)
-        if self._free:  # else the next finished batch schedules
-            self._schedule()
+        if self._free and not self._kicked:  # else the next finished batch schedules
+            # After the requests already ready on the loop have been pushed too, so that they can join this batch.
+            self._kicked = True
+            loop.call_soon(self._kick)
         if fut.done() or disconnected is None:
             return await fut
         watcher: asyncio.Task[Any] = loop.create_task(disconnected())  # only waiting requests pay for it
@@ -159,6 +163,10 @@ class Batcher:
             return await fut
         finally:
             watcher.cancel()
+
+    def _kick(self) -> None:
+        self._kicked = False
+        self._schedule()
 
     def _abandon(self, ticket: int) -> None:
         """The client left: drop its request if it has not started (a running batch cannot be stopped)."""
@@ -186,11 +194,31 @@ class Batcher:
             instance = self._free.pop()
             # A lone request runs from its own array; several are copied once, in C, into the instance's buffer.
             batch = items[0][0] if n == 1 else np.concatenate([x for x, _ in items], out=instance.buffer[:rows])
+            if q.in_flight == 1 and q.run_time.estimate(rows) < self._inline_max_ns:
+                self._run_inline(instance, items, rows, batch)
+                if q.queued_requests:  # what waits is scheduled after the loop has seen to its sockets
+                    self._loop.call_soon(self._schedule)  # type: ignore[union-attr]
+                return
             done = functools.partial(self._done, instance, items, rows, batch)
             instance.submit(batch, done, self._loop)  # type: ignore[arg-type]
 
+    def _run_inline(self, instance: _Instance, items: list[_Item], rows: int, batch: np.ndarray) -> None:
+        """Run a short batch on the loop thread, every instance being idle: a hand-off to a worker costs two thread
+        wake-ups, more than the run itself."""
+        started = monotonic_ns()
+        try:
+            result, error = self.session.run(batch), None
+        except Exception as exc:  # answered to the batch's requests, as a worker would
+            result, error = None, exc
+        self._finish(instance, items, rows, batch, result, error, monotonic_ns() - started)
+
     def _done(self, instance: _Instance, items: list[_Item], rows: int, batch: np.ndarray, result: Outputs | None,
               error: BaseException | None, run_ns: int) -> None:
+        self._finish(instance, items, rows, batch, result, error, run_ns)
+        self._schedule()
+
+    def _finish(self, instance: _Instance, items: list[_Item], rows: int, batch: np.ndarray, result: Outputs | None,
+                error: BaseException | None, run_ns: int) -> None:
         self.queue.finished(rows, run_ns if error is None else -1)
         if self.observe is not None and result is not None:
             # The instance's buffer is reused by the next batch: the observer keeps a copy.
@@ -210,7 +238,6 @@ class Batcher:
                 if not fut.done():
                     fut.set_result({name: out[offset:end] for name, out in result.items()})
                 offset = end
-        self._schedule()
 
     def _refuse_expired(self, n: int, now: int) -> None:
         backlog = self.queue.backlog_ns(now)

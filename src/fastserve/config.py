@@ -40,8 +40,8 @@ class RuntimeOptions:
     Defaults suit tabular models on small batches: one intra-op thread and no spinning, because splitting a
     30-feature row across threads costs more than it saves and a spinning pool steals the core the event loop
     needs. Compute-heavy models (large MLPs, big batches) gain from `intra_op_threads` = physical cores.
-    `inline_run_max_us`: a lone request whose run is expected under this runs on the event loop thread, skipping
-    the hand-off to a worker thread (see `fastserve.batching.Batcher`); 0 = always hand off.
+    `inline_run_max_us`: a batch whose run is expected under this, with every instance idle, runs on the event loop
+    thread, skipping the hand-off to a worker thread (see `fastserve.batching.Batcher`); 0 = always hand off.
     """
 
     device: str = "auto"
