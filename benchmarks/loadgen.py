@@ -75,11 +75,13 @@ class Run:
         ok = self.statuses == 200
         lat = self.latencies_us[ok] if ok.any() else np.array([np.nan])
         answered = self.statuses > 0
+        shed = np.isin(self.statuses, (429, 503))
+        shed_lat = self.latencies_us[shed] if shed.any() else np.array([np.nan])
         return {
             "rate": self.rate,
             "sent": self.sent,
             "ok": int(ok.sum()),
-            "shed": int(np.isin(self.statuses, (429, 503)).sum()),
+            "shed": int(shed.sum()),
             "errors": int((~ok).sum()),
             "error_ratio": float((~ok).mean()) if self.sent else 0.0,
             "goodput": float(ok.sum() / self.duration_s),
@@ -89,6 +91,9 @@ class Run:
             "max_ms": float(lat.max() / 1e3),
             "p99_all_answered_ms": float(np.percentile(self.latencies_us[answered], 99) / 1e3) if answered.any()
             else float("nan"),
+            # Refusals, from the intended send time as well: how soon a client learns it should back off.
+            "refused_p50_ms": float(np.percentile(shed_lat, 50) / 1e3),
+            "refused_p99_ms": float(np.percentile(shed_lat, 99) / 1e3),
             "send_lag_p99_us": float(np.percentile(self.send_lag_us, 99)) if self.sent else 0.0,
         }
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import logging
 import queue
 import threading
 from collections.abc import Callable, Coroutine
@@ -26,6 +27,7 @@ Outputs = dict[str, np.ndarray]
 # (input rows, future of the request's outputs)
 _Item = tuple[np.ndarray, "asyncio.Future[Outputs]"]
 _STOP = object()
+log = logging.getLogger("fastserve.batching")
 INLINE_MAX_ROWS = 64
 
 
@@ -152,9 +154,12 @@ class Batcher:
         fut: asyncio.Future[Outputs] = loop.create_future()
         self._pending[ticket] = (x, fut)
         if self._free and not self._kicked:  # else the next finished batch schedules
-            # After the requests already ready on the loop have been pushed too, so that they can join this batch.
-            self._kicked = True
-            loop.call_soon(self._kick)
+            if q.run_time.estimate(q.queued_rows) < self._inline_max_ns:
+                # The batch would run here, holding the loop: first the requests already ready on it join it.
+                self._kicked = True
+                loop.call_soon(self._kick)
+            else:  # a worker runs it while the loop reads on: at once
+                self._schedule()
         if fut.done() or disconnected is None:
             return await fut
         watcher: asyncio.Task[Any] = loop.create_task(disconnected())  # only waiting requests pay for it
@@ -220,9 +225,6 @@ class Batcher:
     def _finish(self, instance: _Instance, items: list[_Item], rows: int, batch: np.ndarray, result: Outputs | None,
                 error: BaseException | None, run_ns: int) -> None:
         self.queue.finished(rows, run_ns if error is None else -1)
-        if self.observe is not None and result is not None:
-            # The instance's buffer is reused by the next batch: the observer keeps a copy.
-            self.observe(batch if len(items) == 1 else batch.copy(), result)
         self._free.append(instance)
         if error is not None or result is None:
             for _, fut in items:
@@ -238,6 +240,12 @@ class Batcher:
                 if not fut.done():
                     fut.set_result({name: out[offset:end] for name, out in result.items()})
                 offset = end
+        if self.observe is not None and result is not None:
+            try:  # the answers are out whatever happens here
+                # The instance's buffer is reused by the next batch: the observer keeps a copy.
+                self.observe(batch if len(items) == 1 else batch.copy(), result)
+            except Exception:
+                log.exception("%s: the batch observer (drift monitor) failed", self.label)
 
     def _refuse_expired(self, n: int, now: int) -> None:
         backlog = self.queue.backlog_ns(now)

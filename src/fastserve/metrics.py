@@ -18,6 +18,7 @@ from fastserve.drift.monitor import STATUSES
 from fastserve.registry.models import STATES
 
 if TYPE_CHECKING:
+    from fastserve.http.admission import Admission
     from fastserve.registry import Registry
 
 # Seconds. Fine at the low end, where a tabular model answers. The compiled batcher counts in the same buckets.
@@ -81,9 +82,10 @@ class RequestStats:
 
 
 class _Collector:
-    def __init__(self, stats: RequestStats, registry: Registry) -> None:
+    def __init__(self, stats: RequestStats, registry: Registry, admission: Admission) -> None:
         self._stats = stats
         self._registry = registry
+        self._admission = admission
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("fastserve_build_info", "fastserve build", labels=["version", "core", "python"])
@@ -130,6 +132,20 @@ class _Collector:
         yield from self._routing()
         yield from self._drift()
         yield from self._batching()
+        yield from self._admitted()
+
+    def _admitted(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily("fastserve_admission_refused", "Requests to a model with a latency SLO answered "
+                                      "503 at their headers, over its admission limit", labels=["model"])
+        limit = GaugeMetricFamily("fastserve_admission_limit", "Requests of the model the server admits at once",
+                                  labels=["model"])
+        admitted = GaugeMetricFamily("fastserve_admission_in_flight", "Requests of the model admitted and not yet "
+                                     "answered", labels=["model"])
+        for name, gate in sorted(self._admission.gates.items()):
+            refused.add_metric([name], gate.refused)
+            limit.add_metric([name], gate.limit)
+            admitted.add_metric([name], gate.in_flight)
+        yield from (refused, limit, admitted)
 
     def _drift(self) -> Iterator[Metric]:
         status = GaugeMetricFamily("fastserve_drift_status", "Drift status of the last window: 0 ok, 1 warn, 2 alert",
@@ -241,10 +257,10 @@ class _Collector:
 class Metrics:
     """The server's metrics registry: request counts, latency, model state, process figures."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, admission: Admission) -> None:
         self.stats = RequestStats()
         self.prometheus = CollectorRegistry(auto_describe=False)
-        self.prometheus.register(_Collector(self.stats, registry))
+        self.prometheus.register(_Collector(self.stats, registry, admission))
         self.prometheus.register(ProcessCollector(namespace="fastserve", registry=None))
 
     def render(self) -> bytes:

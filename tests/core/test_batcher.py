@@ -48,6 +48,37 @@ def test_run_time_model_follows_a_slower_machine():
     assert m.estimate(8) == pytest.approx(36_000, rel=1e-3)
 
 
+def test_one_stalled_run_does_not_make_every_request_look_late():
+    m = model()
+    m.observe(8, 1_000 * 18_000)  # one run a thousand times too slow (the machine paused)
+    assert m.estimate(8) <= 18_000 * (1 + 0.2 * 3) + 1  # counted as at most 4x the estimate
+    for _ in range(20):
+        m.observe(8, 180_000)  # ten times slower for good: still followed within a few runs
+    assert m.estimate(8) == pytest.approx(180_000, rel=0.05)
+
+
+def test_an_idle_queue_probes_an_estimate_that_only_refusals_would_follow():
+    q = BatchQueue(8, 1024, 0, run_time=model(per_row_ns=10 * MS))  # the estimate says 10 ms a row
+    assert q.push(1, 1, 0, NO_DEADLINE) == PUSHED
+    assert take(q, 0)[0] == [1]
+    q.finished(1, 10 * MS)
+    # Just after a batch started, a request the estimate calls late is refused; so it is 100 ms later as long as
+    # fewer than 8 have been...
+    assert q.push(2, 1, 50 * MS, 55 * MS) == CANNOT_MEET_DEADLINE
+    for t in range(10, 16):
+        assert q.push(t, 1, 150 * MS, 155 * MS) == CANNOT_MEET_DEADLINE
+    # ...but then, with nothing running or queued, one whose deadline has not passed runs anyway, and is not dropped
+    # from the queue for its deadline either; then the estimate learns from its run.
+    later = 200 * MS
+    assert q.push(16, 1, later, later + 5 * MS) == CANNOT_MEET_DEADLINE  # the 8th refusal
+    assert q.push(3, 1, later, later + 5 * MS) == PUSHED
+    assert take(q, later) == ([3], [], 1)
+    assert q.push(4, 1, later, later + 5 * MS) == CANNOT_MEET_DEADLINE  # one at a time: 3 is running
+    q.finished(1, 20 * US)
+    assert q.run_time.estimate(1) < 10 * MS
+    assert q.push(5, 1, later + 1, later + 1) == CANNOT_MEET_DEADLINE  # a deadline already passed is never run
+
+
 def test_a_lone_request_goes_at_once():
     q = BatchQueue(32, 1024, 2 * MS, run_time=model())
     assert q.push(1, 1, 0, NO_DEADLINE) == PUSHED

@@ -34,6 +34,8 @@ cdef class BatchQueue:
     cdef double _gap_ns
     cdef int64_t _last_arrival_ns
     cdef int64_t _busy_until_ns
+    cdef int64_t _last_start_ns         # when the last batch started (0: never)
+    cdef int64_t _late_since_start      # requests refused for their deadline since then
 
     # counters read at scrape time
     cdef int64_t _batch_sizes[N_SIZE_BUCKETS]
@@ -52,6 +54,7 @@ cdef class BatchQueue:
     cdef inline void _skip_dead(self) noexcept
     cdef void _compact(self) noexcept
     cdef inline void _note_arrival(self, int64_t now_ns) noexcept
+    cdef inline bint _probe(self, int64_t now_ns, int64_t deadline_ns, Py_ssize_t queued) noexcept
     cpdef void ran_alone(self, Py_ssize_t rows, int64_t now_ns, int64_t run_ns) noexcept
     cpdef int push(self, int64_t ticket, Py_ssize_t rows, int64_t now_ns, int64_t deadline_ns)
     cpdef int64_t wait_ns(self, int64_t now_ns)

@@ -17,6 +17,15 @@ cdef int64_t[16] _TIME_BOUNDS_NS = [100_000, 250_000, 500_000, 1_000_000, 2_500_
                                     2_500_000_000, 5_000_000_000, 10_000_000_000]
 NO_DEADLINE = INT64_MAX
 PUSHED, QUEUE_FULL, CANNOT_MEET_DEADLINE = 0, 1, 2
+# A run moves its estimate up at most as if it took this many times the estimate: one run stalled by the machine
+# (a descheduled thread, a paused VM) must not make every later request look late. A machine that really got slower
+# is still followed within a few runs.
+cdef double MAX_STEP_UP = 4.0
+# With nothing running or queued, no batch started for this long and this many requests refused for their deadline
+# since, a request whose deadline has not passed runs whatever the estimate says: an estimate that only refusals
+# follow would never be corrected.
+cdef int64_t PROBE_AFTER_NS = 100_000_000
+cdef int64_t PROBE_AFTER_REFUSALS = 8
 
 
 cdef inline int _size_bucket(Py_ssize_t rows) noexcept nogil:
@@ -39,7 +48,8 @@ cdef class RunTimeModel:
 
     One moving average per power-of-two bucket of batch sizes, updated from every run, so the estimate follows the
     machine when it gets slower or faster. Between buckets it interpolates; past the largest seen bucket it scales
-    linearly with rows (an overestimate when a run has a fixed cost: the safe side for deadlines).
+    linearly with rows (an overestimate when a run has a fixed cost: the safe side for deadlines). One run counts
+    as at most `MAX_STEP_UP` times the current estimate.
     """
 
     def __cinit__(self, double weight=0.2):
@@ -53,12 +63,15 @@ cdef class RunTimeModel:
         if rows <= 0 or ns < 0:
             return
         cdef int b = _size_bucket(rows)
+        cdef double seen = ns
         if self._rows[b] == 0:
             self._rows[b] = rows
             self._ns[b] = ns
         else:
+            if seen > MAX_STEP_UP * self._ns[b] and self._ns[b] > 0:
+                seen = MAX_STEP_UP * self._ns[b]
             self._rows[b] += self.weight * (rows - self._rows[b])
-            self._ns[b] += self.weight * (ns - self._ns[b])
+            self._ns[b] += self.weight * (seen - self._ns[b])
 
     cpdef double estimate(self, Py_ssize_t rows) noexcept:
         """Expected nanoseconds for a batch of `rows`; 0 when nothing has been observed."""
@@ -181,10 +194,18 @@ cdef class BatchQueue:
             self._gap_ns = gap if self._gap_ns == 0 else self._gap_ns + 0.2 * (gap - self._gap_ns)
         self._last_arrival_ns = now_ns
 
+    cdef inline bint _probe(self, int64_t now_ns, int64_t deadline_ns, Py_ssize_t queued) noexcept:
+        """Whether a request the estimate calls late runs anyway, with `queued` requests (itself included) in the
+        queue (see PROBE_AFTER_NS)."""
+        return (self.in_flight == 0 and self.queued_requests <= queued and deadline_ns > now_ns
+                and self._late_since_start >= PROBE_AFTER_REFUSALS and now_ns - self._last_start_ns > PROBE_AFTER_NS)
+
     cpdef void ran_alone(self, Py_ssize_t rows, int64_t now_ns, int64_t run_ns) noexcept:
         """Account for a request that arrived at `now_ns` on an idle, empty queue and was run at once without
         queueing: an arrival, and a batch of one request with no wait."""
         self._note_arrival(now_ns)
+        self._last_start_ns = now_ns
+        self._late_since_start = 0
         self._batches += 1
         self._batched_rows += rows
         self._batch_sizes[_size_bucket(rows)] += 1
@@ -202,8 +223,10 @@ cdef class BatchQueue:
             self._shed_full += 1
             return QUEUE_FULL
         if deadline_ns != INT64_MAX and (
-                now_ns + self.backlog_ns(now_ns) + <int64_t>self.run_time.estimate(rows) > deadline_ns):
+                now_ns + self.backlog_ns(now_ns) + <int64_t>self.run_time.estimate(rows) > deadline_ns) \
+                and not self._probe(now_ns, deadline_ns, 0):
             self._shed_late += 1
+            self._late_since_start += 1
             return CANNOT_MEET_DEADLINE
         self._note_arrival(now_ns)
         if self._count == self._cap:
@@ -265,10 +288,12 @@ cdef class BatchQueue:
                 continue
             r = self._rows[i]
             dl = self._deadline[i]
-            if dl != INT64_MAX and now_ns + <int64_t>self.run_time.estimate(r) > dl:
+            if dl != INT64_MAX and now_ns + <int64_t>self.run_time.estimate(r) > dl and not (
+                    nb == 0 and self._probe(now_ns, dl, 1)):
                 expired[ne] = self._ticket[i]
                 ne += 1
                 self._expired += 1
+                self._late_since_start += 1
                 self._pop_head()
                 continue
             if nb > 0:
@@ -289,6 +314,8 @@ cdef class BatchQueue:
                 break
         if nb > 0:
             self.in_flight += 1
+            self._last_start_ns = now_ns
+            self._late_since_start = 0
             bound = now_ns + <int64_t>self.run_time.estimate(total)
             if bound > self._busy_until_ns:
                 self._busy_until_ns = bound

@@ -15,6 +15,7 @@ from starlette.routing import Route
 from fastserve.config import ServerConfig
 from fastserve.exceptions import FastserveError
 from fastserve.http import admin, endpoints, v2
+from fastserve.http.admission import Admission
 from fastserve.http.predict import handle_predict, predict_target
 from fastserve.metrics import Metrics
 from fastserve.registry import Registry
@@ -30,7 +31,8 @@ class App:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.registry = Registry(config.models_dir, config.device)
-        self.metrics = Metrics(self.registry)
+        self.admission = Admission(self.registry)  # used by the HTTP protocol, at each request's headers
+        self.metrics = Metrics(self.registry, self.admission)
         self._loading: asyncio.Task[None] | None = None  # loads, then watches the repository
         self.shutting_down = False  # set on SIGTERM: readiness turns false while accepted requests finish
         self._starlette = Starlette(

@@ -21,11 +21,13 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from fastserve.config import ConnectionLimits, ServerConfig
+from fastserve.http.admission import Admission, Gate
 from fastserve.http.errors import error_body
 
 IDLE, HEADERS, BODY = 0, 1, 2  # what the connection waits for from its client
 _SWEEP_S = 1.0
 _SWEEP_BATCH = 32  # connections closed between yields to the event loop
+log = logging.getLogger("fastserve.http")
 
 
 class _Quiet(logging.Filter):
@@ -51,6 +53,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     limits = ConnectionLimits()
     refused_counts: dict[str, int] = {}
+    admission: Admission | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -61,6 +64,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.header_count = 0
         self.over_capacity = False
         self.refused: tuple[str, bytes] | None = None  # set by a parser callback that stops the parse
+        self.gate: Gate | None = None  # the admission gate of the request being served, until it is answered
+        self.admitted_at = 0.0
+        self.shed = False  # the current request was answered 503 at its headers: its body is read past
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -107,15 +113,53 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                                    "connections, over its limit; try again shortly", retry_after=1)
             raise ValueError("over capacity")
         self.phase, self.phase_started, self.body_bytes = BODY, time.monotonic(), 0
+        admission = self.admission
+        # A pipelined request (one still being answered on this connection) is not gated: answers go in order.
+        if admission is not None and (self.cycle is None or self.cycle.response_complete):
+            found = admission.gate(self.url)
+            if found is not None:
+                gate, v2 = found
+                if gate.full():
+                    self.shed = True
+                    self.transport.write(gate.v2 if v2 else gate.native)
+                    return
+                self.gate = gate  # counted in once its body is in: a slow body does not hold a place
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
-        super().on_body(body)
+        if not self.shed:
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
         self.phase = IDLE  # the request is in; the app has it (keep-alive idling is uvicorn's own timer)
+        if self.gate is not None and not self.admitted_at:  # (a pipelined request after it is not gated)
+            self.gate.in_flight += 1
+            self.admitted_at = time.monotonic()  # > 0: counted in
+        if self.shed:
+            self.shed = False
+            if not self.parser.should_keep_alive():
+                self.transport.close()
+                return
+            self.on_response_complete()  # arms keep-alive and reads the next request
+            return
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if self.gate is not None:
+            self._release(time.monotonic() - self.admitted_at)
+        super().on_response_complete()
+
+    def _release(self, seconds: float | None) -> None:
+        gate, self.gate = self.gate, None
+        if self.admitted_at:  # else answered before its body was in (refused early): never counted
+            self.admitted_at = 0.0
+            gate.release(seconds)  # type: ignore[union-attr]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.gate is not None:
+            self._release(None)
+        super().connection_lost(exc)
 
     def overdue(self, now: float) -> tuple[str, bytes] | None:
         """The answer that closes this connection when its client is too slow, else None."""
@@ -135,9 +179,10 @@ class Server(uvicorn.Server):
     """uvicorn's server, sweeping slow connections, and exiting with status 0 after a graceful SIGTERM (uvicorn
     re-raises the signal once it has shut down, which would end the process with 143)."""
 
-    def __init__(self, config: uvicorn.Config, on_shutdown: Any) -> None:
+    def __init__(self, config: uvicorn.Config, on_shutdown: Any, admission: Admission | None = None) -> None:
         super().__init__(config)
         self._on_shutdown = on_shutdown  # called at once on SIGTERM/SIGINT: readiness turns false
+        self._admission = admission
 
     async def main_loop(self) -> None:
         sweeper = asyncio.create_task(self._sweep())
@@ -159,6 +204,23 @@ class Server(uvicorn.Server):
                         closed += 1
                         if closed % _SWEEP_BATCH == 0:
                             await asyncio.sleep(0)  # a thousand slow clients at once must not stall everyone else
+            if self._admission is not None:
+                self._recount()
+
+    def _recount(self) -> None:
+        """Set each gate's count from the connections that hold one of its requests: whatever path a request
+        takes out of the server, a place it held cannot stay taken for longer than a sweep."""
+        held: dict[int, int] = {}
+        for connection in self.server_state.connections:
+            if isinstance(connection, LimitedHttpToolsProtocol) and connection.gate is not None \
+                    and connection.admitted_at:
+                held[id(connection.gate)] = held.get(id(connection.gate), 0) + 1
+        for gate in self._admission.gates.values():  # type: ignore[union-attr]
+            counted = held.get(id(gate), 0)
+            if gate.in_flight != counted:
+                log.warning("admission: %s had %d requests counted in the server, %d found; corrected",
+                            gate.name, gate.in_flight, counted)
+                gate.in_flight = counted
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._on_shutdown()
@@ -168,14 +230,14 @@ class Server(uvicorn.Server):
 
 
 def build_server(app: Any, config: ServerConfig, loop: str, on_shutdown: Any,
-                 refused_counts: dict[str, int]) -> Server:
+                 refused_counts: dict[str, int], admission: Admission | None) -> Server:
     limits = config.limits
     protocol = type("FastserveHttpProtocol", (LimitedHttpToolsProtocol,),
-                    {"limits": limits, "refused_counts": refused_counts})
+                    {"limits": limits, "refused_counts": refused_counts, "admission": admission})
     logging.getLogger("uvicorn.error").addFilter(_Quiet())
     return Server(uvicorn.Config(
         app, host=config.host, port=config.port, loop=loop, http=protocol, lifespan="on", log_config=None,
         log_level=config.log_level, access_log=False, server_header=False,
         timeout_keep_alive=limits.keep_alive_timeout_s,  # type: ignore[arg-type]  # uvicorn takes a float too
         timeout_graceful_shutdown=config.shutdown_grace_s,  # type: ignore[arg-type]
-    ), on_shutdown)
+    ), on_shutdown, admission)

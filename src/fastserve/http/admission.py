@@ -1,0 +1,117 @@
+"""Admission at the headers for models with a latency SLO: a limit on how many of a model's requests are in the
+server at once, adapted to the latency they get.
+
+Under overload the time a request waits goes before any handler sees it (in socket buffers, behind the event loop's
+backlog) where the batcher's deadline check cannot see it, and a refusal made after the body is read and decoded
+costs half of serving. So each SLO model's requests admitted at their headers and not yet answered are counted, and
+one over the model's limit is answered 503 + Retry-After at once: its body is read past, never decoded, and the
+connection stays open. The limit follows the time admitted requests take from their last body byte to their answer
+(additive increase, multiplicative decrease, once per round of `limit` answers): it shrinks by a fifth after a round
+in which more than 5% took over a third of the SLO, and grows by one otherwise. A request holds a place only once its
+body is in: a slow client cannot take a model's places.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
+from fastserve.http.errors import error_body
+from fastserve.http.predict import predict_target
+from fastserve.http.v2.infer import infer_target
+
+if TYPE_CHECKING:
+    from fastserve.registry import Registry
+
+START_LIMIT = 64
+# Time from a request's last body byte to its answer's that admitted requests should keep to; the rest of the SLO is
+# left to the wait before the server reads a request, which it cannot measure.
+TARGET_SHARE_OF_SLO = 1 / 3
+SLOW_SHARE = 0.05  # a round with more answers than this over the target shrinks the limit
+MIN_LIMIT = 2  # a couple of requests always get in: a batch still forms, and the latency keeps being measured
+MAX_LIMIT = 4096
+_PATHS_KEPT = 4096  # paths remembered with their model (cleared when full: clients choose paths)
+
+
+def _answer(body: bytes) -> bytes:
+    return b"".join([STATUS_LINE[503], b"content-type: application/json\r\ncontent-length: %d\r\n"
+                     b"retry-after: 1\r\n\r\n" % len(body), body])
+
+
+class Gate:
+    """One model's admission: requests in the server, the limit, and the current round of answers."""
+
+    def __init__(self, name: str, slo_ms: float) -> None:
+        self.name = name
+        self.slo_ms = slo_ms
+        self.target_s = slo_ms * TARGET_SHARE_OF_SLO / 1e3
+        self.limit = float(START_LIMIT)
+        self.in_flight = 0
+        self.refused = 0
+        self._answers = self._slow = 0
+        why = (f"{name!r} has as many requests in the server as it can answer within its {slo_ms:g} ms latency SLO; "
+               "retry later")
+        self.native = _answer(orjson.dumps(error_body("overloaded", why)))
+        self.v2 = _answer(orjson.dumps({"error": why}))
+
+    def full(self) -> bool:
+        """Whether a request arriving now is refused (counted as such)."""
+        if self.in_flight >= self.limit:
+            self.refused += 1
+            return True
+        return False
+
+    def release(self, seconds: float | None) -> None:
+        """An admitted request is answered after `seconds` (None: its connection was lost first)."""
+        self.in_flight -= 1
+        if seconds is None:
+            return
+        self._answers += 1
+        self._slow += seconds > self.target_s
+        if self._answers >= self.limit:
+            if self._slow > SLOW_SHARE * self._answers:
+                self.limit = max(MIN_LIMIT, self.limit * 0.8)
+            else:
+                self.limit = min(MAX_LIMIT, self.limit + 1)
+            self._answers = self._slow = 0
+
+
+class Admission:
+    """The gates of the registry's models that have a `latency_slo_ms`, found from a request's path."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.gates: dict[str, Gate] = {}
+        self._paths: dict[bytes, tuple[str, bool] | None] = {}  # raw path -> (model, is V2) or None
+
+    def gate(self, url: bytes) -> tuple[Gate, bool] | None:
+        """The gate for a prediction request to `url` and whether it speaks V2, or None when none applies."""
+        try:
+            found = self._paths[url]
+        except KeyError:
+            found = self._paths[url] = self._find(url)
+        if found is None:
+            return None
+        name, v2 = found
+        model = self.registry.models.get(name)
+        primary = model.primary if model is not None else None
+        slo_ms = primary.config.batching.latency_slo_ms if primary is not None else None
+        if slo_ms is None:
+            return None
+        gate = self.gates.get(name)
+        if gate is None or gate.slo_ms != slo_ms:
+            gate = self.gates[name] = Gate(name, slo_ms)
+        return gate, v2
+
+    def _find(self, url: bytes) -> tuple[str, bool] | None:
+        if len(self._paths) >= _PATHS_KEPT:
+            self._paths.clear()
+        path = url.split(b"?", 1)[0].decode("latin-1")
+        # A version named in the path is gated with its model: they share the server's time.
+        native = predict_target(path)
+        if native is not None:
+            return native[0], False
+        v2 = infer_target(path)
+        return (v2[0], True) if v2 is not None else None
