@@ -32,7 +32,8 @@ def _good_summary(run: Run, good: np.ndarray) -> dict[str, float]:
     ok = mask & (run.statuses == 200)
     lat = run.latencies_us[ok]
     return {"good_sent": int(mask.sum()), "good_ok": int(ok.sum()),
-            "p50_ms": float(np.percentile(lat, 50) / 1e3), "p99_ms": float(np.percentile(lat, 99) / 1e3)}
+            "p50_ms": float(np.percentile(lat, 50) / 1e3), "p99_ms": float(np.percentile(lat, 99) / 1e3),
+            "send_lag_p99_us": float(np.percentile(run.send_lag_us, 99))}
 
 
 def _mix(good: list[bytes], bad: list[bytes]) -> tuple[list[bytes], np.ndarray]:
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                        "p99_over_alone": p99 / base, "good_lost": int(sum(s["good_sent"] - s["good_ok"] for s in runs)),
                        "rounds": runs}
         print(f"{name:>24}: good p50 {table[name]['p50_ms']:.2f} ms, p99 {p99:.2f} ms ({p99 / base:.2f}x alone), "
-              f"good requests not answered 200: {table[name]['good_lost']}")
+              f"good requests not answered 200: {table[name]['good_lost']}, generator send lag p99 "
+              f"{np.median([s['send_lag_p99_us'] for s in runs]):.0f} us")
     print(f"bad requests' answers: {dict(sorted(bad_codes.items()))}; slow connections closed by the server: {closed}")
     path = write_results("hostile", {"machine": machine(), "rate": args.rate, "seconds": seconds, "rounds": rounds,
                                      "conditions": table, "bad_statuses": dict(bad_codes), "slow_closed": closed})

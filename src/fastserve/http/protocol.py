@@ -120,8 +120,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if found is not None:
                 gate, v2 = found
                 if gate.full():
-                    self.shed = True
-                    self.transport.write(gate.v2 if v2 else gate.native)
+                    self.shed = True  # what comes of its body is read past
+                    answer = gate.v2 if v2 else gate.native
+                    if self.expect_100_continue:
+                        # The client waits to send its body and may never send it: the connection cannot be
+                        # read past the body, so it closes.
+                        self.transport.write(answer.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n", 1))
+                        self.transport.close()
+                        return
+                    self.transport.write(answer)
                     return
                 self.gate = gate  # counted in once its body is in: a slow body does not hold a place
         super().on_headers_complete()
