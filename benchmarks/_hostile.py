@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing
 from typing import Any
 
@@ -64,34 +65,64 @@ class SlowClients:
         self._process.join(30)
 
 
+_SLOW_REQUEST = b"POST /v1/models/churn/predict HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"z" * 200
+
+
+class _Slow(asyncio.Protocol):
+    """One slow client: the next byte of its headers each tick; closed by the server, it is replaced."""
+
+    def __init__(self, clients: set[_Slow], closed: Any, slot: int) -> None:
+        self.clients, self.closed, self.slot = clients, closed, slot
+        self.transport: asyncio.Transport | None = None
+        self.sent = 0
+        self.leaving = False  # closed by us at the end, not by the server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.clients.add(self)
+
+    def tick(self) -> None:
+        if self.transport is not None and self.sent < len(_SLOW_REQUEST):
+            self.transport.write(_SLOW_REQUEST[self.sent:self.sent + 1])
+            self.sent += 1
+
+    def data_received(self, data: bytes) -> None:  # the server's 408: it closes next
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.clients.discard(self)
+        if not self.leaving:
+            with self.closed.get_lock():
+                self.closed.value += 1
+
+
 def _slow_clients(port: int, connections: int, stop: Any, closed: Any) -> None:
-    async def one() -> None:
-        request = b"POST /v1/models/churn/predict HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"z" * 200
-        while not stop.is_set():
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.5)
-                continue
-            try:
-                for k in range(len(request)):
-                    if stop.is_set():
-                        break
-                    writer.write(request[k:k + 1])
-                    try:
-                        if await asyncio.wait_for(reader.read(65536), 1.0) or reader.at_eof():
-                            with closed.get_lock():
-                                closed.value += 1
-                            break
-                    except TimeoutError:
-                        continue
-            except OSError:
-                with closed.get_lock():
-                    closed.value += 1
-            finally:
-                writer.close()
+    """Kept lean (one timer for all connections, uvloop) because on a two-core machine this process shares a core
+    with the load generator, whose timing it would otherwise disturb."""
+    import uvloop
 
     async def run() -> None:
-        await asyncio.gather(*(one() for _ in range(connections)))
+        loop = asyncio.get_running_loop()
+        clients: set[_Slow] = set()
+        slices = 50  # every 20 ms a fiftieth of the clients sends its byte: no burst to hold the generator's core
+        k = 0
+        made = itertools.count()
+        while not stop.is_set():
+            for _ in range(min(connections - len(clients), connections // slices + 1)):  # (re)connect, a few a tick
+                try:
+                    await loop.create_connection(lambda: _Slow(clients, closed, next(made) % slices), "127.0.0.1",
+                                                 port)
+                except OSError:
+                    break
+            for client in list(clients):
+                if client.slot == k:
+                    client.tick()
+            k = (k + 1) % slices
+            await asyncio.sleep(1.0 / slices)
+        for client in list(clients):
+            if client.transport is not None:
+                client.leaving = True
+                client.transport.close()
 
-    asyncio.run(run())
+    uvloop.run(run())
