@@ -6,7 +6,12 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastserve._core.keys import json_duplicate_key, json_top_array_length, msgpack_duplicate_key
+from fastserve._core.keys import (
+    json_duplicate_key,
+    json_separator_count,
+    json_top_array_length,
+    msgpack_duplicate_key,
+)
 
 KEYS = st.sampled_from(["a", "b", "age", "inputs", "x y", "é", 'q"uote', "back\\slash", "{", "", "A"])
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st.floats(allow_nan=False),
@@ -105,3 +110,26 @@ def test_top_array_length_counts_without_parsing(others, rows):
 def test_top_array_length_is_minus_one_for_other_shapes():
     for text in (b"[1, 2]", b'{"inputs": 3}', b'{"a": {"inputs": [1]}}', b'"inputs"', b"", b'{"inputs": [1, 2'):
         assert json_top_array_length(text, b"inputs") == -1, text
+
+
+def _elements(value) -> int:
+    """Commas a JSON text of `value` holds outside strings: elements and members but the last, all the way down."""
+    if isinstance(value, tuple) and value[0] == "obj":
+        pairs = value[1]
+        return max(0, len(pairs) - 1) + sum(_elements(v) for _, v in pairs)
+    if isinstance(value, list):
+        return max(0, len(value) - 1) + sum(_elements(v) for v in value)
+    return 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(trees(SCALARS))
+def test_separator_count_counts_the_commas_between_values(value):
+    """Strings may hold commas, quotes and backslashes: only the separators of arrays and objects count."""
+    text = to_json(value)
+    assert json_separator_count(text.encode()) == _elements(value), text
+
+
+def test_separator_count_of_an_unclosed_string_is_minus_one():
+    assert json_separator_count(b'{"a": "x,y') == -1
+    assert json_separator_count(b"") == 0

@@ -466,3 +466,14 @@ def test_bytes_binary_input_encoding(repo):
                    headers={"inference-header-content-length": str(len(head))})
     assert r.status_code == 400
     assert r.json()["error"] == "BYTES element 0 says 5 bytes, 2 are left - at `inputs[0].parameters.binary_data_size`"
+
+
+def test_a_json_body_with_too_many_values_is_refused_before_parsing(server):
+    """5,000 rows (over max_rows) in a V2 JSON body: refused from a count of its commas, with the place named."""
+    data = [0.5] * (5000 * 22)
+    body = {"inputs": [{"name": "inputs", "shape": [5000, 22], "datatype": "FP32", "data": data}]}
+    r = httpx.post(f"{server.url}/v2/models/churn/infer", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith("request holds about 110") and "$.inputs" in r.json()["error"]
+    ok = {"inputs": [{"name": "inputs", "shape": [1, 22], "datatype": "FP32", "data": data[:22]}]}
+    assert httpx.post(f"{server.url}/v2/models/churn/infer", json=ok).status_code == 200

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fastserve._core import FeatureTransform, fill_rows, first_non_finite
-from fastserve._core.keys import json_top_array_length
+from fastserve._core.keys import json_separator_count, json_top_array_length
 from fastserve._core.rows import shown
 from fastserve.config import InputOptions
 from fastserve.exceptions import InvalidInput
@@ -18,6 +18,7 @@ from fastserve.runtime import ModelSession
 DATA_KEYS = ("inputs", "records", "columns")
 PREDICT_KEYS = frozenset({*DATA_KEYS, "timeout_ms"})
 _TENSOR_KEYS = frozenset({"dtype", "shape", "data"})
+V2_KEYS_ROOM = 1024  # commas a V2 request may spend outside its data: keys, shapes, parameters, several inputs
 # Raw tensors are little-endian whatever the machine.
 TENSOR_DTYPES = {"float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
 
@@ -129,6 +130,22 @@ def refuse_oversized_json(body: bytes, session: ModelSession, options: InputOpti
         n = json_top_array_length(body, key.encode())
         if n > limit:
             check_rows(n, session, options, f"$.{key}")
+
+
+def refuse_oversized_v2_json(body: bytes, session: ModelSession, options: InputOptions, fields: int) -> None:
+    """Before parsing: a V2 JSON request (`data` arrays inside `inputs`) holding more values than the model takes in
+    one request is refused from a count of its commas, as `refuse_oversized_json` does for native bodies. A request
+    takes at most `max_rows` rows of the model input's width, or of `fields` raw fields; `V2_KEYS_ROOM` commas are
+    left for the request's keys, shapes and parameters."""
+    rows = min(options.max_rows, session.fixed_batch or options.max_rows)
+    limit = rows * max(session.n_features, fields) + V2_KEYS_ROOM
+    if len(body) <= 2 * limit:  # each value takes two bytes at least
+        return
+    n = json_separator_count(body)
+    if n > limit:
+        raise InvalidInput(f"request holds about {n} values, over this model's limit of {rows} rows of "
+                           f"{max(session.n_features, fields)} values - at `$.inputs`",
+                           detail={"path": "$.inputs", "values": n, "max_rows": rows})
 
 
 def check_rows(n: int, session: ModelSession, options: InputOptions, path: str) -> None:
