@@ -245,6 +245,7 @@ def build_server(app: Any, config: ServerConfig, loop: str, on_shutdown: Any,
     return Server(uvicorn.Config(
         app, host=config.host, port=config.port, loop=loop, http=protocol, lifespan="on", log_config=None,
         log_level=config.log_level, access_log=False, server_header=False,
+        proxy_headers=False,  # nothing here reads the client's address: the middleware would rewrite it for nothing
         timeout_keep_alive=limits.keep_alive_timeout_s,  # type: ignore[arg-type]  # uvicorn takes a float too
         timeout_graceful_shutdown=config.shutdown_grace_s,  # type: ignore[arg-type]
     ), on_shutdown, admission)
