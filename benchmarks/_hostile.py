@@ -43,14 +43,16 @@ def bad_requests(model: str, n_features: int, heavy: bool = True) -> list[bytes]
 class SlowClients:
     """`connections` clients that each send a request's headers one byte a second, reconnecting when the server
     closes them, until the context ends. They run in a process of their own: on a thread of the measuring process
-    they would take the GIL from the load generator and inflate the latencies it measures."""
+    they would take the GIL from the load generator and inflate the latencies it measures. With `core` (the
+    server's, where there is no core to spare for them), that process runs there at the lowest priority: it takes
+    the time the server leaves idle, instead of taking the generator's core from it."""
 
-    def __init__(self, port: int, connections: int) -> None:
+    def __init__(self, port: int, connections: int, core: int | None = None) -> None:
         self.port, self.connections = port, connections
         self._closed = multiprocessing.Value("q", 0)
         self._stop = multiprocessing.Event()
         self._process = multiprocessing.Process(target=_slow_clients, daemon=True,
-                                                args=(port, connections, self._stop, self._closed))
+                                                args=(port, connections, self._stop, self._closed, core))
 
     @property
     def closed_by_server(self) -> int:
@@ -97,10 +99,16 @@ class _Slow(asyncio.Protocol):
                 self.closed.value += 1
 
 
-def _slow_clients(port: int, connections: int, stop: Any, closed: Any) -> None:
-    """Kept lean (one timer for all connections, uvloop) because on a two-core machine this process shares a core
-    with the load generator, whose timing it would otherwise disturb."""
+def _slow_clients(port: int, connections: int, stop: Any, closed: Any, core: int | None) -> None:
+    """Kept lean (one timer for all connections, uvloop): on a two-core machine this process shares a core with the
+    server or the load generator."""
+    import os
+
     import uvloop
+
+    if core is not None and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {core})
+        os.nice(19)
 
     async def run() -> None:
         loop = asyncio.get_running_loop()

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[name].append(_good_summary(run, is_good))
                 mask = ~is_good[np.arange(run.sent) % len(mixed)]
                 bad_codes.update(run.statuses[mask].tolist())
-            with SlowClients(server.port, args.slow) as slow:  # 12 s: the header deadline (10 s) closes them
+            with SlowClients(server.port, args.slow, core=0) as slow:  # 12 s: the header deadline (10 s) closes them
                 run = open_loop(server.port, good_raws, args.rate, max(seconds, 12.0), seed=r)
             closed += slow.closed_by_server
             results[f"{args.slow} slow connections"].append(_good_summary(run, all_good))

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     pin_self(1)
     samples = []
     try:
-        with SlowClients(server.port, args.slow) as slow:
+        with SlowClients(server.port, args.slow, core=0) as slow:
             for k in range(slices):
                 run = open_loop(server.port, mixed, args.rate, SLICE_S, max_requests=10**7, seed=k)
                 mask = good_mask[np.arange(run.sent) % len(mixed)]
