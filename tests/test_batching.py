@@ -180,6 +180,36 @@ def test_short_runs_happen_on_the_loop_thread_and_long_ones_on_a_worker(session)
     assert batcher.queue.stats()["batches"] == 3
 
 
+def test_runs_stay_on_the_loop_thread_after_slow_runs_on_a_worker(session):
+    """Whether a run is short is read from the warm-up: runs that measured slow (a worker waiting for the GIL, a
+    paused machine) move the estimate the deadlines use, not the choice of thread."""
+    import threading
+
+    seen = []
+
+    class Where:
+        n_features, input_dtype = session.n_features, session.input_dtype
+
+        @staticmethod
+        def run(x):
+            seen.append(threading.current_thread().name)
+            return session.run(x)
+
+    batcher = Batcher(Where(), BatchingOptions(), "churn v1", warm_up={1: 20e-6, 64: 1e-3}, inline_max_s=200e-6)
+    for _ in range(20):
+        batcher.queue.run_time.observe(1, 5_000_000)  # 5 ms a row, as measured on a busy worker
+    assert batcher.queue.run_time.estimate(1) > 200_000
+
+    async def main():
+        return await batcher.submit(np.ones((1, 22), dtype=np.float32), alone=False)
+
+    try:
+        asyncio.run(main())
+    finally:
+        batcher.close()
+    assert seen == [threading.current_thread().name]
+
+
 def test_drain_waits_for_held_requests_and_refuse_waiting_answers_the_rest(session):
     """A version being retired: drain waits while requests are held; what is still queued after its timeout is
     answered with ModelNotReady (503) rather than left waiting forever."""

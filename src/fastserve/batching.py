@@ -85,12 +85,17 @@ class Batcher:
         self.options = options
         self.label = label
         self._slo_ns = int(options.latency_slo_ms * 1e6) if options.latency_slo_ms else None
-        run_time = RunTimeModel()
+        run_time, warm = RunTimeModel(), RunTimeModel()
         for rows, seconds in (warm_up or {}).items():
             run_time.observe(rows, int(seconds * 1e9))
+            warm.observe(rows, int(seconds * 1e9))
         self.queue = BatchQueue(options.max_batch_size, options.max_queue_rows, options.max_delay_us * 1000,
                                 options.instances, run_time)
         self._inline_max_ns = inline_max_s * 1e9
+        # Whether a run is short enough to hold the loop for is read from the warm-up runs, made on an idle process:
+        # runs on a worker measure waits for the GIL too, and a batcher that judged by those would stay with the
+        # workers once it had gone there.
+        self._short = warm if warm_up else run_time
         self._instances = [_Instance(session, options.max_batch_size, f"fastserve-{label.replace(' ', '-')}-{i}")
                            for i in range(options.instances)]
         self._free = list(self._instances)
@@ -130,8 +135,8 @@ class Batcher:
         now = monotonic_ns()
         q = self.queue
         if (alone and rows <= INLINE_MAX_ROWS and q.queued_requests == 0 and q.in_flight == 0
-                and (estimate := q.run_time.estimate(rows)) < self._inline_max_ns
-                and (deadline_ns == NO_DEADLINE or now + estimate <= deadline_ns)):
+                and self._short.estimate(rows) < self._inline_max_ns
+                and (deadline_ns == NO_DEADLINE or now + q.run_time.estimate(rows) <= deadline_ns)):
             # Fast path: the only request, every instance idle: run it here, with no queue, future or hand-off.
             result = self.session.run(x)  # on the loop thread, on purpose: see the class docstring
             q.ran_alone(rows, now, monotonic_ns() - now)
@@ -154,7 +159,7 @@ class Batcher:
         fut: asyncio.Future[Outputs] = loop.create_future()
         self._pending[ticket] = (x, fut)
         if self._free and not self._kicked:  # else the next finished batch schedules
-            if q.run_time.estimate(q.queued_rows) < self._inline_max_ns:
+            if self._short.estimate(q.queued_rows) < self._inline_max_ns:
                 # The batch would run here, holding the loop: first the requests already ready on it join it.
                 self._kicked = True
                 loop.call_soon(self._kick)
@@ -199,7 +204,7 @@ class Batcher:
             instance = self._free.pop()
             # A lone request runs from its own array; several are copied once, in C, into the instance's buffer.
             batch = items[0][0] if n == 1 else np.concatenate([x for x, _ in items], out=instance.buffer[:rows])
-            if q.in_flight == 1 and q.run_time.estimate(rows) < self._inline_max_ns:
+            if q.in_flight == 1 and self._short.estimate(rows) < self._inline_max_ns:
                 self._run_inline(instance, items, rows, batch)
                 if q.queued_requests:  # what waits is scheduled after the loop has seen to its sockets
                     self._loop.call_soon(self._schedule)  # type: ignore[union-attr]
