@@ -16,9 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import orjson
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from fastserve.http.errors import error_body
+from fastserve.http.errors import error_body, raw_answer, v2_error_body
 from fastserve.http.predict import predict_target
 from fastserve.http.v2.infer import infer_target
 
@@ -35,11 +34,6 @@ MAX_LIMIT = 4096
 _PATHS_KEPT = 4096  # paths remembered with their model (cleared when full: clients choose paths)
 
 
-def _answer(body: bytes) -> bytes:
-    return b"".join([STATUS_LINE[503], b"content-type: application/json\r\ncontent-length: %d\r\n"
-                     b"retry-after: 1\r\n\r\n" % len(body), body])
-
-
 class Gate:
     """One model's admission: requests in the server, the limit, and the current round of answers."""
 
@@ -53,8 +47,15 @@ class Gate:
         self._answers = self._slow = 0
         why = (f"{name!r} has as many requests in the server as it can answer within its {slo_ms:g} ms latency SLO; "
                "retry later")
-        self.native = _answer(orjson.dumps(error_body("overloaded", why)))
-        self.v2 = _answer(orjson.dumps({"error": why}))
+        self._bodies = (orjson.dumps(error_body("overloaded", why)), orjson.dumps(v2_error_body(why)))
+        self._keep_open = tuple(raw_answer(503, body, retry_after=1) for body in self._bodies)
+
+    def answer(self, v2: bool, close: bool = False) -> bytes:
+        """The 503 + Retry-After for a refused request, in its route's error format; the connection kept unless
+        `close`."""
+        if close:
+            return raw_answer(503, self._bodies[v2], retry_after=1, close=True)
+        return self._keep_open[v2]
 
     def full(self) -> bool:
         """Whether a request arriving now is refused (counted as such)."""

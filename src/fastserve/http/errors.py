@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
 from fastserve.exceptions import (
     AdminDisabled,
     BodyTooLarge,
@@ -64,6 +66,16 @@ def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
 def is_v2(path: str) -> bool:
     """Whether `path` is a V2 protocol route, whose errors take the protocol's form and status."""
     return path == "/v2" or path.startswith("/v2/")
+
+
+def raw_answer(status: int, body: bytes, *, retry_after: int | None = None, close: bool = False) -> bytes:
+    """A whole HTTP/1.1 answer with a JSON body, for refusals written by the HTTP protocol below the ASGI app."""
+    head = [STATUS_LINE[status], b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body)]
+    if close:
+        head.append(b"connection: close\r\n")
+    if retry_after is not None:
+        head.append(b"retry-after: %d\r\n" % retry_after)
+    return b"".join([*head, b"\r\n", body])
 
 
 def v2_error_body(message: str) -> dict[str, Any]:

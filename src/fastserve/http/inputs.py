@@ -123,7 +123,7 @@ def refuse_oversized_json(body: bytes, session: ModelSession, options: InputOpti
     """Before parsing: a JSON body whose `inputs` or `records` hold more rows than the model takes is refused from a
     scan of its bytes, so that its numbers never become objects (parsing 5,000 rows takes milliseconds of the event
     loop; the scan, a tenth of that)."""
-    limit = min(options.max_rows, session.fixed_batch or options.max_rows)
+    limit = row_limit(session, options)
     if len(body) <= 2 * limit:  # each row takes two bytes at least: this body cannot hold more than the limit
         return
     for key in ("inputs", "records"):
@@ -137,21 +137,26 @@ def refuse_oversized_v2_json(body: bytes, session: ModelSession, options: InputO
     one request is refused from a count of its commas, as `refuse_oversized_json` does for native bodies. A request
     takes at most `max_rows` rows of the model input's width, or of `fields` raw fields; `V2_KEYS_ROOM` commas are
     left for the request's keys, shapes and parameters."""
-    rows = min(options.max_rows, session.fixed_batch or options.max_rows)
-    limit = rows * max(session.n_features, fields) + V2_KEYS_ROOM
+    rows, width = row_limit(session, options), max(session.n_features, fields)
+    limit = rows * width + V2_KEYS_ROOM
     if len(body) <= 2 * limit:  # each value takes two bytes at least
         return
     n = json_separator_count(body)
     if n > limit:
         raise InvalidInput(f"request holds about {n} values, over this model's limit of {rows} rows of "
-                           f"{max(session.n_features, fields)} values - at `$.inputs`",
+                           f"{width} values - at `$.inputs`",
                            detail={"path": "$.inputs", "values": n, "max_rows": rows})
+
+
+def row_limit(session: ModelSession, options: InputOptions) -> int:
+    """The most rows one request may hold: `max_rows`, or fewer when the model takes a fixed batch."""
+    return min(options.max_rows, session.fixed_batch or options.max_rows)
 
 
 def check_rows(n: int, session: ModelSession, options: InputOptions, path: str) -> None:
     if n == 0:
         raise InvalidInput(f"empty batch: send at least one row - at `{path}`", detail={"path": path})
-    limit = min(options.max_rows, session.fixed_batch or options.max_rows)
+    limit = row_limit(session, options)
     if n > limit:
         raise InvalidInput(f"batch of {n} rows is over this model's limit of {limit} - at `{path}`",
                            detail={"path": path, "rows": n, "max_rows": limit})

@@ -18,11 +18,11 @@ from typing import Any
 
 import orjson
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from fastserve.config import ConnectionLimits, ServerConfig
 from fastserve.http.admission import Admission, Gate
-from fastserve.http.errors import error_body
+from fastserve.http.errors import error_body, raw_answer
 
 IDLE, HEADERS, BODY = 0, 1, 2  # what the connection waits for from its client
 _SWEEP_S = 1.0
@@ -40,12 +40,7 @@ class _Quiet(logging.Filter):
 
 def refusal(status: int, code: str, message: str, retry_after: int | None = None) -> tuple[str, bytes]:
     """(reason, a whole HTTP/1.1 answer that closes the connection), for refusals made below the ASGI app."""
-    body = orjson.dumps(error_body(code, message))
-    head = [STATUS_LINE[status], b"content-type: application/json\r\n",
-            b"content-length: %d\r\n" % len(body), b"connection: close\r\n"]
-    if retry_after is not None:
-        head.append(b"retry-after: %d\r\n" % retry_after)
-    return code, b"".join([*head, b"\r\n", body])
+    return code, raw_answer(status, orjson.dumps(error_body(code, message)), retry_after=retry_after, close=True)
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -121,14 +116,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 gate, v2 = found
                 if gate.full():
                     self.shed = True  # what comes of its body is read past
-                    answer = gate.v2 if v2 else gate.native
-                    if self.expect_100_continue:
-                        # The client waits to send its body and may never send it: the connection cannot be
-                        # read past the body, so it closes.
-                        self.transport.write(answer.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n", 1))
+                    # A client waiting on 100-continue may never send the body that would be read past: closed.
+                    close = self.expect_100_continue
+                    self.transport.write(gate.answer(v2, close))
+                    if close:
                         self.transport.close()
-                        return
-                    self.transport.write(answer)
                     return
                 self.gate = gate  # counted in once its body is in: a slow body does not hold a place
         super().on_headers_complete()
@@ -211,7 +203,7 @@ class Server(uvicorn.Server):
                         closed += 1
                         if closed % _SWEEP_BATCH == 0:
                             await asyncio.sleep(0)  # a thousand slow clients at once must not stall everyone else
-            if self._admission is not None:
+            if self._admission is not None and self._admission.gates:
                 self._recount()
 
     def _recount(self) -> None:
