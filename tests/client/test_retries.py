@@ -172,16 +172,20 @@ def test_retries_stop_at_the_deadline(not_ready_server):
     assert err.attempts == 2 and 1.0 <= elapsed < 1.5 and "1.5 s timeout" in str(err)
 
 
-@pytest.fixture(scope="module")
-def big_batch_server(tmp_path_factory):
-    """`churn_mlp` taking 8,192 rows a request, with room to queue one such request: each runs for tens of
-    milliseconds, so a few concurrent ones overflow the queue."""
-    root = tmp_path_factory.mktemp("big-batches")
-    copy_model("churn_mlp", root, config="[inputs]\nmax_rows = 8192\n[batching]\nmax_batch_size = 8192\n"
-                                         "max_queue_rows = 8192\n")
+def _mlp_taking(tmp_path_factory, rows: int):
+    """`churn_mlp` taking `rows` rows a request, in one batch, with room to queue one such request."""
+    root = tmp_path_factory.mktemp(f"batches-of-{rows}")
+    copy_model("churn_mlp", root, config=f"[inputs]\nmax_rows = {rows}\n[batching]\nmax_batch_size = {rows}\n"
+                                         f"max_queue_rows = {rows}\n")
     srv = start_server(root)
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def big_batch_server(tmp_path_factory):
+    """8,192 rows a request: each runs for milliseconds, so a few concurrent ones overflow the queue."""
+    yield from _mlp_taking(tmp_path_factory, 8192)
 
 
 def shed(url: str, reason: str) -> float:
@@ -227,15 +231,24 @@ def test_429s_are_retried_until_every_call_is_answered(big_batch_server, mlp_inp
     assert all(s >= 1.0 for s in slept)  # never sooner than Retry-After
 
 
-def test_the_deadline_reaches_the_server_which_refuses_work_it_cannot_finish_in_time(big_batch_server, mlp_inputs):
-    """8,192 rows take tens of milliseconds; with 20 ms left, the server refuses at once (503 deadline_exceeded)
-    rather than run them, and the client does not wait a Retry-After of 1 s it does not have."""
-    x = np.tile(mlp_inputs, (128, 1))
-    before = shed(big_batch_server.url, "deadline_at_arrival")
-    with Client(big_batch_server.url, max_retries=5) as client:
+@pytest.fixture(scope="module")
+def huge_batch_server(tmp_path_factory):
+    """32,768 rows a request: a run of 60-150 ms, several times the 20 ms the test below leaves, on a fast machine
+    as on a slow one (its 2.9 MB body arrives in a few)."""
+    yield from _mlp_taking(tmp_path_factory, 32768)
+
+
+def test_the_deadline_reaches_the_server_which_refuses_work_it_cannot_finish_in_time(huge_batch_server,
+                                                                                      mlp_inputs):
+    """With 20 ms left for a run of 60 ms or more, the server refuses at once (503 deadline_exceeded) rather than
+    run it, and the client does not wait a Retry-After of 1 s it does not have."""
+    x = np.tile(mlp_inputs, (512, 1))  # 32,768 rows
+    url = huge_batch_server.url
+    before = shed(url, "deadline_at_arrival")
+    with Client(url, max_retries=5) as client:
         with pytest.raises(Overloaded) as caught:
             client.predict("churn_mlp", x, timeout=0.02)
         assert_answer(client.predict("churn_mlp", x, timeout=10), "churn_mlp", x, exact=False)
     err = caught.value
     assert (err.status, err.code, err.attempts) == (503, "deadline_exceeded", 1)
-    assert shed(big_batch_server.url, "deadline_at_arrival") - before == 1
+    assert shed(url, "deadline_at_arrival") - before == 1

@@ -102,7 +102,10 @@ def test_ten_thousand_requests_none_lost_none_twice_all_correct(mlp_server):
 
 @pytest.fixture
 def small_queue_server(tmp_path):
-    config = "[inputs]\nmax_rows = 128\n[batching]\nmax_batch_size = 64\nmax_queue_rows = 128\noversize = 'refuse'\n"
+    # Every run on a worker thread: a run short enough for the event loop's thread (64 rows on a fast machine) holds
+    # the loop, and requests wait in their sockets instead of in the queue whose bound is tested here.
+    config = ("[runtime]\ninline_run_max_us = 0\n[inputs]\nmax_rows = 128\n"
+              "[batching]\nmax_batch_size = 64\nmax_queue_rows = 128\noversize = 'refuse'\n")
     copy_model("churn_mlp", tmp_path, config=config)
     srv = start_server(tmp_path)
     yield srv
@@ -163,11 +166,12 @@ def test_bad_timeout_field(mlp_server):
 
 
 def test_deadlines_under_overload_refuse_rather_than_serve_late(mlp_server):
-    """With a 20 ms timeout and far more work than fits in it, the excess is refused with 503, none are lost."""
+    """With a 20 ms timeout and far more work than fits in it, the excess is refused, none are lost: with 503 for
+    the deadline, or 429 where the queue filled first."""
     x = np.ones((256, 22), dtype=np.float32)
     answers = asyncio.run(fire(mlp_server.url, [tensor_body(x, timeout_ms=20)] * 400, connections=200))
     codes = [r.status_code for r in answers]
-    assert set(codes) <= {200, 503}, set(codes)
+    assert set(codes) <= {200, 429, 503}, set(codes)
     assert codes.count(503) > 0 and codes.count(200) > 0
     text = httpx.get(f"{mlp_server.url}/metrics").text
     shed = (metric(text, "fastserve_shed_requests_total", reason="deadline_at_arrival")
@@ -183,13 +187,13 @@ def _raw_request(port: int, body: bytes) -> socket.socket:
 
 
 def test_client_that_leaves_while_queued_leaves_no_work_behind(tmp_path):
-    """Requests of 2,048 rows (a run of ~10 ms) arriving 5 ms apart: waiting for companions pays, so the batcher
+    """Requests of 8,192 rows (a run of 15-40 ms) arriving 5 ms apart: waiting for companions pays, so the batcher
     holds them (max_delay 1.5 s); one client hangs up meanwhile: its request is dropped unrun, the others answered."""
-    copy_model("churn_mlp", tmp_path, config="[batching]\nmax_batch_size = 32768\nmax_queue_rows = 65536\n"
-                                             "max_delay_us = 1500000\n")
+    copy_model("churn_mlp", tmp_path, config="[inputs]\nmax_rows = 8192\n[batching]\nmax_batch_size = 65536\n"
+                                             "max_queue_rows = 65536\nmax_delay_us = 1500000\n")
     srv = start_server(tmp_path)
     try:
-        body = tensor_body(np.ones((2048, 22), dtype=np.float32))
+        body = tensor_body(np.ones((8192, 22), dtype=np.float32))
         socks = []
         for _ in range(6):
             socks.append(_raw_request(srv.port, body))
@@ -206,7 +210,7 @@ def test_client_that_leaves_while_queued_leaves_no_work_behind(tmp_path):
         srv.stop()
     assert all(r.startswith(b"HTTP/1.1 200") for r in replies), replies
     assert metric(text, "fastserve_shed_requests_total", reason="cancelled") == 1
-    assert metric(text, "fastserve_batch_size_rows_sum") == 5 * 2048  # the five that stayed, in batches
+    assert metric(text, "fastserve_batch_size_rows_sum") == 5 * 8192  # the five that stayed, in batches
     assert metric(text, "fastserve_requests_total", code="499") == 1
 
 
