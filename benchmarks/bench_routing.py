@@ -108,9 +108,7 @@ def _drained(port: int, number: int, offered: int, timeout_s: float = 10.0) -> d
 
 
 def _merge(runs: list[Run], cpu_s: float) -> dict[str, Any]:
-    merged = Run(runs[0].rate, sum(r.sent for r in runs), np.concatenate([r.latencies_us for r in runs]),
-                 np.concatenate([r.statuses for r in runs]), np.concatenate([r.send_lag_us for r in runs]),
-                 sum(r.duration_s for r in runs))
+    merged = Run.merge(runs)
     s: dict[str, Any] = merged.summary()
     codes, counts = np.unique(merged.statuses[merged.statuses != 200], return_counts=True)
     s["error_codes"] = {str(int(c)): int(n) for c, n in zip(codes, counts, strict=True)}

@@ -174,9 +174,7 @@ def _swapper(kind: str, port: int, token: str, model: str, plan: list[Any], offs
 
 
 def _merge(runs: list[Run]) -> dict[str, float]:
-    merged = Run(runs[0].rate, sum(r.sent for r in runs), np.concatenate([r.latencies_us for r in runs]),
-                 np.concatenate([r.statuses for r in runs]), np.concatenate([r.send_lag_us for r in runs]),
-                 sum(r.duration_s for r in runs))
+    merged = Run.merge(runs)
     s = merged.summary()
     ok = merged.latencies_us[merged.statuses == 200]
     s["p999_ms"] = float(np.percentile(ok, 99.9) / 1e3) if ok.size else float("nan")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import time
 from dataclasses import dataclass
 
@@ -70,6 +71,16 @@ class Run:
     statuses: np.ndarray  # 0 = no answer (connection lost or timed out)
     send_lag_us: np.ndarray  # actual minus intended send time
     duration_s: float
+    intended_s: np.ndarray  # each request's intended send time from the start, for timelines
+
+    @classmethod
+    def merge(cls, runs: list[Run]) -> Run:
+        """Runs one after another as one (at the first one's rate)."""
+        starts = np.cumsum([0.0] + [r.duration_s for r in runs[:-1]])
+        return cls(runs[0].rate, sum(r.sent for r in runs), np.concatenate([r.latencies_us for r in runs]),
+                   np.concatenate([r.statuses for r in runs]), np.concatenate([r.send_lag_us for r in runs]),
+                   sum(r.duration_s for r in runs),
+                   np.concatenate([r.intended_s + start for r, start in zip(runs, starts, strict=True)]))
 
     def summary(self) -> dict[str, float]:
         ok = self.statuses == 200
@@ -134,6 +145,7 @@ async def _open_loop(port: int, raws: list[bytes], rate: float, duration_s: floa
     for _ in range(connections):
         _, proto = await loop.create_connection(lambda: _Conn(free, on_answer), LOOPBACK, port)
         free.append(proto)
+    gc.freeze()  # a full collection over everything built so far would be a pause charged to the server
     t0 = clock()
     i = 0
     while i < n:
@@ -153,9 +165,11 @@ async def _open_loop(port: int, raws: list[bytes], rate: float, duration_s: floa
     for conn in list(free):
         if conn.transport is not None:
             conn.transport.close()
+    gc.unfreeze()
     unanswered = status == 0
     latency[unanswered] = int(timeout_s * 1e9)
-    return Run(rate, n, latency / 1e3, status, lag / 1e3, max(duration_s, min(elapsed, duration_s + timeout_s)))
+    return Run(rate, n, latency / 1e3, status, lag / 1e3, max(duration_s, min(elapsed, duration_s + timeout_s)),
+               intended_ns / 1e9)
 
 
 def open_loop(port: int, raws: list[bytes], rate: float, duration_s: float = 3.0, max_requests: int = 200_000,

@@ -40,8 +40,10 @@ cdef enum:
 
 # JSON bytes the scan stops at; everything else (digits, letters, whitespace, ':') is skipped in a tight loop.
 cdef unsigned char _special[256]
+cdef unsigned char _nesting[256]  # the same less the comma: inside a row, its commas are not counted
 for _c in (ord("{"), ord("}"), ord("["), ord("]"), ord(","), ord('"')):
     _special[_c] = 1
+    _nesting[_c] = _c != ord(",")
 
 
 cdef void _release_table() noexcept:
@@ -293,18 +295,22 @@ def json_top_array_length(const unsigned char[::1] data, bytes key):
     """The number of elements of the array under `key` in a JSON object at the top level, counted without parsing
     (so a body with too many rows is refused before its numbers become objects); -1 when there is none or the text
     is not an object of that shape. Scans until that array ends."""
-    cdef Py_ssize_t n = data.shape[0], i = 0, depth = 0, start, count = 0, m = len(key)
-    if n == 0:
+    if data.shape[0] == 0:
         return -1
-    cdef const unsigned char* body = &data[0]
-    cdef const char* wanted = key
+    return _top_array_length(&data[0], data.shape[0], key, len(key))
+
+
+cdef Py_ssize_t _top_array_length(const unsigned char* body, Py_ssize_t n, const char* wanted,
+                                  Py_ssize_t m) noexcept nogil:
+    # Most bytes are digits, dots, spaces and the commas between a row's values: the loop's common path is one
+    # table lookup, and below the counted array's own level the table ignores commas.
+    cdef Py_ssize_t i = 0, j, depth = 0, start, count = 0
     cdef unsigned char c
-    cdef bint expect_key = False, matched = False, counting = False, empty = True
+    cdef bint expect_key = False, matched = False, counting = False
+    cdef const unsigned char* table = _special
     while i < n:
         c = body[i]
-        if counting and depth == 2 and empty and c > 32 and c != b']':
-            empty = False
-        if not _special[c]:
+        if not table[c]:
             i += 1
             continue
         if c == b'"':
@@ -315,29 +321,34 @@ def json_top_array_length(const unsigned char[::1] data, bytes key):
             if expect_key and depth == 1:
                 matched = i - start == m and memcmp(body + start, wanted, m) == 0
                 expect_key = False
-            i += 1
         elif c == b'{' or c == b'[':
             if depth == 0 and c != b'{':
                 return -1
             if depth == 1 and matched and c == b'[':
-                counting, empty, count = True, True, 0
+                j = i + 1
+                while j < n and body[j] <= 32:  # whitespace
+                    j += 1
+                if j < n and body[j] == b']':
+                    return 0
+                counting, count = True, 0
             depth += 1
             expect_key = c == b'{' and depth == 1
-            i += 1
+            if counting and depth > 2:
+                table = _nesting
         elif c == b'}' or c == b']':
             depth -= 1
             if counting and depth == 1:
-                return 0 if empty else count + 1
+                return count + 1
             if depth <= 0:
                 return -1
-            i += 1
-        else:  # ','
-            if counting and depth == 2:
-                count += 1
-            elif depth == 1:
-                expect_key = True
-                matched = False
-            i += 1
+            if depth == 2:
+                table = _special
+        elif counting and depth == 2:  # ','
+            count += 1
+        elif depth == 1:
+            expect_key = True
+            matched = False
+        i += 1
     return -1
 
 

@@ -10,6 +10,7 @@ those past their deadline with a JSON answer, so the request path pays two assig
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
@@ -26,7 +27,11 @@ from fastserve.http.errors import error_body, raw_answer
 
 IDLE, HEADERS, BODY = 0, 1, 2  # what the connection waits for from its client
 _SWEEP_S = 1.0
-_SWEEP_BATCH = 32  # connections closed between yields to the event loop
+# The sweep yields to the event loop after this much work: a connection looked at counts 1, one closed 16 (~8 us
+# with its connection_lost). A thousand slow clients time out together, so one pass may close them all; in steps of
+# ~100 us, requests from everyone else are read in between instead of waiting for the whole pass.
+_SWEEP_STEP = 64
+_CLOSE_WORK = 16
 log = logging.getLogger("fastserve.http")
 
 
@@ -41,6 +46,11 @@ class _Quiet(logging.Filter):
 def refusal(status: int, code: str, message: str, retry_after: int | None = None) -> tuple[str, bytes]:
     """(reason, a whole HTTP/1.1 answer that closes the connection), for refusals made below the ASGI app."""
     return code, raw_answer(status, orjson.dumps(error_body(code, message)), retry_after=retry_after, close=True)
+
+
+@functools.cache
+def _headers_overdue(seconds: float) -> tuple[str, bytes]:
+    return refusal(408, "request_timeout", f"request headers not received within {seconds:g} s")
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -165,8 +175,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         elapsed = now - self.phase_started
         limits = self.limits
         if self.phase == HEADERS and elapsed > limits.header_timeout_s:
-            return refusal(408, "request_timeout", f"request headers not received within "
-                           f"{limits.header_timeout_s:g} s")
+            return _headers_overdue(limits.header_timeout_s)
         if self.phase == BODY and elapsed > limits.header_timeout_s \
                 and self.body_bytes < limits.min_body_rate * elapsed:
             return refusal(408, "request_timeout", f"request body arriving at {self.body_bytes / elapsed:.0f} "
@@ -194,15 +203,17 @@ class Server(uvicorn.Server):
         while True:
             await asyncio.sleep(_SWEEP_S)
             now = time.monotonic()
-            closed = 0
+            work = 0
             for connection in list(self.server_state.connections):
                 if isinstance(connection, LimitedHttpToolsProtocol):
                     answer = connection.overdue(now)
+                    work += 1
                     if answer is not None:
                         connection.refuse(answer)
-                        closed += 1
-                        if closed % _SWEEP_BATCH == 0:
-                            await asyncio.sleep(0)  # a thousand slow clients at once must not stall everyone else
+                        work += _CLOSE_WORK
+                    if work >= _SWEEP_STEP:
+                        work = 0
+                        await asyncio.sleep(0)
             if self._admission is not None and self._admission.gates:
                 self._recount()
 
