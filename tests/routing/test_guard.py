@@ -2,11 +2,12 @@
 
 import collections
 
+import numpy as np
 import pytest
 
 from fastserve.config import CanaryOptions, GuardOptions
 from fastserve.routing.canary import Canary, key_point
-from fastserve.routing.windows import Window, js_divergence, quantile_s
+from fastserve.routing.windows import Window, js_divergence, labels_differ_by_chance, quantile_s
 
 
 def canary(**guard):
@@ -53,6 +54,47 @@ def test_divergent_labels_trip():
     feed(c, True, 50, label=0)
     evidence = c.check(1000.5)
     assert evidence is not None and evidence["divergence"] == pytest.approx(0.311278, abs=1e-5)
+
+
+def test_labels_that_differ_by_chance_do_not_trip():
+    """30% against 60% of ones over 30 answers each is past the divergence limit, and happens by chance about once
+    in fifty samples of one model (G-test p = 0.02): not a reason to pull the canary back. The same shares over 300
+    answers each are not chance."""
+    c = canary(max_divergence=0.05)
+    for on_canary, ones in ((False, 9), (True, 18)):
+        feed(c, on_canary, ones, label=1)
+        feed(c, on_canary, 30 - ones, label=0)
+    assert c.check(1000.5) is None and c.weight == 0.3
+    for on_canary, ones in ((False, 81), (True, 162)):
+        feed(c, on_canary, ones, label=1)
+        feed(c, on_canary, 270 - ones, label=0)
+    evidence = c.check(1000.5)
+    assert evidence is not None and 0.05 < evidence["divergence"] < 0.1
+    assert any("more than chance explains" in r for r in evidence["reasons"])
+
+
+def test_labels_differ_by_chance_against_the_chi_squared_quantiles():
+    """At p = 0.001 the G statistic's limit is 10.83 for two labels and 16.27 for four (tables): a sample just past
+    the approximate limit differs, one just under it does not."""
+    def g(a, b):
+        obs = np.array([[a.get(k, 0) for k in sorted(set(a) | set(b))], [b.get(k, 0) for k in sorted(set(a) | set(b))]],
+                       dtype=float)
+        exp = obs.sum(1, keepdims=True) * obs.sum(0, keepdims=True) / obs.sum()
+        return 2 * float((obs[obs > 0] * np.log(obs[obs > 0] / exp[obs > 0])).sum())
+
+    rng = np.random.default_rng(0)
+    for k, table in ((2, 10.83), (4, 16.27)):
+        for _ in range(300):
+            a = collections.Counter(rng.integers(0, k, size=200).tolist())
+            b = collections.Counter(rng.integers(0, k, size=200).tolist())
+            b[0] += int(rng.integers(0, 40))
+            stat = g(a, b)
+            if abs(stat - table) > 0.04 * table:  # the approximation is within 3% of the table
+                assert labels_differ_by_chance(a, b) == (stat < table), (stat, a, b)
+    same = collections.Counter({"yes": 40, "no": 60})
+    assert labels_differ_by_chance(same, same) and labels_differ_by_chance(collections.Counter(), same)
+    assert labels_differ_by_chance(collections.Counter({0: 5}), collections.Counter({0: 9}))  # one label: no test
+    assert not labels_differ_by_chance(collections.Counter({0: 50}), collections.Counter({1: 50}))
 
 
 def test_old_figures_leave_the_window():

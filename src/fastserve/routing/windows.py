@@ -91,3 +91,25 @@ def js_divergence(a: collections.Counter[Any], b: collections.Counter[Any]) -> f
         return float((x[nz] * np.log2(x[nz] / m[nz])).sum())
 
     return max(0.0, (kl(p) + kl(r)) / 2)
+
+
+# The guard looks again every 32 answers: a rule that trips at the usual 5% would trip on a good canary by chance
+# over a day's looks. At 0.1% a real difference still shows within a few hundred answers.
+LABELS_ALPHA = 1e-3
+_Z_LABELS = 3.0902  # the standard normal's quantile at 1 - LABELS_ALPHA
+
+
+def labels_differ_by_chance(a: collections.Counter[Any], b: collections.Counter[Any]) -> bool:
+    """Whether two samples of predicted labels could come from one distribution: a G-test of independence between
+    label and sample, kept (True) unless p < LABELS_ALPHA. Two small samples of one model's labels often differ
+    past a divergence limit; this tells that apart from a real change."""
+    keys = sorted(set(a) | set(b), key=repr)
+    observed = np.array([[a.get(k, 0) for k in keys], [b.get(k, 0) for k in keys]], dtype=np.float64)
+    if len(keys) < 2 or observed.sum(axis=1).min() == 0:
+        return True  # one label, or an empty sample: nothing to tell apart
+    expected = observed.sum(axis=1, keepdims=True) * observed.sum(axis=0, keepdims=True) / observed.sum()
+    seen = observed > 0
+    g = 2.0 * float((observed[seen] * np.log(observed[seen] / expected[seen])).sum())
+    df = len(keys) - 1  # the chi-squared quantile by Wilson and Hilferty's approximation (within 3% from df = 1)
+    limit = df * (1 - 2 / (9 * df) + _Z_LABELS * math.sqrt(2 / (9 * df))) ** 3
+    return g <= limit
