@@ -61,22 +61,30 @@ def test_gate_refuses_over_its_limit_and_adapts_to_latency():
         gate.in_flight += 1
         gate.release(0.009 if i < 4 else 0.001)
     assert gate.limit == pytest.approx(START_LIMIT * 0.8) and gate.in_flight == 0
-    # ...a round within it grows the limit by one; answers from lost connections are not counted.
+    # ...a round within it that used half the limit at once grows it by one; answers from lost connections are not
+    # counted...
     limit = gate.limit
+    gate.in_flight = int(limit) // 2
     for _ in range(int(limit) + 1):
         gate.in_flight += 1
         gate.release(0.001)
-    gate.in_flight += 1
+    gate.in_flight = 1
     gate.release(None)
     assert gate.limit == pytest.approx(limit + 1) and gate.in_flight == 0
+    # ...and one that did not use it leaves it as it is: requests one at a time, however fast, do not raise it.
+    for _ in range(10 * START_LIMIT):
+        gate.in_flight += 1
+        gate.release(0.0)
+    assert gate.limit == pytest.approx(limit + 1)
     for _ in range(1000):  # slow rounds bring it down to the floor, never under
         gate.in_flight += 1
         gate.release(1.0)
     assert gate.limit == MIN_LIMIT
     gate.limit = MAX_LIMIT
+    gate.in_flight = MAX_LIMIT
     for _ in range(MAX_LIMIT + 1):
-        gate.in_flight += 1
         gate.release(0.0)
+        gate.in_flight += 1
     assert gate.limit == MAX_LIMIT
 
 

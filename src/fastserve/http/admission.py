@@ -7,8 +7,10 @@ costs half of serving. So each SLO model's requests admitted at their headers an
 one over the model's limit is answered 503 + Retry-After at once: its body is read past, never decoded, and the
 connection stays open. The limit follows the time admitted requests take from their last body byte to their answer
 (additive increase, multiplicative decrease, once per round of `limit` answers): it shrinks by a fifth after a round
-in which more than 5% took over a third of the SLO, and grows by one otherwise. A request holds a place only once its
-body is in: a slow client cannot take a model's places.
+in which more than 5% took over a third of the SLO, and grows by one after a round that used at least half of it.
+Unused, it stays where it is: a limit that grew through a long light load would let the first burst of an overload
+in whole, and its answers late. A request holds a place only once its body is in: a slow client cannot take a
+model's places.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ START_LIMIT = 64
 # left to the wait before the server reads a request, which it cannot measure.
 TARGET_SHARE_OF_SLO = 1 / 3
 SLOW_SHARE = 0.05  # a round with more answers than this over the target shrinks the limit
+USED_SHARE = 0.5  # a round grows the limit only if this share of it was in the server at once
 MIN_LIMIT = 2  # a couple of requests always get in: a batch still forms, and the latency keeps being measured
 MAX_LIMIT = 4096
 _PATHS_KEPT = 4096  # paths remembered with their model (cleared when full: clients choose paths)
@@ -44,7 +47,7 @@ class Gate:
         self.limit = float(START_LIMIT)
         self.in_flight = 0
         self.refused = 0
-        self._answers = self._slow = 0
+        self._answers = self._slow = self._peak = 0
         why = (f"{name!r} has as many requests in the server as it can answer within its {slo_ms:g} ms latency SLO; "
                "retry later")
         self._bodies = (orjson.dumps(error_body("overloaded", why)), orjson.dumps(v2_error_body(why)))
@@ -66,6 +69,8 @@ class Gate:
 
     def release(self, seconds: float | None) -> None:
         """An admitted request is answered after `seconds` (None: its connection was lost first)."""
+        if self.in_flight > self._peak:
+            self._peak = self.in_flight
         self.in_flight -= 1
         if seconds is None:
             return
@@ -74,9 +79,9 @@ class Gate:
         if self._answers >= self.limit:
             if self._slow > SLOW_SHARE * self._answers:
                 self.limit = max(MIN_LIMIT, self.limit * 0.8)
-            else:
+            elif self._peak >= USED_SHARE * self.limit:
                 self.limit = min(MAX_LIMIT, self.limit + 1)
-            self._answers = self._slow = 0
+            self._answers = self._slow = self._peak = 0
 
 
 class Admission:
