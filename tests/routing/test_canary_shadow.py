@@ -212,6 +212,12 @@ def test_admin_canary_and_shadow_calls(tmp_path):
         assert admin(srv, "DELETE", "/shadows/1").json()["routing"]["shadows"] == []
         r = admin(srv, "DELETE", "/shadows/1")
         assert r.status_code == 409 and "is not a shadow" in r.json()["error"]["message"]
+        # A body over the server's limit (8 MiB) is refused, declared or not, before it is buffered whole.
+        url, big = f"{srv.url}/v1/admin/models/m/canary", b" " * (9 << 20)
+        r = httpx.post(url, headers=AUTH, content=big)
+        assert r.status_code == 413 and "over the limit of 8388608 bytes" in r.json()["error"]["message"]
+        r = httpx.post(url, headers=AUTH, content=(big[i:i + 65536] for i in range(0, len(big), 65536)))
+        assert r.status_code == 413 and "over the limit of 8388608 bytes" in r.json()["error"]["message"]
         events = [e["event"] for e in status(srv)["events"]]
     finally:
         srv.stop()

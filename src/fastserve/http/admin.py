@@ -15,6 +15,7 @@ from starlette.routing import Route
 from fastserve.config import sticky_key_error
 from fastserve.exceptions import AdminDisabled, InvalidInput, MalformedBody, Unauthorized, VersionNotFound
 from fastserve.http.endpoints import JSONResponse
+from fastserve.http.serving import read_body
 from fastserve.registry.repository import version_number
 
 
@@ -60,10 +61,14 @@ async def rollback(request: Request) -> Response:
 
 
 async def _body(request: Request) -> dict[str, Any]:
+    # Within the server's body limit, as on the predict route: refused from its Content-Length, or while counting.
+    declared = request.headers.get("content-length")
+    raw = await read_body(request.receive, None if declared is None else declared.encode("latin-1"),
+                          request.app.state.fastserve.config.max_body_bytes)
     try:
         # orjson, as on the predict route: it refuses NaN and nesting past 1024 levels (the stdlib's json would
         # take NaN, and recurse until RecursionError).
-        body = orjson.loads(await request.body() or b"{}")
+        body = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError as exc:
         raise MalformedBody(f"the body must be a JSON object: {exc}") from None
     if type(body) is not dict:

@@ -57,6 +57,7 @@ ERRORS: dict[str, tuple[int, Schema]] = {
                                  "`detail.path` say where (`$.inputs[4]`, `$.records[3].age`).")),
     "InvalidAdminBody": (422, _error("The body is not the object this call takes; the message says where.", False)),
     "MalformedAdminBody": (400, _error("The body is not valid JSON.", False)),
+    "AdminBodyTooLarge": (413, _error("The body is over the server's `--max-body-bytes`.", False)),
     "QueueFull": (429, _error("The model's queue is full (`[batching] max_queue_rows`).",
                               Retry_After=_retry_after("Seconds to wait before retrying."))),
     "InferenceFailed": (500, _error("ONNX Runtime failed on input that passed validation.")),
@@ -253,7 +254,7 @@ def _admin_paths() -> Paths:
     status = _json(ref("schemas", "ModelStatus"), "The model's status after the call.")
     always = ("Unauthorized", "AdminDisabled")
     calls = (*always, "NotFoundJSON", "Refused")
-    with_body = (*calls, "MalformedAdminBody", "InvalidAdminBody")
+    with_body = (*calls, "MalformedAdminBody", "AdminBodyTooLarge", "InvalidAdminBody")
 
     def admin(summary: str, parameters: tuple[str, ...], errors: tuple[str, ...] = calls,
               body: str | None = None, example: Schema | None = None) -> Schema:
