@@ -54,9 +54,10 @@ def _headers_overdue(seconds: float) -> tuple[str, bytes]:
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """One client connection. `limits` is set on the class by `build_server`."""
+    """One client connection. `limits` and `max_body_bytes` are set on the class by `build_server`."""
 
     limits = ConnectionLimits()
+    max_body_bytes = ServerConfig.max_body_bytes
     refused_counts: dict[str, int] = {}
     admission: Admission | None = None
 
@@ -137,8 +138,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
-        if not self.shed:
-            super().on_body(body)
+        cycle = self.cycle
+        if self.shed or cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
+            return
+        cycle.body += body
+        # uvicorn pauses reading once 64 KB wait for the app: a trip through the event loop per 64 KB of a body the
+        # app here reads whole before using it. The pause stays, at the size the app refuses anyway, for a handler
+        # that does not read its body.
+        if len(cycle.body) > self.max_body_bytes:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def on_message_complete(self) -> None:
         self.phase = IDLE  # the request is in; the app has it (keep-alive idling is uvicorn's own timer)
@@ -243,7 +252,8 @@ def build_server(app: Any, config: ServerConfig, loop: str, on_shutdown: Any,
                  refused_counts: dict[str, int], admission: Admission | None) -> Server:
     limits = config.limits
     protocol = type("FastserveHttpProtocol", (LimitedHttpToolsProtocol,),
-                    {"limits": limits, "refused_counts": refused_counts, "admission": admission})
+                    {"limits": limits, "max_body_bytes": config.max_body_bytes, "refused_counts": refused_counts,
+                     "admission": admission})
     logging.getLogger("uvicorn.error").addFilter(_Quiet())
     return Server(uvicorn.Config(
         app, host=config.host, port=config.port, loop=loop, http=protocol, lifespan="on", log_config=None,
