@@ -177,6 +177,7 @@ def test_deadlines_under_overload_refuse_rather_than_serve_late(mlp_server):
     shed = (metric(text, "fastserve_shed_requests_total", reason="deadline_at_arrival")
             + metric(text, "fastserve_shed_requests_total", reason="deadline_in_queue"))
     assert shed >= codes.count(503)
+    assert metric(text, "fastserve_shed_requests_total", reason="queue_full") >= codes.count(429)
 
 
 def _raw_request(port: int, body: bytes) -> socket.socket:
