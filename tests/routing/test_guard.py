@@ -73,6 +73,19 @@ def test_labels_that_differ_by_chance_do_not_trip():
     assert any("more than chance explains" in r for r in evidence["reasons"])
 
 
+def test_rows_of_one_request_count_as_one_draw():
+    """300 labels a side with the shares above are not chance when they are 300 requests; as 30 requests of 10
+    rows each (rows of one request move together), they are no more evidence than 30 one-row requests."""
+    ones, zeros = collections.Counter({1: 90, 0: 210}), collections.Counter({1: 180, 0: 120})
+    assert not labels_differ_by_chance(ones, zeros, requests=600)
+    assert labels_differ_by_chance(ones, zeros, requests=60)
+    c = canary(max_divergence=0.05)
+    for on_canary, n_ones in ((False, 9), (True, 18)):  # 30 requests a side, 10 rows each
+        c.windows[on_canary].add({"requests": n_ones, "errors": 0}, 1000.0, labels=[1] * (10 * n_ones))
+        c.windows[on_canary].add({"requests": 30 - n_ones, "errors": 0}, 1000.0, labels=[0] * (10 * (30 - n_ones)))
+    assert c.check(1000.5) is None and c.weight == 0.3
+
+
 def test_labels_differ_by_chance_against_the_chi_squared_quantiles():
     """At p = 0.001 the G statistic's limit is 10.83 for two labels and 16.27 for four (tables): a sample just past
     the approximate limit differs, one just under it does not."""
@@ -90,11 +103,11 @@ def test_labels_differ_by_chance_against_the_chi_squared_quantiles():
             b[0] += int(rng.integers(0, 40))
             stat = g(a, b)
             if abs(stat - table) > 0.04 * table:  # the approximation is within 3% of the table
-                assert labels_differ_by_chance(a, b) == (stat < table), (stat, a, b)
+                assert labels_differ_by_chance(a, b, a.total() + b.total()) == (stat < table), (stat, a, b)
     same = collections.Counter({"yes": 40, "no": 60})
-    assert labels_differ_by_chance(same, same) and labels_differ_by_chance(collections.Counter(), same)
-    assert labels_differ_by_chance(collections.Counter({0: 5}), collections.Counter({0: 9}))  # one label: no test
-    assert not labels_differ_by_chance(collections.Counter({0: 50}), collections.Counter({1: 50}))
+    assert labels_differ_by_chance(same, same, 200) and labels_differ_by_chance(collections.Counter(), same, 100)
+    assert labels_differ_by_chance(collections.Counter({0: 5}), collections.Counter({0: 9}), 14)  # one label: no test
+    assert not labels_differ_by_chance(collections.Counter({0: 50}), collections.Counter({1: 50}), 100)
 
 
 def test_old_figures_leave_the_window():

@@ -99,7 +99,8 @@ class Canary:
         if self._slow_checks >= SLOW_CHECKS:
             reasons.append(f"p99 {(p99_c or 0) * 1e3:.2f} ms vs {(p99_p or 0) * 1e3:.2f} ms on the primary (margin "
                            f"{g.max_p99_ratio:g}x, on {SLOW_CHECKS} checks in a row)")
-        if divergence > g.max_divergence and not labels_differ_by_chance(canary["labels"], primary["labels"]):
+        if divergence > g.max_divergence and not labels_differ_by_chance(canary["labels"], primary["labels"],
+                                                                         n_p + n_c):
             reasons.append(f"predicted labels diverge from the primary's: Jensen-Shannon {divergence:.3f} > "
                            f"{g.max_divergence:g}, and more than chance explains (G-test, p < {LABELS_ALPHA:g})")
         if not reasons:

@@ -99,10 +99,12 @@ LABELS_ALPHA = 1e-3
 _Z_LABELS = 3.0902  # the standard normal's quantile at 1 - LABELS_ALPHA
 
 
-def labels_differ_by_chance(a: collections.Counter[Any], b: collections.Counter[Any]) -> bool:
+def labels_differ_by_chance(a: collections.Counter[Any], b: collections.Counter[Any], requests: float) -> bool:
     """Whether two samples of predicted labels could come from one distribution: a G-test of independence between
     label and sample, kept (True) unless p < LABELS_ALPHA. Two small samples of one model's labels often differ
-    past a divergence limit; this tells that apart from a real change."""
+    past a divergence limit; this tells that apart from a real change. The rows of one request are not independent
+    draws (one client, one moment), so the statistic is scaled down to the `requests` the labels came from: as if
+    each request were one label, however many rows it held."""
     keys = sorted(set(a) | set(b), key=repr)
     observed = np.array([[a.get(k, 0) for k in keys], [b.get(k, 0) for k in keys]], dtype=np.float64)
     if len(keys) < 2 or observed.sum(axis=1).min() == 0:
@@ -110,6 +112,7 @@ def labels_differ_by_chance(a: collections.Counter[Any], b: collections.Counter[
     expected = observed.sum(axis=1, keepdims=True) * observed.sum(axis=0, keepdims=True) / observed.sum()
     seen = observed > 0
     g = 2.0 * float((observed[seen] * np.log(observed[seen] / expected[seen])).sum())
-    df = len(keys) - 1  # the chi-squared quantile by Wilson and Hilferty's approximation (within 3% from df = 1)
+    g *= min(1.0, requests / observed.sum())
+    df = len(keys) - 1  # the chi-squared quantile by Wilson and Hilferty (3% high at df = 1, closer above)
     limit = df * (1 - 2 / (9 * df) + _Z_LABELS * math.sqrt(2 / (9 * df))) ** 3
     return g <= limit
