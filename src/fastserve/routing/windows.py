@@ -76,11 +76,15 @@ def quantile_s(histogram: np.ndarray, q: float) -> float | None:
     return float(LATENCY_BOUNDS_S[min(index, len(LATENCY_BOUNDS_S) - 1)])
 
 
+def _side_by_side(a: collections.Counter[Any], b: collections.Counter[Any]) -> np.ndarray:
+    """Two label counts as the rows of one array, a column per label seen on either side."""
+    keys = sorted(set(a) | set(b), key=repr)
+    return np.array([[a.get(k, 0) for k in keys], [b.get(k, 0) for k in keys]], dtype=np.float64)
+
+
 def js_divergence(a: collections.Counter[Any], b: collections.Counter[Any]) -> float:
     """Jensen-Shannon divergence (base 2, between 0 and 1) of two label distributions given as counts."""
-    keys = sorted(set(a) | set(b), key=repr)
-    p = np.array([a.get(k, 0) for k in keys], dtype=np.float64)
-    r = np.array([b.get(k, 0) for k in keys], dtype=np.float64)
+    p, r = _side_by_side(a, b)
     if p.sum() == 0 or r.sum() == 0:
         return 0.0
     p, r = p / p.sum(), r / r.sum()
@@ -105,14 +109,14 @@ def labels_differ_by_chance(a: collections.Counter[Any], b: collections.Counter[
     past a divergence limit; this tells that apart from a real change. The rows of one request are not independent
     draws (one client, one moment), so the statistic is scaled down to the `requests` the labels came from: as if
     each request were one label, however many rows it held."""
-    keys = sorted(set(a) | set(b), key=repr)
-    observed = np.array([[a.get(k, 0) for k in keys], [b.get(k, 0) for k in keys]], dtype=np.float64)
-    if len(keys) < 2 or observed.sum(axis=1).min() == 0:
+    observed = _side_by_side(a, b)
+    labels = observed.shape[1]
+    if labels < 2 or observed.sum(axis=1).min() == 0:
         return True  # one label, or an empty sample: nothing to tell apart
     expected = observed.sum(axis=1, keepdims=True) * observed.sum(axis=0, keepdims=True) / observed.sum()
     seen = observed > 0
     g = 2.0 * float((observed[seen] * np.log(observed[seen] / expected[seen])).sum())
     g *= min(1.0, requests / observed.sum())
-    df = len(keys) - 1  # the chi-squared quantile by Wilson and Hilferty (3% high at df = 1, closer above)
+    df = labels - 1  # the chi-squared quantile by Wilson and Hilferty (3% high at df = 1, closer above)
     limit = df * (1 - 2 / (9 * df) + _Z_LABELS * math.sqrt(2 / (9 * df))) ** 3
     return g <= limit
