@@ -29,20 +29,31 @@ async def _read_answer(reader: asyncio.StreamReader) -> Answer:
 
 
 async def post_many(port: int, path: str, bodies: list[bytes], connections: int,
-                    headers: dict[str, str] | None = None) -> list[Answer]:
-    """POST every body to `path`, `connections` at a time, and return the answers in the order of the bodies."""
+                    headers: dict[str, str] | None = None, sent: asyncio.Event | None = None) -> list[Answer]:
+    """POST every body to `path`, `connections` at a time, and return the answers in the order of the bodies.
+    `sent` is set once every connection's first request is handed whole to the kernel."""
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     answers: list[Answer | None] = [None] * len(bodies)
     todo = iter(range(len(bodies)))
+    unsent = [min(connections, len(bodies))]
 
     async def worker() -> None:
         reader = writer = None
+        first = sent is not None
         try:
             for i in todo:
                 if writer is None:
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Content-Length: {len(bodies[i])}\r\n\r\n"
+                if first:
+                    writer.transport.set_write_buffer_limits(0)  # drain() then waits until the kernel has it all
                 writer.write(head.encode("latin-1") + bodies[i])
+                if first:
+                    first = False
+                    await writer.drain()
+                    unsent[0] -= 1
+                    if not unsent[0]:
+                        sent.set()  # type: ignore[union-attr]
                 answers[i] = answer = await _read_answer(reader)  # type: ignore[arg-type]
                 if answer.headers.get("connection", "").lower() == "close":
                     writer.close()
