@@ -8,7 +8,14 @@ from typing import Any
 
 from fastserve._core import murmurhash3
 from fastserve.config import CanaryOptions, GuardOptions
-from fastserve.routing.windows import LABELS_ALPHA, Window, js_divergence, labels_differ_by_chance, quantile_s
+from fastserve.routing.windows import (
+    GUARD_ALPHA,
+    Window,
+    differ_by_chance,
+    js_divergence,
+    quantile_s,
+    slower_than_chance,
+)
 
 _HEADER = "header:"
 SLOW_CHECKS = 3
@@ -91,18 +98,20 @@ class Canary:
         if err_c - err_p > g.max_error_rate_increase:
             reasons.append(f"error rate {err_c:.2%} vs {err_p:.2%} on the primary "
                            f"(margin {g.max_error_rate_increase:.2%})")
-        slow = p99_p is not None and p99_c is not None and p99_c > max(p99_p * g.max_p99_ratio,
-                                                                       p99_p + g.p99_slack_ms / 1e3)
-        # A p99 over a few hundred answers is one scheduling spike away from tripping: it must hold on
-        # SLOW_CHECKS checks in a row (the error rule counts every answer; the label rule is tested against chance).
+        slow = False
+        if p99_p is not None and p99_c is not None:
+            limit = max(p99_p * g.max_p99_ratio, p99_p + g.p99_slack_ms / 1e3)
+            slow = p99_c > limit and slower_than_chance(canary["latency"], primary["latency"], limit)
+        # A p99 over a few hundred answers is one scheduling spike away from tripping: the canary's share of answers
+        # over the limit is tested against the primary's, and must stay higher on SLOW_CHECKS checks in a row.
         self._slow_checks = self._slow_checks + 1 if slow else 0
         if self._slow_checks >= SLOW_CHECKS:
             reasons.append(f"p99 {(p99_c or 0) * 1e3:.2f} ms vs {(p99_p or 0) * 1e3:.2f} ms on the primary (margin "
-                           f"{g.max_p99_ratio:g}x, on {SLOW_CHECKS} checks in a row)")
-        if divergence > g.max_divergence and not labels_differ_by_chance(canary["labels"], primary["labels"],
-                                                                         n_p + n_c):
+                           f"{g.max_p99_ratio:g}x, more answers over it than chance explains, on {SLOW_CHECKS} "
+                           "checks in a row)")
+        if divergence > g.max_divergence and not differ_by_chance(canary["labels"], primary["labels"], n_p + n_c):
             reasons.append(f"predicted labels diverge from the primary's: Jensen-Shannon {divergence:.3f} > "
-                           f"{g.max_divergence:g}, and more than chance explains (G-test, p < {LABELS_ALPHA:g})")
+                           f"{g.max_divergence:g}, and more than chance explains (G-test, p < {GUARD_ALPHA:g})")
         if not reasons:
             return None
         self.weight = 0.0

@@ -99,16 +99,16 @@ def js_divergence(a: collections.Counter[Any], b: collections.Counter[Any]) -> f
 
 # The guard looks again every 32 answers: a rule that trips at the usual 5% would trip on a good canary by chance
 # over a day's looks. At 0.1% a real difference still shows within a few hundred answers.
-LABELS_ALPHA = 1e-3
-_Z_LABELS = 3.0902  # the standard normal's quantile at 1 - LABELS_ALPHA
+GUARD_ALPHA = 1e-3
+_Z_ALPHA = 3.0902  # the standard normal's quantile at 1 - GUARD_ALPHA
 
 
-def labels_differ_by_chance(a: collections.Counter[Any], b: collections.Counter[Any], requests: float) -> bool:
-    """Whether two samples of predicted labels could come from one distribution: a G-test of independence between
-    label and sample, kept (True) unless p < LABELS_ALPHA. Two small samples of one model's labels often differ
-    past a divergence limit; this tells that apart from a real change. The rows of one request are not independent
-    draws (one client, one moment), so the statistic is scaled down to the `requests` the labels came from: as if
-    each request were one label, however many rows it held."""
+def differ_by_chance(a: collections.Counter[Any], b: collections.Counter[Any], requests: float) -> bool:
+    """Whether two samples of categories (predicted labels, answers over a latency) could come from one
+    distribution: a G-test of independence between category and sample, kept (True) unless p < GUARD_ALPHA. Two
+    small samples of one model's labels often differ past a divergence limit; this tells that apart from a real
+    change. The rows of one request are not independent draws (one client, one moment), so the statistic is scaled
+    down to the `requests` the counts came from: as if each request were one label, however many rows it held."""
     observed = _side_by_side(a, b)
     labels = observed.shape[1]
     if labels < 2 or observed.sum(axis=1).min() == 0:
@@ -118,5 +118,18 @@ def labels_differ_by_chance(a: collections.Counter[Any], b: collections.Counter[
     g = 2.0 * float((observed[seen] * np.log(observed[seen] / expected[seen])).sum())
     g *= min(1.0, requests / observed.sum())
     df = labels - 1  # the chi-squared quantile by Wilson and Hilferty (3% high at df = 1, closer above)
-    limit = df * (1 - 2 / (9 * df) + _Z_LABELS * math.sqrt(2 / (9 * df))) ** 3
+    limit = df * (1 - 2 / (9 * df) + _Z_ALPHA * math.sqrt(2 / (9 * df))) ** 3
     return g <= limit
+
+
+def slower_than_chance(canary: np.ndarray, primary: np.ndarray, threshold_s: float) -> bool:
+    """Whether the canary's share of answers over `threshold_s` is higher than the primary's by more than chance
+    (latency histograms). A p99 over a hundred answers is their second slowest: two unlucky answers would set it.
+    Whole latency buckets are compared, the one holding the threshold counted under it."""
+    over = int(np.searchsorted(LATENCY_BOUNDS_S, threshold_s)) + 1
+    k_c, k_p = int(canary[over:].sum()), int(primary[over:].sum())
+    n_c, n_p = int(canary.sum()), int(primary.sum())
+    if k_c * n_p <= k_p * n_c:
+        return False  # no larger a share than the primary's: nothing to test
+    return not differ_by_chance(collections.Counter({"over": k_c, "within": n_c - k_c}),
+                                collections.Counter({"over": k_p, "within": n_p - k_p}), n_c + n_p)
