@@ -107,6 +107,18 @@ def test_top_array_length_counts_without_parsing(others, rows):
     assert json_top_array_length(text.encode(), b"inputs") == expected, text
 
 
+def test_top_array_length_finds_brackets_and_quotes_at_every_offset():
+    # Inside a row the scan looks 16 bytes at a time: a bracket, brace or quote at any place in a block must stop it.
+    for pad in range(40):
+        for inner in ("a]b", [1, [2]], {"k": [3, "]"]}, 'q\\"]', "[", "{", "\u00db\u00fd"):
+            rows = [[0.5] * pad + [inner], [7] * (pad % 17), [inner] + [1] * pad]
+            for separators in ((",", ":"), (", ", ": ")):
+                body = {"x": "[", "inputs": rows, "y": [[1]]}
+                text = json.dumps(body, separators=separators, ensure_ascii=False).encode()
+                assert json_top_array_length(text, b"inputs") == 3, text
+                assert json_top_array_length(text[:-8], b"inputs") == 3  # the rest need not be read
+
+
 def test_top_array_length_is_minus_one_for_other_shapes():
     for text in (b"[1, 2]", b'{"inputs": 3}', b'{"a": {"inputs": [1]}}', b'"inputs"', b"", b'{"inputs": [1, 2'):
         assert json_top_array_length(text, b"inputs") == -1, text
@@ -128,6 +140,17 @@ def test_separator_count_counts_the_commas_between_values(value):
     """Strings may hold commas, quotes and backslashes: only the separators of arrays and objects count."""
     text = to_json(value)
     assert json_separator_count(text.encode()) == _elements(value), text
+
+
+def test_separator_count_finds_quotes_and_commas_at_every_offset():
+    # The count goes 16 bytes at a time up to the next quote: a quote or comma at any place in a block must count.
+    for pad in range(40):
+        for inner in ("a,b", 'q\\",', ",", "", "\u00ac,"):
+            value = [[0.5] * pad + [inner], [7] * (pad % 17), [inner] + [1] * pad, {"k,": inner}]
+            for separators in ((",", ":"), (", ", ": ")):
+                text = json.dumps(value, separators=separators, ensure_ascii=False)
+                expected = 3 + 2 * pad + max(0, pad % 17 - 1)  # between the four, in rows 1 and 3, in row 2
+                assert json_separator_count(text.encode()) == expected, text
 
 
 def test_separator_count_of_an_unclosed_string_is_minus_one():
