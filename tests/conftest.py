@@ -45,7 +45,9 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == ready_status:
+                r = httpx.get(f"{self.url}/readyz", timeout=1.0)
+                # Not ready also while models still load: waiting for a not-ready server means waiting for that.
+                if r.status_code == ready_status and (ready_status == 200 or not r.json()["loading"]):
                     return
             except httpx.TransportError:
                 pass

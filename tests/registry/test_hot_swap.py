@@ -210,7 +210,9 @@ def test_a_bad_version_is_refused_with_its_reason_while_the_old_one_serves(tmp_p
 
 def test_folder_being_written_is_not_picked_up_half_written(tmp_path):
     model_dir = repository(tmp_path, "")
-    srv = serve(tmp_path, "--poll-interval", "0.2")
+    # A folder is taken once two looks find it unchanged: a look every 0.5 s, a chunk every ~0.1 s (a margin of
+    # five for a loaded machine's stalls), over ~3 looks.
+    srv = serve(tmp_path, "--poll-interval", "0.5")
     try:
         folder = model_dir / "2"
         shutil.copytree(MODELS / "churn" / "1", folder, ignore=shutil.ignore_patterns("model.onnx"))
