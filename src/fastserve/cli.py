@@ -57,7 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
     sys.setswitchinterval(config.gil_switch_interval_s)
     app = create_app(config)
     server = build_server(app, config, loop, on_shutdown=app.begin_shutdown,
-                          refused_counts=app.metrics.stats.connections_refused, admission=app.admission)
+                          stats=app.metrics.stats, admission=app.admission)
     log.info("fastserve %s serving %s on http://%s:%d (loop=%s, http=httptools)", fastserve.__version__,
              config.models_dir.resolve(), config.host, config.port, loop)
     server.run()

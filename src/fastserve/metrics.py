@@ -69,6 +69,10 @@ class RequestStats:
         self.requests: dict[tuple[str, str, int], int] = {}
         self.latency: dict[tuple[str, str], _Histogram] = {}
         self.in_flight = 0
+        # Requests whose headers the server has read and which are not answered yet, counted by the connection
+        # (http/protocol.py): unlike `in_flight`, it includes requests whose handler has not started. 0 when the app
+        # runs under another server.
+        self.received = 0
         # Requests answered below the app by the connection guard, by reason (http/protocol.py).
         self.connections_refused: dict[str, int] = {}
 
@@ -115,6 +119,10 @@ class _Collector:
         in_flight = GaugeMetricFamily("fastserve_requests_in_flight", "Prediction requests being served now")
         in_flight.add_metric([], self._stats.in_flight)
         yield in_flight
+        received = GaugeMetricFamily("fastserve_requests_received", "Requests of any kind whose headers are read and "
+                                     "that are not answered yet, including those whose handler has not started")
+        received.add_metric([], self._stats.received)
+        yield received
 
         ready = GaugeMetricFamily("fastserve_model_version_ready", "1 when the version is loaded and can serve",
                                   labels=["model", "version", "provider"])

@@ -74,7 +74,7 @@ def test_concurrent_requests_form_batches_and_each_gets_its_own_rows(mlp_server)
     batches = (metric(after, "fastserve_batch_size_rows_count") - metric(before, "fastserve_batch_size_rows_count"))
     rows = metric(after, "fastserve_batch_size_rows_sum") - metric(before, "fastserve_batch_size_rows_sum")
     assert rows == sum(len(x) for x in xs)
-    assert rows / batches > 1.5, f"{rows} rows in {batches} batches: no batching happened"
+    assert batches < len(xs) / 2, f"{len(xs)} requests in {batches} batches: they did not share batches"
 
 
 def test_ten_thousand_requests_none_lost_none_twice_all_correct(mlp_server):

@@ -24,6 +24,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from fastserve.config import ConnectionLimits, ServerConfig
 from fastserve.http.admission import Admission, Gate
 from fastserve.http.errors import error_body, raw_answer
+from fastserve.metrics import RequestStats
 
 IDLE, HEADERS, BODY = 0, 1, 2  # what the connection waits for from its client
 _SWEEP_S = 1.0
@@ -58,6 +59,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     limits = ConnectionLimits()
     max_body_bytes = ServerConfig.max_body_bytes
+    stats = RequestStats()
     refused_counts: dict[str, int] = {}
     admission: Admission | None = None
 
@@ -73,6 +75,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.gate: Gate | None = None  # the admission gate of the request being served, until it is answered
         self.admitted_at = 0.0
         self.shed = False  # the current request was answered 503 at its headers: its body is read past
+        self.unanswered = 0  # requests of this connection counted in `stats.received` (more when pipelined)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -134,6 +137,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                         self.transport.close()
                     return
                 self.gate = gate  # counted in once its body is in: a slow body does not hold a place
+        # The handler's task starts on the loop's next turn: counted now, a request read in the same turn as others
+        # is known not to be alone, and waits for them to join its batch.
+        self.unanswered += 1
+        self.stats.received += 1
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -166,6 +173,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         if self.gate is not None:
             self._release(time.monotonic() - self.admitted_at)
+        if self.unanswered:  # (not for a request shed at its headers, never counted)
+            self.unanswered -= 1
+            self.stats.received -= 1
         super().on_response_complete()
 
     def _release(self, seconds: float | None) -> None:
@@ -177,6 +187,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.gate is not None:
             self._release(None)
+        self.stats.received -= self.unanswered
+        self.unanswered = 0
         super().connection_lost(exc)
 
     def overdue(self, now: float) -> tuple[str, bytes] | None:
@@ -248,12 +260,12 @@ class Server(uvicorn.Server):
             self._captured_signals.remove(sig)
 
 
-def build_server(app: Any, config: ServerConfig, loop: str, on_shutdown: Any,
-                 refused_counts: dict[str, int], admission: Admission | None) -> Server:
+def build_server(app: Any, config: ServerConfig, loop: str, on_shutdown: Any, stats: RequestStats,
+                 admission: Admission | None) -> Server:
     limits = config.limits
     protocol = type("FastserveHttpProtocol", (LimitedHttpToolsProtocol,),
-                    {"limits": limits, "max_body_bytes": config.max_body_bytes, "refused_counts": refused_counts,
-                     "admission": admission})
+                    {"limits": limits, "max_body_bytes": config.max_body_bytes, "stats": stats,
+                     "refused_counts": stats.connections_refused, "admission": admission})
     logging.getLogger("uvicorn.error").addFilter(_Quiet())
     return Server(uvicorn.Config(
         app, host=config.host, port=config.port, loop=loop, http=protocol, lifespan="on", log_config=None,

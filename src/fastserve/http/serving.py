@@ -133,7 +133,8 @@ async def serve(app: App, scope: Scope, receive: Any, send: Any, wire: Wire, nam
             batcher = target.batcher
             try:
                 outputs = await batcher.submit(x, batcher.deadline_ns(arrived_ns, timeout),  # type: ignore[union-attr]
-                                               alone=stats.in_flight == 1, disconnected=receive)
+                                               alone=stats.in_flight == 1 and stats.received <= 1,
+                                               disconnected=receive)
             except InferenceError:
                 if model.canary is not None and version is None:
                     _guard(model, on_canary, started, True, None)
