@@ -134,8 +134,9 @@ class Batcher:
         loop = self._loop = asyncio.get_running_loop()
         now = monotonic_ns()
         q = self.queue
-        if (alone and rows <= INLINE_MAX_ROWS and q.queued_requests == 0 and q.in_flight == 0
-                and self._short.estimate(rows) < self._inline_max_ns
+        # (With batching off no companion can join: any request finding the batcher idle may take the fast path.)
+        if ((alone or self.options.max_batch_size == 1) and rows <= INLINE_MAX_ROWS and q.queued_requests == 0
+                and q.in_flight == 0 and self._short.estimate(rows) < self._inline_max_ns
                 and (deadline_ns == NO_DEADLINE or now + q.run_time.estimate(rows) <= deadline_ns)):
             # Fast path: the only request, every instance idle: run it here, with no queue, future or hand-off.
             result = self.session.run(x)  # on the loop thread, on purpose: see the class docstring
