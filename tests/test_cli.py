@@ -1,10 +1,12 @@
 """The command line, run as a user runs it."""
 
+import platform
 import subprocess
 import sys
 
 import fastserve
-from tests.conftest import MODELS, write_tiny_model
+from fastserve.malloc import keep_freed_blocks
+from tests.conftest import MODELS, copy_model, start_server, write_tiny_model
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -40,3 +42,15 @@ def test_serve_refuses_a_missing_directory(tmp_path):
 def test_serve_refuses_an_unknown_device():
     r = run("serve", "--device", "gpu")
     assert r.returncode == 2 and "invalid choice: 'gpu'" in r.stderr
+
+
+def test_serve_keeps_freed_blocks_unless_the_environment_says_otherwise(tmp_path, monkeypatch):
+    copy_model("spend", tmp_path)
+    srv = start_server(tmp_path)
+    log = srv.stop()
+    if platform.libc_ver()[0] == "glibc":
+        assert "malloc: blocks up to 32 MiB from the heap, up to 64 MiB of freed heap kept for reuse" in log
+    else:
+        assert "malloc: not glibc" in log
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert keep_freed_blocks() == "malloc: glibc settings from the environment kept (MALLOC_TRIM_THRESHOLD_)"

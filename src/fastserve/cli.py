@@ -33,6 +33,7 @@ def _admin_token(path: str | None) -> str | None:
 def _serve(args: argparse.Namespace) -> int:
     from fastserve.http import create_app
     from fastserve.http.protocol import build_server
+    from fastserve.malloc import keep_freed_blocks
 
     config = ServerConfig(
         models_dir=Path(args.models_dir) if args.models_dir else default_models_dir(),
@@ -51,6 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not config.models_dir.is_dir():
         raise ConfigError(f"models directory {str(config.models_dir)!r} does not exist; pass MODELS_DIR "
                           "(e.g. `fastserve serve ./models`) or set FASTSERVE_MODELS_DIR")
+    log.info("%s", keep_freed_blocks())  # before the models load: their buffers come from the same heap
     loop = "uvloop" if sys.platform != "win32" else "asyncio"
     # Batches finish on worker threads that need the GIL back from the event loop; at the default 5 ms switch
     # interval they may wait that long for it, which alone would break a 10 ms latency target.
