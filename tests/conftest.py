@@ -14,9 +14,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
+
+# Property tests judge what the code does, not how fast a shared two-core machine makes their examples; the fuzz
+# tests set deadlines of their own, to catch hangs.
+settings.register_profile("fastserve", suppress_health_check=[HealthCheck.too_slow], deadline=None)
+settings.load_profile("fastserve")
 
 
 def free_port() -> int:
