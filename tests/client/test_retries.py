@@ -199,8 +199,11 @@ def test_429_without_retries_raises_overloaded(big_batch_server, mlp_inputs):
         async with AsyncClient(big_batch_server.url, max_retries=0, timeout=30) as client:
             return await asyncio.gather(*(client.predict("churn_mlp", x) for _ in range(8)), return_exceptions=True)
 
-    results = asyncio.run(main())
-    refused = [r for r in results if isinstance(r, Exception)]
+    for _ in range(3):  # a refusal needs a third request in while one runs and one waits: up to the scheduler
+        results = asyncio.run(main())
+        refused = [r for r in results if isinstance(r, Exception)]
+        if refused:
+            break
     assert refused and all(isinstance(r, Overloaded) for r in refused), results
     assert {(r.status, r.code, r.retry_after, r.attempts) for r in refused} == {(429, "queue_full", 1.0, 1)}
     assert len(refused) < len(results)
@@ -224,9 +227,12 @@ def test_429s_are_retried_until_every_call_is_answered(big_batch_server, mlp_inp
             client._sleep = sleep
             return await asyncio.gather(*(client.predict("churn_mlp", x) for _ in range(6)))
 
-    for answer in asyncio.run(main()):
-        assert_answer(answer, "churn_mlp", x, exact=False)
-    refusals = shed(big_batch_server.url, "queue_full") - before
+    for _ in range(3):  # as above: a burst that met no full queue proves nothing about retries, so again
+        for answer in asyncio.run(main()):
+            assert_answer(answer, "churn_mlp", x, exact=False)
+        refusals = shed(big_batch_server.url, "queue_full") - before
+        if refusals:
+            break
     assert refusals > 0 and len(slept) == refusals  # every refusal was waited out and retried
     assert all(s >= 1.0 for s in slept)  # never sooner than Retry-After
 
