@@ -109,7 +109,11 @@ def differ_by_chance(a: collections.Counter[Any], b: collections.Counter[Any], r
     small samples of one model's labels often differ past a divergence limit; this tells that apart from a real
     change. The rows of one request are not independent draws (one client, one moment), so the statistic is scaled
     down to the `requests` the counts came from: as if each request were one label, however many rows it held."""
-    observed = _side_by_side(a, b)
+    return _g_test_keeps(_side_by_side(a, b), requests)
+
+
+def _g_test_keeps(observed: np.ndarray, requests: float) -> bool:
+    """The G-test of `differ_by_chance` on a table of counts: a row per sample, a column per category."""
     labels = observed.shape[1]
     if labels < 2 or observed.sum(axis=1).min() == 0:
         return True  # one label, or an empty sample: nothing to tell apart
@@ -131,5 +135,4 @@ def slower_than_chance(canary: np.ndarray, primary: np.ndarray, threshold_s: flo
     n_c, n_p = int(canary.sum()), int(primary.sum())
     if k_c * n_p <= k_p * n_c:
         return False  # no larger a share than the primary's: nothing to test
-    return not differ_by_chance(collections.Counter({"over": k_c, "within": n_c - k_c}),
-                                collections.Counter({"over": k_p, "within": n_p - k_p}), n_c + n_p)
+    return not _g_test_keeps(np.array([[k_c, n_c - k_c], [k_p, n_p - k_p]], dtype=np.float64), n_c + n_p)
