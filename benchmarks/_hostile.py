@@ -73,8 +73,8 @@ _SLOW_REQUEST = b"POST /v1/models/churn/predict HTTP/1.1\r\nHost: x\r\nX-Slow: "
 class _Slow(asyncio.Protocol):
     """One slow client: the next byte of its headers each tick; closed by the server, it is replaced."""
 
-    def __init__(self, clients: set[_Slow], closed: Any, slot: int) -> None:
-        self.clients, self.closed, self.slot = clients, closed, slot
+    def __init__(self, clients: set[_Slow], closed: Any) -> None:
+        self.clients, self.closed = clients, closed  # `clients`: those of its slot, which tick together
         self.transport: asyncio.Transport | None = None
         self.sent = 0
         self.leaving = False  # closed by us at the end, not by the server
@@ -115,23 +115,22 @@ def _slow_clients(port: int, connections: int, stop: Any, closed: Any, core: int
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        clients: set[_Slow] = set()
         slices = 50  # every 20 ms a fiftieth of the clients sends its byte: no burst to hold the generator's core
+        slots: list[set[_Slow]] = [set() for _ in range(slices)]
         k = 0
         made = itertools.count()
         while not stop.is_set():
-            for _ in range(min(connections - len(clients), connections // slices + 1)):  # (re)connect, a few a tick
+            for _ in range(min(connections - sum(map(len, slots)), connections // slices + 1)):  # (re)connect
                 try:
-                    await loop.create_connection(lambda: _Slow(clients, closed, next(made) % slices), "127.0.0.1",
+                    await loop.create_connection(lambda: _Slow(slots[next(made) % slices], closed), "127.0.0.1",
                                                  port)
                 except OSError:
                     break
-            for client in list(clients):
-                if client.slot == k:
-                    client.tick()
+            for client in list(slots[k]):
+                client.tick()
             k = (k + 1) % slices
             await asyncio.sleep(1.0 / slices)
-        for client in list(clients):
+        for client in [c for slot in slots for c in slot]:
             if client.transport is not None:
                 client.leaving = True
                 client.transport.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import platform
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -75,6 +75,8 @@ class RequestStats:
         self.received = 0
         # Requests answered below the app by the connection guard, by reason (http/protocol.py).
         self.connections_refused: dict[str, int] = {}
+        # The server's open client connections (uvicorn's own set, given by http/protocol.py's build_server).
+        self.connections: Sized = ()
 
     def observe(self, model: str, version: str, status: int, seconds: float) -> None:
         key = (model, version, status)
@@ -123,6 +125,11 @@ class _Collector:
                                      "that are not answered yet, including those whose handler has not started")
         received.add_metric([], self._stats.received)
         yield received
+        connections = GaugeMetricFamily("fastserve_connections_open", "Client connections accepted and not closed "
+                                        "(a connection is accepted when its first bytes arrive, or a second after "
+                                        "it opened)")
+        connections.add_metric([], len(self._stats.connections))
+        yield connections
 
         ready = GaugeMetricFamily("fastserve_model_version_ready", "1 when the version is loaded and can serve",
                                   labels=["model", "version", "provider"])

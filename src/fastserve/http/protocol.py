@@ -10,9 +10,11 @@ those past their deadline with a JSON answer, so the request path pays two assig
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import signal
+import socket
 import time
 from types import FrameType
 from typing import Any
@@ -28,11 +30,11 @@ from fastserve.metrics import RequestStats
 
 IDLE, HEADERS, BODY = 0, 1, 2  # what the connection waits for from its client
 _SWEEP_S = 1.0
-# The sweep yields to the event loop after this much work: a connection looked at counts 1, one closed 16 (~8 us
-# with its connection_lost). A thousand slow clients time out together, so one pass may close them all; in steps of
-# ~100 us, requests from everyone else are read in between instead of waiting for the whole pass.
+_DEFER_ACCEPT_S = 1
+# The sweep yields to the event loop after looking at this many connections, and after each one it closes (~20 us
+# with its answer and connection_lost). A thousand slow clients time out together, so one pass may close them all:
+# one at a time, requests from everyone else are read in between instead of waiting behind the whole pass.
 _SWEEP_STEP = 64
-_CLOSE_WORK = 16
 log = logging.getLogger("fastserve.http")
 
 
@@ -213,6 +215,18 @@ class Server(uvicorn.Server):
         self._on_shutdown = on_shutdown  # called at once on SIGTERM/SIGINT: readiness turns false
         self._admission = admission
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not hasattr(socket, "TCP_DEFER_ACCEPT"):  # Linux only
+            return
+        # A connection is handed over when its first bytes come, or after _DEFER_ACCEPT_S if none do (the header
+        # deadline then closes it): accepting and reading the request take one wake-up instead of two, and a
+        # burst of clients that connect but write later is accepted as each writes, not all at once.
+        for server in getattr(self, "servers", []):
+            for listener in server.sockets:
+                with contextlib.suppress(OSError):
+                    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, _DEFER_ACCEPT_S)
+
     async def main_loop(self) -> None:
         sweeper = asyncio.create_task(self._sweep())
         try:
@@ -224,16 +238,14 @@ class Server(uvicorn.Server):
         while True:
             await asyncio.sleep(_SWEEP_S)
             now = time.monotonic()
-            work = 0
+            looked = 0
             for connection in list(self.server_state.connections):
                 if isinstance(connection, LimitedHttpToolsProtocol):
                     answer = connection.overdue(now)
-                    work += 1
+                    looked += 1
                     if answer is not None:
                         connection.refuse(answer)
-                        work += _CLOSE_WORK
-                    if work >= _SWEEP_STEP:
-                        work = 0
+                    if answer is not None or looked % _SWEEP_STEP == 0:
                         await asyncio.sleep(0)
             if self._admission is not None and self._admission.gates:
                 self._recount()
@@ -267,10 +279,12 @@ def build_server(app: Any, config: ServerConfig, loop: str, on_shutdown: Any, st
                     {"limits": limits, "max_body_bytes": config.max_body_bytes, "stats": stats,
                      "refused_counts": stats.connections_refused, "admission": admission})
     logging.getLogger("uvicorn.error").addFilter(_Quiet())
-    return Server(uvicorn.Config(
+    server = Server(uvicorn.Config(
         app, host=config.host, port=config.port, loop=loop, http=protocol, lifespan="on", log_config=None,
         log_level=config.log_level, access_log=False, server_header=False,
         proxy_headers=False,  # nothing here reads the client's address: the middleware would rewrite it for nothing
         timeout_keep_alive=limits.keep_alive_timeout_s,  # type: ignore[arg-type]  # uvicorn takes a float too
         timeout_graceful_shutdown=config.shutdown_grace_s,  # type: ignore[arg-type]
     ), on_shutdown, admission)
+    stats.connections = server.server_state.connections
+    return server
