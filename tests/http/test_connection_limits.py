@@ -130,6 +130,59 @@ def test_not_http_gets_a_json_400(guarded):
         assert status == 400 and body["error"]["code"] == "bad_request"
 
 
+def test_not_http_gets_its_400_before_any_end_of_headers(guarded):
+    with connect(guarded) as s:
+        s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # no line break ever comes
+        status, _, body = read_answer(s)
+        assert status == 400 and body["error"]["code"] == "bad_request"  # not the header deadline's 408
+
+
+def test_headers_over_the_limit_get_431_before_their_end(guarded):
+    with connect(guarded) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000)  # limit 4096; never finished
+        status, _, body = read_answer(s)
+        assert status == 431 and body["error"]["code"] == "headers_too_large"
+
+
+def test_a_header_line_that_never_ends_on_a_kept_connection_gets_431(guarded):
+    """httptools holds a header's value until its line ends: without a count of the bytes read, a client could
+    stream one line into the server's memory until the header deadline."""
+    with connect(guarded) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(s)[0] == 200
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        started = time.monotonic()
+        with contextlib.suppress(OSError):  # the server may close while the line is still being sent
+            for _ in range(10):
+                time.sleep(0.02)
+                s.sendall(b"a" * 1000)  # limit 4096
+        status, _, body = read_answer(s)
+        assert status == 431 and body["error"]["code"] == "headers_too_large"
+        assert time.monotonic() - started < HEADER_TIMEOUT_S  # not the deadline's 408
+
+
+@pytest.mark.parametrize(("request_bytes", "expected"), [
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+    (b"\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200),  # an empty line before the request line is allowed
+    (b"GET /healthz HTTP/1.1\nHost: x\n\n", 400),  # bare line feeds: the parser refuses them, at once
+], ids=["crlf", "leading-empty-line", "lf"])
+def test_a_request_written_a_byte_at_a_time_is_answered(guarded, request_bytes, expected):
+    """A new connection's bytes are held until its header block is complete, then parsed: however they are cut,
+    the request is answered as soon as its last byte is in."""
+    with connect(guarded) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for k in range(len(request_bytes)):
+            s.sendall(request_bytes[k:k + 1])
+            time.sleep(0.002)
+        sent = time.monotonic()
+        status, _, body = read_answer(s)
+        assert status == expected and time.monotonic() - sent < 0.5, body
+        if status == 200:
+            assert body["status"] == "alive"
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # and the connection goes on
+            assert read_answer(s)[0] == 200
+
+
 def test_surplus_connections_get_503_with_retry_after_and_others_are_served():
     srv = start_server(MODELS, "--max-connections", "50")  # the default header timeout: held ones stay open
     try:

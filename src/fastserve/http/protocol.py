@@ -56,6 +56,20 @@ def _headers_overdue(seconds: float) -> tuple[str, bytes]:
     return refusal(408, "request_timeout", f"request headers not received within {seconds:g} s")
 
 
+@functools.cache
+def _headers_too_large(max_bytes: int, max_headers: int) -> tuple[str, bytes]:
+    return refusal(431, "headers_too_large", f"request line and headers are over the limit of {max_bytes} bytes "
+                   f"or {max_headers} headers")
+
+
+def _answer_and_close(transport: asyncio.Transport, counts: dict[str, int], answer: tuple[str, bytes]) -> None:
+    if not transport.is_closing():
+        reason, raw = answer
+        counts[reason] = counts.get(reason, 0) + 1
+        transport.write(raw)
+        transport.close()
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """One client connection. `limits` and `max_body_bytes` are set on the class by `build_server`."""
 
@@ -72,6 +86,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.body_bytes = 0
         self.header_bytes = 0
         self.header_count = 0
+        self.header_bytes_read = 0  # bytes of reads made wholly within a request's headers
         self.over_capacity = False
         self.refused: tuple[str, bytes] | None = None  # set by a parser callback that stops the parse
         self.gate: Gate | None = None  # the admission gate of the request being served, until it is answered
@@ -86,11 +101,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def refuse(self, answer: tuple[str, bytes]) -> None:
         self.phase = IDLE
-        if not self.transport.is_closing():
-            reason, raw = answer
-            self.refused_counts[reason] = self.refused_counts.get(reason, 0) + 1
-            self.transport.write(raw)
-            self.transport.close()
+        _answer_and_close(self.transport, self.refused_counts, answer)
 
     def send_400_response(self, msg: str) -> None:
         # The parser stopped: on a callback's refusal, or on input that is not HTTP.
@@ -100,6 +111,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self.phase, self.phase_started = HEADERS, time.monotonic()
         self.header_bytes = self.header_count = 0
+        self.header_bytes_read = -1  # (counted from the next read)
 
     def on_url(self, url: bytes) -> None:
         self._count_header(len(url))
@@ -114,9 +126,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.header_bytes += size
         limits = self.limits
         if self.header_bytes > limits.max_header_bytes or self.header_count > limits.max_headers:
-            self.refused = refusal(431, "headers_too_large", f"request line and headers are over the limit of "
-                                   f"{limits.max_header_bytes} bytes or {limits.max_headers} headers")
+            self.refused = _headers_too_large(limits.max_header_bytes, limits.max_headers)
             raise ValueError("headers over the limit")  # stops the parser; data_received answers `refused`
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # httptools holds a header's value until its line ends, however long: a read that leaves the headers still
+        # incomplete counts whole, so a line that never ends is refused within one read past the limit. (The read
+        # in which a request begins is not counted: part of it may be the previous request's.)
+        if self.phase == HEADERS:
+            if self.header_bytes_read < 0:
+                self.header_bytes_read = 0
+            else:
+                self.header_bytes_read += len(data)
+                limits = self.limits
+                if self.header_bytes_read > limits.max_header_bytes:
+                    self.refuse(_headers_too_large(limits.max_header_bytes, limits.max_headers))
 
     def on_headers_complete(self) -> None:
         if self.over_capacity:
@@ -206,6 +231,73 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         return None
 
 
+class Doorman(asyncio.Protocol):
+    """A new connection until its first request's header block is in. A slow or silent client costs this: a few
+    attributes and a buffer, instead of uvicorn's protocol (its parser, flow control and the two system calls for
+    the connection's addresses), and each byte it trickles costs an append, not a parser call. Once the block is
+    complete, over the header limit or not HTTP, the connection is handed to `full` with what came, as if it had
+    just been made. Kept in uvicorn's set of connections, so the limit, the sweep and the shutdown see it."""
+
+    full: type[LimitedHttpToolsProtocol] = LimitedHttpToolsProtocol  # set on the class by `build_server`
+
+    def __init__(self, config: uvicorn.Config, server_state: Any, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.args = (config, server_state, app_state, _loop)
+        self.connections = server_state.connections
+        self.transport: asyncio.Transport | None = None
+        self.received = bytearray()
+        self.phase_started = 0.0
+        self.begun = False  # a byte other than a line break has come: the start of a request line
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        self.phase_started = time.monotonic()
+        self.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        received = self.received
+        seen = len(received)
+        received += data
+        if not self.begun:
+            # Empty lines may come before a request line; a request line starts with a method's capitals. Whatever
+            # else is not HTTP, and the parser answers it at once.
+            start = data.lstrip(b"\r\n")[:1]
+            if start and not start.isupper():
+                self.hand_over()
+                return
+            self.begun = bool(start)
+        # (Each look covers the new bytes only: a trickle costs no more than the same bytes in one read.)
+        if received.find(b"\n\r\n", max(0, seen - 2)) >= 0 or received.find(b"\n\n", max(0, seen - 1)) >= 0:
+            self.hand_over()
+        elif len(received) > self.full.limits.max_header_bytes:
+            limits = self.full.limits
+            self.refuse(_headers_too_large(limits.max_header_bytes, limits.max_headers))
+
+    def hand_over(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        self.connections.discard(self)
+        protocol = self.full(*self.args)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(bytes(self.received))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+
+    def overdue(self, now: float) -> tuple[str, bytes] | None:
+        timeout = self.full.limits.header_timeout_s
+        return _headers_overdue(timeout) if now - self.phase_started > timeout else None
+
+    def refuse(self, answer: tuple[str, bytes]) -> None:
+        if self.transport is not None:
+            _answer_and_close(self.transport, self.full.refused_counts, answer)
+
+    def shutdown(self) -> None:  # no request has begun: uvicorn closes such a connection at once too
+        if self.transport is not None:
+            self.transport.close()
+
+
 class Server(uvicorn.Server):
     """uvicorn's server, sweeping slow connections, and exiting with status 0 after a graceful SIGTERM (uvicorn
     re-raises the signal once it has shut down, which would end the process with 143)."""
@@ -240,7 +332,7 @@ class Server(uvicorn.Server):
             now = time.monotonic()
             looked = 0
             for connection in list(self.server_state.connections):
-                if isinstance(connection, LimitedHttpToolsProtocol):
+                if isinstance(connection, (LimitedHttpToolsProtocol, Doorman)):
                     answer = connection.overdue(now)
                     looked += 1
                     if answer is not None:
@@ -278,9 +370,10 @@ def build_server(app: Any, config: ServerConfig, loop: str, on_shutdown: Any, st
     protocol = type("FastserveHttpProtocol", (LimitedHttpToolsProtocol,),
                     {"limits": limits, "max_body_bytes": config.max_body_bytes, "stats": stats,
                      "refused_counts": stats.connections_refused, "admission": admission})
+    doorman = type("FastserveDoorman", (Doorman,), {"full": protocol})
     logging.getLogger("uvicorn.error").addFilter(_Quiet())
     server = Server(uvicorn.Config(
-        app, host=config.host, port=config.port, loop=loop, http=protocol, lifespan="on", log_config=None,
+        app, host=config.host, port=config.port, loop=loop, http=doorman, lifespan="on", log_config=None,
         log_level=config.log_level, access_log=False, server_header=False,
         proxy_headers=False,  # nothing here reads the client's address: the middleware would rewrite it for nothing
         timeout_keep_alive=limits.keep_alive_timeout_s,  # type: ignore[arg-type]  # uvicorn takes a float too
