@@ -161,11 +161,21 @@ def test_a_header_line_that_never_ends_on_a_kept_connection_gets_431(guarded):
         assert time.monotonic() - started < HEADER_TIMEOUT_S  # not the deadline's 408
 
 
+def test_a_header_line_over_the_limit_in_one_read_on_a_kept_connection_gets_431_at_once(guarded):
+    with connect(guarded) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(s)[0] == 200
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 6000)  # limit 4096; never finished
+        status, _, body = read_answer(s)
+        assert status == 431 and body["error"]["code"] == "headers_too_large"
+
+
 @pytest.mark.parametrize(("request_bytes", "expected"), [
     (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200),
     (b"\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200),  # an empty line before the request line is allowed
-    (b"GET /healthz HTTP/1.1\nHost: x\n\n", 400),  # bare line feeds: the parser refuses them, at once
-], ids=["crlf", "leading-empty-line", "lf"])
+    (b"\r\n\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200),  # empty lines are not the end of headers
+    (b"GET /healthz HTTP/1.1\nHost: x\n\n", 400),  # bare line feeds: the parser refuses them once the block ends
+], ids=["crlf", "leading-empty-line", "leading-empty-lines", "lf"])
 def test_a_request_written_a_byte_at_a_time_is_answered(guarded, request_bytes, expected):
     """A new connection's bytes are held until its header block is complete, then parsed: however they are cut,
     the request is answered as soon as its last byte is in."""

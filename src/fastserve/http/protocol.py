@@ -62,6 +62,12 @@ def _headers_too_large(max_bytes: int, max_headers: int) -> tuple[str, bytes]:
                    f"or {max_headers} headers")
 
 
+def _raw_header_limit(limits: ConnectionLimits) -> int:
+    """The limit on a header block as sent: max_header_bytes counts URL, names and values, so this adds what a block
+    within it may also hold (method, version, separators and line ends), and only blocks over it are refused."""
+    return limits.max_header_bytes + 4 * limits.max_headers + 64
+
+
 def _answer_and_close(transport: asyncio.Transport, counts: dict[str, int], answer: tuple[str, bytes]) -> None:
     if not transport.is_closing():
         reason, raw = answer
@@ -86,7 +92,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.body_bytes = 0
         self.header_bytes = 0
         self.header_count = 0
-        self.header_bytes_read = 0  # bytes of reads made wholly within a request's headers
+        self.header_bytes_read = 0  # bytes read since the request began, while its headers are incomplete
+        self.read_parsed = 0  # bytes of this read the parser has handed to callbacks (URLs, headers, bodies)
         self.over_capacity = False
         self.refused: tuple[str, bytes] | None = None  # set by a parser callback that stops the parse
         self.gate: Gate | None = None  # the admission gate of the request being served, until it is answered
@@ -111,7 +118,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self.phase, self.phase_started = HEADERS, time.monotonic()
         self.header_bytes = self.header_count = 0
-        self.header_bytes_read = -1  # (counted from the next read)
+        self.header_bytes_read = -1 - self.read_parsed  # < 0: began in this read, after read_parsed bytes
 
     def on_url(self, url: bytes) -> None:
         self._count_header(len(url))
@@ -124,24 +131,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _count_header(self, size: int) -> None:
         self.header_bytes += size
+        self.read_parsed += size
         limits = self.limits
         if self.header_bytes > limits.max_header_bytes or self.header_count > limits.max_headers:
             self.refused = _headers_too_large(limits.max_header_bytes, limits.max_headers)
             raise ValueError("headers over the limit")  # stops the parser; data_received answers `refused`
 
     def data_received(self, data: bytes) -> None:
+        self.read_parsed = 0
         super().data_received(data)
-        # httptools holds a header's value until its line ends, however long: a read that leaves the headers still
-        # incomplete counts whole, so a line that never ends is refused within one read past the limit. (The read
-        # in which a request begins is not counted: part of it may be the previous request's.)
+        # httptools holds a header's value until its line ends, however long: the bytes of reads that leave the
+        # headers incomplete count too, so a line that never ends is refused as soon as it passes the limit. Of the
+        # read in which the request began, what earlier requests took of it (their URLs, headers and bodies) is not
+        # counted; their line ends are, a few bytes a header.
         if self.phase == HEADERS:
-            if self.header_bytes_read < 0:
-                self.header_bytes_read = 0
-            else:
-                self.header_bytes_read += len(data)
-                limits = self.limits
-                if self.header_bytes_read > limits.max_header_bytes:
-                    self.refuse(_headers_too_large(limits.max_header_bytes, limits.max_headers))
+            began_at = self.header_bytes_read
+            read = len(data) - (-1 - began_at) if began_at < 0 else began_at + len(data)
+            self.header_bytes_read = read
+            limits = self.limits
+            if read > _raw_header_limit(limits):
+                self.refuse(_headers_too_large(limits.max_header_bytes, limits.max_headers))
 
     def on_headers_complete(self) -> None:
         if self.over_capacity:
@@ -172,6 +181,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
+        self.read_parsed += len(body)
         cycle = self.cycle
         if self.shed or cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
             return
@@ -235,8 +245,9 @@ class Doorman(asyncio.Protocol):
     """A new connection until its first request's header block is in. A slow or silent client costs this: a few
     attributes and a buffer, instead of uvicorn's protocol (its parser, flow control and the two system calls for
     the connection's addresses), and each byte it trickles costs an append, not a parser call. Once the block is
-    complete, over the header limit or not HTTP, the connection is handed to `full` with what came, as if it had
-    just been made. Kept in uvicorn's set of connections, so the limit, the sweep and the shutdown see it."""
+    complete, or the bytes are not HTTP, the connection is handed to `full` with what came, as if it had just been
+    made; a block over the header limit is refused here. Kept in uvicorn's set of connections, so the limit, the
+    sweep and the shutdown see it."""
 
     full: type[LimitedHttpToolsProtocol] = LimitedHttpToolsProtocol  # set on the class by `build_server`
 
@@ -247,7 +258,7 @@ class Doorman(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.received = bytearray()
         self.phase_started = 0.0
-        self.begun = False  # a byte other than a line break has come: the start of a request line
+        self.begun = False  # a byte other than a line break has come: the start of a request line, kept from it
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
@@ -255,39 +266,43 @@ class Doorman(asyncio.Protocol):
         self.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if not self.begun:
+            # Empty lines may come before a request line: dropped, as the parser would skip them. A request line
+            # starts with a method's capitals; whatever else is not HTTP, and the parser answers it at once.
+            data = data.lstrip(b"\r\n")
+            if not data:
+                return
+            self.begun = True
+            if not data[:1].isupper():
+                self.hand_over(data)
+                return
         received = self.received
         seen = len(received)
         received += data
-        if not self.begun:
-            # Empty lines may come before a request line; a request line starts with a method's capitals. Whatever
-            # else is not HTTP, and the parser answers it at once.
-            start = data.lstrip(b"\r\n")[:1]
-            if start and not start.isupper():
-                self.hand_over()
-                return
-            self.begun = bool(start)
         # (Each look covers the new bytes only: a trickle costs no more than the same bytes in one read.)
         if received.find(b"\n\r\n", max(0, seen - 2)) >= 0 or received.find(b"\n\n", max(0, seen - 1)) >= 0:
-            self.hand_over()
-        elif len(received) > self.full.limits.max_header_bytes:
+            self.hand_over(data if not seen else bytes(received))
+        elif len(received) > _raw_header_limit(self.full.limits):
             limits = self.full.limits
             self.refuse(_headers_too_large(limits.max_header_bytes, limits.max_headers))
 
-    def hand_over(self) -> None:
+    def hand_over(self, received: bytes) -> None:
         transport = self.transport
         assert transport is not None
-        self.connections.discard(self)
         protocol = self.full(*self.args)
+        self.connections.discard(self)
+        self.transport = None  # a sweep that listed this doorman before now leaves it alone
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
-        protocol.data_received(bytes(self.received))
+        protocol.data_received(received)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
 
     def overdue(self, now: float) -> tuple[str, bytes] | None:
         timeout = self.full.limits.header_timeout_s
-        return _headers_overdue(timeout) if now - self.phase_started > timeout else None
+        late = self.transport is not None and now - self.phase_started > timeout
+        return _headers_overdue(timeout) if late else None
 
     def refuse(self, answer: tuple[str, bytes]) -> None:
         if self.transport is not None:
