@@ -8,9 +8,10 @@ requests replaced by bad ones (malformed or truncated JSON and msgpack, deep nes
 where numbers go, too many rows, invalid UTF-8, huge declared lengths, ext types, an unknown model), each of which
 must get a 4xx; the same without the one bad request heavier than any good one (5,000 rows: as much to read and
 parse as the largest valid body); and with `--slow` connections sending their headers one byte a second (slowloris,
-from a process of their own), which the header deadline closes every 10 s and which reconnect. Reported: the good
-requests' p50/p99 in each condition and the ratio to good traffic alone, the bad requests' status codes, and how many
-slow connections the server closed.
+from a process of their own), which the header deadline closes every 10 s and which reconnect; and, as a control,
+the same slow clients against a socket that never accepts (their own cost on the server's core, without the server's
+work on them). Reported: the good requests' p50/p99 in each condition and the ratio to good traffic alone, the slow
+condition's p99 over the control's, the bad requests' status codes, and how many slow connections the server closed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import resource
+import socket
 
 import numpy as np
 import orjson
@@ -25,6 +27,8 @@ import orjson
 from benchmarks._harness import ROOT, Client, machine, pin_self, start_fastserve, write_results
 from benchmarks._hostile import SlowClients, bad_requests
 from benchmarks.loadgen import Run, open_loop
+
+CONTROL = "slow clients, control: a socket that never accepts"
 
 
 def _good_summary(run: Run, good: np.ndarray) -> dict[str, float]:
@@ -80,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
             steady = (run.intended_s > 1.5) & (run.intended_s < 9.5)
             results[f"{args.slow} slow connections, between connection storms"].append(
                 _good_summary(run, steady))
+            # Control: the same clients against a socket that never accepts. Their process shares the server's core
+            # and the kernel handles their packets there; only the server's work on them is missing.
+            with socket.create_server(("127.0.0.1", 0), backlog=2 * args.slow) as sink, \
+                    SlowClients(sink.getsockname()[1], args.slow, core=0):
+                run = open_loop(server.port, good_raws, args.rate, max(seconds, 12.0), seed=r)
+            results[CONTROL].append(_good_summary(run, all_good))
     finally:
         server.stop()
     base = float(np.median([s["p99_ms"] for s in results["alone"]]))
@@ -92,9 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:>24}: good p50 {table[name]['p50_ms']:.2f} ms, p99 {p99:.2f} ms ({p99 / base:.2f}x alone), "
               f"good requests not answered 200: {table[name]['good_lost']}, generator send lag p99 "
               f"{np.median([s['send_lag_p99_us'] for s in runs]):.0f} us")
+    server_share = table[f"{args.slow} slow connections"]["p99_ms"] / table[CONTROL]["p99_ms"]
+    print(f"good p99 with the slow connections over the control: {server_share:.2f}x (the server's share)")
     print(f"bad requests' answers: {dict(sorted(bad_codes.items()))}; slow connections closed by the server: {closed}")
     path = write_results("hostile", {"machine": machine(), "rate": args.rate, "seconds": seconds, "rounds": rounds,
-                                     "conditions": table, "bad_statuses": dict(bad_codes), "slow_closed": closed})
+                                     "conditions": table, "slow_over_control": server_share,
+                                     "bad_statuses": dict(bad_codes), "slow_closed": closed})
     print(f"results: {path}")
     return 0
 
