@@ -118,7 +118,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self.phase, self.phase_started = HEADERS, time.monotonic()
         self.header_bytes = self.header_count = 0
-        self.header_bytes_read = -1 - self.read_parsed  # < 0: began in this read, after read_parsed bytes
+        self.header_bytes_read = -self.read_parsed  # what earlier requests took of this read is not theirs
 
     def on_url(self, url: bytes) -> None:
         self._count_header(len(url))
@@ -145,9 +145,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # read in which the request began, what earlier requests took of it (their URLs, headers and bodies) is not
         # counted; their line ends are, a few bytes a header.
         if self.phase == HEADERS:
-            began_at = self.header_bytes_read
-            read = len(data) - (-1 - began_at) if began_at < 0 else began_at + len(data)
-            self.header_bytes_read = read
+            read = self.header_bytes_read = self.header_bytes_read + len(data)
             limits = self.limits
             if read > _raw_header_limit(limits):
                 self.refuse(_headers_too_large(limits.max_header_bytes, limits.max_headers))
