@@ -57,9 +57,9 @@ def _headers_overdue(seconds: float) -> tuple[str, bytes]:
 
 
 @functools.cache
-def _headers_too_large(max_bytes: int, max_headers: int) -> tuple[str, bytes]:
-    return refusal(431, "headers_too_large", f"request line and headers are over the limit of {max_bytes} bytes "
-                   f"or {max_headers} headers")
+def _headers_too_large(limits: ConnectionLimits) -> tuple[str, bytes]:
+    return refusal(431, "headers_too_large", f"request line and headers are over the limit of "
+                   f"{limits.max_header_bytes} bytes or {limits.max_headers} headers")
 
 
 def _raw_header_limit(limits: ConnectionLimits) -> int:
@@ -134,7 +134,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.read_parsed += size
         limits = self.limits
         if self.header_bytes > limits.max_header_bytes or self.header_count > limits.max_headers:
-            self.refused = _headers_too_large(limits.max_header_bytes, limits.max_headers)
+            self.refused = _headers_too_large(limits)
             raise ValueError("headers over the limit")  # stops the parser; data_received answers `refused`
 
     def data_received(self, data: bytes) -> None:
@@ -146,9 +146,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # counted; their line ends are, a few bytes a header.
         if self.phase == HEADERS:
             read = self.header_bytes_read = self.header_bytes_read + len(data)
-            limits = self.limits
-            if read > _raw_header_limit(limits):
-                self.refuse(_headers_too_large(limits.max_header_bytes, limits.max_headers))
+            if read > _raw_header_limit(self.limits):
+                self.refuse(_headers_too_large(self.limits))
 
     def on_headers_complete(self) -> None:
         if self.over_capacity:
@@ -281,8 +280,7 @@ class Doorman(asyncio.Protocol):
         if received.find(b"\n\r\n", max(0, seen - 2)) >= 0 or received.find(b"\n\n", max(0, seen - 1)) >= 0:
             self.hand_over(data if not seen else bytes(received))
         elif len(received) > _raw_header_limit(self.full.limits):
-            limits = self.full.limits
-            self.refuse(_headers_too_large(limits.max_header_bytes, limits.max_headers))
+            self.refuse(_headers_too_large(self.full.limits))
 
     def hand_over(self, received: bytes) -> None:
         transport = self.transport
