@@ -31,7 +31,7 @@ def _admin_token(path: str | None) -> str | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fastserve.http import create_app
+    from fastserve.http.app import create_app
     from fastserve.http.protocol import build_server
     from fastserve.malloc import keep_freed_blocks
 
@@ -48,6 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
         shutdown_grace_s=args.shutdown_grace,
         poll_interval_s=args.poll_interval,
         admin_token=_admin_token(args.admin_token_file),
+        door_process=args.door_process,
     )
     if not config.models_dir.is_dir():
         raise ConfigError(f"models directory {str(config.models_dir)!r} does not exist; pass MODELS_DIR "
@@ -173,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bytes/s a request body must average (default: %(default)s)")
     serve.add_argument("--max-header-bytes", type=int, default=limits.max_header_bytes,
                        help="request line and headers, in bytes; over it: 431 (default: %(default)s)")
+    serve.add_argument("--no-door-process", dest="door_process", action="store_false",
+                       help="accept connections in the serving process itself, instead of a process of their own "
+                       "that holds each until its first request's headers are in (the default where Unix sockets "
+                       "can pass connections)")
     serve.add_argument("--shutdown-grace", type=float, default=ServerConfig.shutdown_grace_s,
                        help="on SIGTERM, seconds that requests already accepted have to finish before the process "
                        "exits (default: %(default)s)")

@@ -183,6 +183,7 @@ class ServerConfig:
     gil_switch_interval_s: float = 0.0002
     poll_interval_s: float = 2.0  # how often the repository is checked for new, changed or removed versions; 0 = never
     admin_token: str | None = None  # the admin API is off without one
+    door_process: bool = True  # connections accepted, and held until their first headers, by a process of their own
 
 
 def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConfig:

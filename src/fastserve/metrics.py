@@ -77,6 +77,8 @@ class RequestStats:
         self.connections_refused: dict[str, int] = {}
         # The server's open client connections (uvicorn's own set, given by http/protocol.py's build_server).
         self.connections: Sized = ()
+        # Connections the door process holds, waiting for their first request's headers (http/door.py).
+        self.waiting_at_door = 0
 
     def observe(self, model: str, version: str, status: int, seconds: float) -> None:
         key = (model, version, status)
@@ -127,8 +129,9 @@ class _Collector:
         yield received
         connections = GaugeMetricFamily("fastserve_connections_open", "Client connections accepted and not closed "
                                         "(a connection is accepted when its first bytes arrive, or a second after "
-                                        "it opened)")
-        connections.add_metric([], len(self._stats.connections))
+                                        "it opened; those the door process holds are counted as of its last "
+                                        "report, each second)")
+        connections.add_metric([], len(self._stats.connections) + self._stats.waiting_at_door)
         yield connections
 
         ready = GaugeMetricFamily("fastserve_model_version_ready", "1 when the version is loaded and can serve",

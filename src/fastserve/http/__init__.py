@@ -1,5 +1,1 @@
-"""HTTP: the ASGI application, codecs and the mapping of errors to status codes."""
-
-from fastserve.http.app import create_app
-
-__all__ = ["create_app"]
+"""HTTP: the ASGI application (app.py), codecs and the mapping of errors to status codes."""

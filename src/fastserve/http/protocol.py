@@ -15,9 +15,10 @@ import functools
 import logging
 import signal
 import socket
+import sys
 import time
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 import uvicorn
@@ -25,6 +26,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from fastserve.config import ConnectionLimits, ServerConfig
 from fastserve.http.admission import Admission, Gate
+from fastserve.http.door import Door, door_supported
+from fastserve.http.door_process import HAND_OVER, TOO_LARGE, HeaderBlock, raw_header_limit
 from fastserve.http.errors import error_body, raw_answer
 from fastserve.metrics import RequestStats
 
@@ -57,15 +60,29 @@ def _headers_overdue(seconds: float) -> tuple[str, bytes]:
 
 
 @functools.cache
+def _door_stalled() -> tuple[str, bytes]:
+    return refusal(503, "server_busy", "the server did not take the connection in time; try again shortly",
+                   retry_after=1)
+
+
+def _defer_accepts(listeners: list[socket.socket]) -> None:
+    """A connection is handed over when its first bytes come, or after _DEFER_ACCEPT_S if none do (the header
+    deadline then closes it): accepting and reading the request take one wake-up instead of two, and a burst of
+    clients that connect but write later is accepted as each writes, not all at once."""
+    if hasattr(socket, "TCP_DEFER_ACCEPT"):  # Linux only
+        for listener in listeners:
+            with contextlib.suppress(OSError):
+                listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, _DEFER_ACCEPT_S)
+
+
+@functools.cache
 def _headers_too_large(limits: ConnectionLimits) -> tuple[str, bytes]:
     return refusal(431, "headers_too_large", f"request line and headers are over the limit of "
                    f"{limits.max_header_bytes} bytes or {limits.max_headers} headers")
 
 
 def _raw_header_limit(limits: ConnectionLimits) -> int:
-    """The limit on a header block as sent: max_header_bytes counts URL, names and values, so this adds what a block
-    within it may also hold (method, version, separators and line ends), and only blocks over it are refused."""
-    return limits.max_header_bytes + 4 * limits.max_headers + 64
+    return raw_header_limit(limits.max_header_bytes, limits.max_headers)
 
 
 def _answer_and_close(transport: asyncio.Transport, counts: dict[str, int], answer: tuple[str, bytes]) -> None:
@@ -84,6 +101,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     stats = RequestStats()
     refused_counts: dict[str, int] = {}
     admission: Admission | None = None
+    head = b""  # what the door process read of the connection before passing it (set on the instance)
+    over_at_door = False  # the door found the server over its connection limit when it accepted it
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -104,7 +123,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # Answered once its headers are read (a reply before the request would race the client's write).
-        self.over_capacity = len(self.connections) > self.limits.max_connections
+        self.over_capacity = self.over_at_door or len(self.connections) > self.limits.max_connections
+        if self.head:
+            self.data_received(self.head)
 
     def refuse(self, answer: tuple[str, bytes]) -> None:
         self.phase = IDLE
@@ -253,9 +274,8 @@ class Doorman(asyncio.Protocol):
         self.args = (config, server_state, app_state, _loop)
         self.connections = server_state.connections
         self.transport: asyncio.Transport | None = None
-        self.received = bytearray()
+        self.block = HeaderBlock(_raw_header_limit(self.full.limits))
         self.phase_started = 0.0
-        self.begun = False  # a byte other than a line break has come: the start of a request line, kept from it
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
@@ -263,23 +283,10 @@ class Doorman(asyncio.Protocol):
         self.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        if not self.begun:
-            # Empty lines may come before a request line: dropped, as the parser would skip them. A request line
-            # starts with a method's capitals; whatever else is not HTTP, and the parser answers it at once.
-            data = data.lstrip(b"\r\n")
-            if not data:
-                return
-            self.begun = True
-            if not data[:1].isupper():
-                self.hand_over(data)
-                return
-        received = self.received
-        seen = len(received)
-        received += data
-        # (Each look covers the new bytes only: a trickle costs no more than the same bytes in one read.)
-        if received.find(b"\n\r\n", max(0, seen - 2)) >= 0 or received.find(b"\n\n", max(0, seen - 1)) >= 0:
-            self.hand_over(data if not seen else bytes(received))
-        elif len(received) > _raw_header_limit(self.full.limits):
+        state = self.block.feed(data)
+        if state == HAND_OVER:
+            self.hand_over(bytes(self.block.received))
+        elif state == TOO_LARGE:
             self.refuse(_headers_too_large(self.full.limits))
 
     def hand_over(self, received: bytes) -> None:
@@ -313,22 +320,65 @@ class Server(uvicorn.Server):
     """uvicorn's server, sweeping slow connections, and exiting with status 0 after a graceful SIGTERM (uvicorn
     re-raises the signal once it has shut down, which would end the process with 143)."""
 
-    def __init__(self, config: uvicorn.Config, on_shutdown: Any, admission: Admission | None = None) -> None:
+    def __init__(self, config: uvicorn.Config, on_shutdown: Any, admission: Admission | None = None,
+                 door_process: bool = True) -> None:
         super().__init__(config)
         self._on_shutdown = on_shutdown  # called at once on SIGTERM/SIGINT: readiness turns false
         self._admission = admission
+        self._door_process = door_process
+        self.door: Door | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if not hasattr(socket, "TCP_DEFER_ACCEPT"):  # Linux only
+        if not self._door_process or sockets is not None:
+            await super().startup(sockets)
+            _defer_accepts([listener for server in self.servers for listener in server.sockets])
             return
-        # A connection is handed over when its first bytes come, or after _DEFER_ACCEPT_S if none do (the header
-        # deadline then closes it): accepting and reading the request take one wake-up instead of two, and a
-        # burst of clients that connect but write later is accepted as each writes, not all at once.
-        for server in getattr(self, "servers", []):
-            for listener in server.sockets:
-                with contextlib.suppress(OSError):
-                    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, _DEFER_ACCEPT_S)
+        await super().startup(sockets=[])  # the lifespan; the door process accepts the connections
+        listener = await self._bind()
+        _defer_accepts([listener])
+        protocol = self.config.http_protocol_class
+        limits = protocol.limits  # type: ignore[attr-defined]
+        answers = {"request_timeout": _headers_overdue(limits.header_timeout_s),
+                   "headers_too_large": _headers_too_large(limits), "server_busy": _door_stalled()}
+        self.door = Door(listener, limits, {reason: raw for reason, (_, raw) in answers.items()},
+                         self._door_protocol, self._door_counts)
+        try:
+            self.door.start()
+        except OSError as exc:
+            await self._fail_start(f"cannot start the door process ({exc}); `fastserve serve --no-door-process` "
+                                   "accepts connections in the serving process instead")
+
+    async def _bind(self) -> socket.socket:
+        config = self.config
+        try:
+            family, _, _, _, address = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+            return socket.create_server(address[:2], family=family, backlog=config.backlog)
+        except OSError as exc:
+            await self._fail_start(f"cannot listen on {config.host}:{config.port}: {exc}")
+
+    async def _fail_start(self, message: str) -> NoReturn:
+        log.error("%s", message)
+        await self.lifespan.shutdown()
+        sys.exit(3)  # uvicorn's status for a failed start
+
+    def _door_protocol(self, head: bytes, over_capacity: bool) -> asyncio.Protocol:
+        protocol: LimitedHttpToolsProtocol = self.config.http_protocol_class(  # type: ignore[call-arg,assignment]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
+        protocol.head, protocol.over_at_door = head, over_capacity
+        return protocol
+
+    def _door_counts(self, waiting: int, refused: dict[str, int]) -> None:
+        protocol = self.config.http_protocol_class
+        protocol.stats.waiting_at_door = waiting  # type: ignore[attr-defined]
+        counts = protocol.refused_counts  # type: ignore[attr-defined]
+        for reason, n in refused.items():
+            counts[reason] = counts.get(reason, 0) + n
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.door is not None:
+            await self.door.close()  # no new connections; those the door passed before it stopped are served
+        await super().shutdown(sockets)
 
     async def main_loop(self) -> None:
         sweeper = asyncio.create_task(self._sweep())
@@ -352,6 +402,8 @@ class Server(uvicorn.Server):
                         await asyncio.sleep(0)
             if self._admission is not None and self._admission.gates:
                 self._recount()
+            if self.door is not None:
+                self.door.report(len(self.server_state.connections))
 
     def _recount(self) -> None:
         """Set each gate's count from the connections that hold one of its requests: whatever path a request
@@ -381,14 +433,19 @@ def build_server(app: Any, config: ServerConfig, loop: str, on_shutdown: Any, st
     protocol = type("FastserveHttpProtocol", (LimitedHttpToolsProtocol,),
                     {"limits": limits, "max_body_bytes": config.max_body_bytes, "stats": stats,
                      "refused_counts": stats.connections_refused, "admission": admission})
-    doorman = type("FastserveDoorman", (Doorman,), {"full": protocol})
+    door = config.door_process and door_supported()
+    if config.door_process and not door:
+        log.info("no door process on this platform (it needs Linux's Unix sequenced-packet sockets): the serving "
+                 "process accepts the connections itself")
+    doorman = type("FastserveDoorman", (Doorman,), {"full": protocol})  # for the serving process's own accepts
     logging.getLogger("uvicorn.error").addFilter(_Quiet())
     server = Server(uvicorn.Config(
-        app, host=config.host, port=config.port, loop=loop, http=doorman, lifespan="on", log_config=None,
+        app, host=config.host, port=config.port, loop=loop, http=protocol if door else doorman, lifespan="on",
+        log_config=None,
         log_level=config.log_level, access_log=False, server_header=False,
         proxy_headers=False,  # nothing here reads the client's address: the middleware would rewrite it for nothing
         timeout_keep_alive=limits.keep_alive_timeout_s,  # type: ignore[arg-type]  # uvicorn takes a float too
         timeout_graceful_shutdown=config.shutdown_grace_s,  # type: ignore[arg-type]
-    ), on_shutdown, admission)
+    ), on_shutdown, admission, door)
     stats.connections = server.server_state.connections
     return server
