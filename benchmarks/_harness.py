@@ -3,6 +3,7 @@ percentiles, and JSON results. Loopback only."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -39,17 +40,37 @@ class Process:
     proc: subprocess.Popen[bytes]
     port: int
 
+    def pids(self) -> list[int]:
+        """The server process and its children (the door process) (Linux)."""
+        children = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if parent == self.proc.pid:
+                    children.append(int(entry.name))
+        return [self.proc.pid, *children]
+
     def rss_bytes(self) -> int:
-        """Resident memory of the server process (Linux)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        """Resident memory of the server process and its children (Linux)."""
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        return total
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far, all its threads (Linux)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time the server process and its children have used so far, all threads (Linux)."""
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.proc.terminate()

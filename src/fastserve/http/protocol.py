@@ -260,7 +260,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
 
 class Doorman(asyncio.Protocol):
-    """A new connection until its first request's header block is in. A slow or silent client costs this: a few
+    """Where the serving process accepts the connections itself (no door process, http/door.py), a new connection
+    until its first request's header block is in. A slow or silent client costs this: a few
     attributes and a buffer, instead of uvicorn's protocol (its parser, flow control and the two system calls for
     the connection's addresses), and each byte it trickles costs an append, not a parser call. Once the block is
     complete, or the bytes are not HTTP, the connection is handed to `full` with what came, as if it had just been
@@ -318,7 +319,8 @@ class Doorman(asyncio.Protocol):
 
 class Server(uvicorn.Server):
     """uvicorn's server, sweeping slow connections, and exiting with status 0 after a graceful SIGTERM (uvicorn
-    re-raises the signal once it has shut down, which would end the process with 143)."""
+    re-raises the signal once it has shut down, which would end the process with 143). With `door_process`, it
+    listens itself once the lifespan has started and leaves the accepting to the door process (http/door.py)."""
 
     def __init__(self, config: uvicorn.Config, on_shutdown: Any, admission: Admission | None = None,
                  door_process: bool = True) -> None:
