@@ -32,6 +32,21 @@ def door_pids(server_pid: int) -> list[int]:
     return pids
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's reaping is up to whatever adopts it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def ends(pid: int) -> bool:
+    deadline = time.monotonic() + 5
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not running(pid)
+
+
 def healthy(url: str) -> bool:
     try:
         return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
@@ -63,10 +78,15 @@ def test_the_door_process_ends_with_the_server():
     (door,) = door_pids(srv.proc.pid)
     srv.stop()
     assert srv.proc.returncode == 0
-    deadline = time.monotonic() + 5
-    while Path(f"/proc/{door}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not Path(f"/proc/{door}").exists()
+    assert ends(door)
+
+
+def test_the_door_process_ends_when_the_server_is_killed():
+    srv = start_server(MODELS)
+    (door,) = door_pids(srv.proc.pid)
+    os.kill(srv.proc.pid, signal.SIGKILL)
+    srv.stop()
+    assert ends(door)  # it sees the end of its channel to the server
 
 
 def test_a_head_longer_than_one_message_to_the_serving_process_is_passed_whole():
