@@ -15,6 +15,7 @@ from fastserve.exceptions import ConfigError, ExportError
 from fastserve.remote import RemoteError
 
 log = logging.getLogger("fastserve")
+_FILES_BESIDES_CONNECTIONS = 256  # models, logs, the door's channel, worker threads' wake-up pipes
 
 
 def _setup_logging(level: str) -> None:
@@ -34,6 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
     from fastserve.http.app import create_app
     from fastserve.http.protocol import build_server
     from fastserve.malloc import keep_freed_blocks
+    from fastserve.open_files import raise_open_files_limit
 
     config = ServerConfig(
         models_dir=Path(args.models_dir) if args.models_dir else default_models_dir(),
@@ -54,6 +56,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"models directory {str(config.models_dir)!r} does not exist; pass MODELS_DIR "
                           "(e.g. `fastserve serve ./models`) or set FASTSERVE_MODELS_DIR")
     log.info("%s", keep_freed_blocks())  # before the models load: their buffers come from the same heap
+    # Each connection is a file, and the door process (started later) holds those waiting for their headers.
+    log.info("%s", raise_open_files_limit(config.limits.max_connections + _FILES_BESIDES_CONNECTIONS))
     loop = "uvloop" if sys.platform != "win32" else "asyncio"
     # Batches finish on worker threads that need the GIL back from the event loop; at the default 5 ms switch
     # interval they may wait that long for it, which alone would break a 10 ms latency target.

@@ -270,3 +270,23 @@ def test_slow_clients_do_not_stop_good_ones_and_are_counted(guarded):
     line = next(x for x in metrics.splitlines()
                 if x.startswith('fastserve_connections_refused_total{reason="request_timeout"}'))
     assert float(line.split()[-1]) >= 200
+
+
+@pytest.mark.parametrize("accepted_by", ACCEPTORS["params"], ids=ACCEPTORS["ids"])
+def test_connections_closed_a_moment_ago_no_longer_count_against_the_limit(accepted_by):
+    srv = start_server(MODELS, "--max-connections", "20", *accepted_by)
+    try:
+        held = [connect(srv) for _ in range(20)]
+        for s in held:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_answer(s)[0] == 200
+        time.sleep(1.3)  # counts reported once a second see them all open
+        for s in held:
+            s.close()
+        time.sleep(0.3)  # the server reads the closes
+        for _ in range(5):
+            with connect(srv) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert read_answer(s)[0] == 200
+    finally:
+        srv.stop()

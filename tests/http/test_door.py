@@ -103,6 +103,39 @@ def test_a_head_longer_than_one_message_to_the_serving_process_is_passed_whole()
         srv.stop()
 
 
+def test_a_head_cut_short_while_the_server_stalls_never_reaches_another_connection():
+    """The door passes a long head in parts; when the server stalls for longer than the door waits (5 s), the
+    client whose parts could not all be sent gets a 503, and what was sent of its head is dropped, not put in front
+    of the next connection's."""
+    headers = b"".join(b"X-P%02d: " % i + b"v" * 324 + b"\r\n" for i in range(99))  # 33 KB: two parts
+    srv = start_server(MODELS)
+    clients = []
+    try:
+        os.kill(srv.proc.pid, signal.SIGSTOP)
+        try:
+            for k in range(7):  # more than the channel's buffer holds
+                s = socket.create_connection(("127.0.0.1", srv.port))
+                s.settimeout(15)
+                s.sendall(f"GET /v1/models/conn{k} HTTP/1.1\r\nHost: x\r\n".encode() + headers + b"\r\n")
+                clients.append(s)
+            time.sleep(6.5)
+        finally:
+            os.kill(srv.proc.pid, signal.SIGCONT)
+        answers = [read_answer(s) for s in clients]
+        assert any(status == 503 and body["error"]["code"] == "server_busy" for status, _, body in answers)
+        for k, (status, _, body) in enumerate(answers):
+            assert status == 503 or (status == 404 and f"'conn{k}'" in body["error"]["message"]), (k, status, body)
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.settimeout(15)
+            s.sendall(b"GET /v1/models/next HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _, body = read_answer(s)
+        assert status == 404 and "'next'" in body["error"]["message"]
+    finally:
+        for s in clients:
+            s.close()
+        srv.stop()
+
+
 def feed_all(block: HeaderBlock, chunks: list[bytes]) -> list[int]:
     return [block.feed(chunk) for chunk in chunks]
 

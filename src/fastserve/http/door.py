@@ -1,12 +1,11 @@
-"""The serving process's side of the door process (http/door_process.py): starts it on the listening socket, turns
-each connection it passes into a protocol of the serving loop with the head that came, sends it the count of open
-connections it needs for the connection limit, and starts it again should it die."""
+"""The serving process's side of the door process (http/door_process.py): starts it on the listening sockets, turns
+each connection it passes into a protocol of the serving loop with the head that came, and starts it again should it
+die or stop reporting."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import os
@@ -17,7 +16,7 @@ from collections.abc import Callable
 
 import fastserve
 from fastserve.config import ConnectionLimits
-from fastserve.http.door_process import LIVE, PART_BYTES
+from fastserve.http.door_process import HANDOVER, PART_BYTES
 
 log = logging.getLogger("fastserve.http")
 
@@ -25,6 +24,8 @@ _NICE = 10  # the door's priority below the serving process: where they share a 
 _HANDOVER_TIMEOUT_S = 5.0  # a connection the serving process does not take within this is answered 503
 _RESTART_DELAY_S = 1.0
 _CLOSE_WAIT_S = 2.0
+_SILENT_S = 10.0  # a door that has not reported for this long (it reports each second) is stuck: it is restarted
+_MESSAGE_BYTES = 1 + HANDOVER.size + PART_BYTES
 
 
 def door_supported() -> bool:
@@ -36,21 +37,29 @@ def _package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(fastserve.__file__)))
 
 
-class Door:
-    """`make_protocol(head, over_capacity)` builds the protocol of a connection passed with `head`, its first
-    bytes; `on_counts(waiting, refused)` takes the door's counts each second."""
+class _Passing:
+    """A connection whose head comes in several datagrams."""
 
-    def __init__(self, listener: socket.socket, limits: ConnectionLimits, answers: dict[str, bytes],
-                 make_protocol: Callable[[bytes, bool], asyncio.Protocol],
+    def __init__(self, sock: socket.socket, length: int, waiting: int, first: bytes) -> None:
+        self.sock, self.length, self.waiting, self.head = sock, length, waiting, bytearray(first)
+
+
+class Door:
+    """`make_protocol(head, waiting)` builds the protocol of a connection passed with `head`, its first bytes, while
+    the door held `waiting` others; `on_counts(waiting, refused)` takes the door's counts each second."""
+
+    def __init__(self, listeners: list[socket.socket], limits: ConnectionLimits, answers: dict[str, bytes],
+                 make_protocol: Callable[[bytes, int], asyncio.Protocol],
                  on_counts: Callable[[int, dict[str, int]], None]) -> None:
-        self.listener = listener
+        self.listeners = listeners
         self.limits = limits
         self.answers = answers
         self.make_protocol = make_protocol
         self.on_counts = on_counts
         self.process: subprocess.Popen[bytes] | None = None
         self.channel: socket.socket | None = None
-        self.part = bytearray()  # of a head passed in several datagrams
+        self.passing: _Passing | None = None
+        self.reported = 0.0  # when the door last reported (loop time)
         self.connecting: set[asyncio.Task[None]] = set()
         self.closing = False
         self.closed = asyncio.Event()  # the channel's end was read after `close` began
@@ -59,11 +68,11 @@ class Door:
     def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        fds = [listener.fileno() for listener in self.listeners]
         config = {
-            "listener_fd": self.listener.fileno(), "channel_fd": theirs.fileno(), "nice": _NICE,
+            "listener_fds": fds, "channel_fd": theirs.fileno(), "nice": _NICE,
             "handover_timeout_s": _HANDOVER_TIMEOUT_S, "header_timeout_s": self.limits.header_timeout_s,
             "max_header_bytes": self.limits.max_header_bytes, "max_headers": self.limits.max_headers,
-            "max_connections": self.limits.max_connections,
             "answers": {reason: base64.b64encode(raw).decode() for reason, raw in self.answers.items()},
         }
         env = dict(os.environ)
@@ -71,7 +80,7 @@ class Door:
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "fastserve.http.door_process"],
-                pass_fds=(self.listener.fileno(), theirs.fileno()), stdin=subprocess.PIPE, env=env)
+                pass_fds=(*fds, theirs.fileno()), stdin=subprocess.PIPE, env=env)
             assert self.process.stdin is not None
             with self.process.stdin:  # its configuration: read at its start, before it accepts
                 self.process.stdin.write(json.dumps(config).encode())
@@ -80,60 +89,94 @@ class Door:
         ours.setblocking(False)
         self.channel = ours
         self.loop.add_reader(ours.fileno(), self._receive)
-        log.info("door process %d accepts connections on %s", self.process.pid, self.listener.getsockname())
+        self.reported = self.loop.time()
+        log.info("door process %d accepts connections on %s", self.process.pid,
+                 ", ".join(str(listener.getsockname()[:2]) for listener in self.listeners))
 
-    def report(self, live: int) -> None:
-        """Tell the door how many connections the serving process holds (each sweep)."""
-        if self.channel is not None:
-            # (A full queue: the next sweep's count will do; gone: `_receive` sees its end.)
-            with contextlib.suppress(OSError):
-                self.channel.send(LIVE.pack(live))
+    def check(self) -> None:
+        """Restart a door that is alive but stuck (each sweep): it would accept nothing while the server looks
+        ready."""
+        assert self.loop is not None
+        if self.channel is not None and self.process is not None and not self.closing \
+                and self.loop.time() - self.reported > _SILENT_S:
+            log.error("the door process has not reported for %g s; stopping it", _SILENT_S)
+            self.process.kill()  # its end of the channel closes: `_receive` starts it again
 
     def _receive(self) -> None:
         channel = self.channel
         assert channel is not None
         while True:
             try:
-                message, fds, _flags, _address = socket.recv_fds(channel, PART_BYTES + 1, 1)
+                message, fds, flags, _address = socket.recv_fds(channel, _MESSAGE_BYTES, 1)
             except BlockingIOError:
                 return
             except OSError:
-                message, fds = b"", []
+                message, fds, flags = b"", [], 0
+            kind = message[:1]
+            if kind == b"C" and len(fds) == 1 and not flags & socket.MSG_CTRUNC:
+                self._drop_passing()  # (a head cut short: the door could not send the rest)
+                length, waiting = HANDOVER.unpack_from(message, 1)
+                passing = _Passing(socket.socket(fileno=fds[0]), length, waiting, message[1 + HANDOVER.size:])
+                self._take(passing)
+                continue
+            for fd in fds:
+                os.close(fd)
             if not message:
-                for fd in fds:
-                    os.close(fd)
                 self._ended()
                 return
-            kind = message[:1]
-            if fds:
-                head = bytes(self.part) + message[1:] if self.part else message[1:]
-                self.part.clear()
-                self._connect(socket.socket(fileno=fds[0]), head, kind == b"O")
-            elif kind == b"H":
-                self.part += message[1:]
+            if kind == b"H" and self.passing is not None:
+                self.passing.head += message[1:]
+                self._take(self.passing)
             elif kind == b"S":
+                self.reported = self.loop.time()  # type: ignore[union-attr]
                 counts = json.loads(message[1:])
                 self.on_counts(counts["waiting"], counts["refused"])
+            elif kind == b"C":
+                # The descriptor did not come: the serving process is out of them (or the door sent none). The
+                # client's connection closes with the door's copy; the parts that follow are not its.
+                self._drop_passing()
+                log.warning("a connection passed by the door arrived without its descriptor (out of file "
+                            "descriptors?); it is closed")
 
-    def _connect(self, sock: socket.socket, head: bytes, over: bool) -> None:
+    def _take(self, passing: _Passing) -> None:
+        """Connect `passing` once its whole head is in."""
+        if len(passing.head) < passing.length:
+            self.passing = passing
+            return
+        self.passing = None
+        self._connect(passing.sock, bytes(passing.head), passing.waiting)
+
+    def _drop_passing(self) -> None:
+        if self.passing is not None:
+            self.passing.sock.close()
+            self.passing = None
+
+    def _connect(self, sock: socket.socket, head: bytes, waiting: int) -> None:
         assert self.loop is not None
-        task = self.loop.create_task(self._attach(sock, head, over))
+        task = self.loop.create_task(self._attach(sock, head, waiting))
         self.connecting.add(task)
         task.add_done_callback(self.connecting.discard)
 
-    async def _attach(self, sock: socket.socket, head: bytes, over: bool) -> None:
+    async def _attach(self, sock: socket.socket, head: bytes, waiting: int) -> None:
         assert self.loop is not None
         try:
-            await self.loop.connect_accepted_socket(lambda: self.make_protocol(head, over), sock)
+            transport, protocol = await self.loop.connect_accepted_socket(
+                lambda: self.make_protocol(head, waiting), sock)
         except OSError:  # the client left meanwhile
             sock.close()
+            return
+        # The protocol took `head` in connection_made, and may have paused reading there (a pipelined request
+        # behind the first); the transport starts reading only after connection_made, whatever was asked.
+        flow = getattr(protocol, "flow", None)
+        if flow is not None and flow.read_paused and not transport.is_closing():
+            transport.pause_reading()
 
     def _ended(self) -> None:
         assert self.loop is not None and self.channel is not None
         self.loop.remove_reader(self.channel.fileno())
         self.channel.close()
         self.channel = None
-        self.part.clear()
+        self._drop_passing()
         status = None
         if self.process is not None:  # (its end of the channel closes as it exits)
             try:
@@ -165,7 +208,8 @@ class Door:
         self.closing = True
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
-        self.listener.close()
+        for listener in self.listeners:
+            listener.close()
         if self.channel is not None:
             try:
                 await asyncio.wait_for(self.closed.wait(), _CLOSE_WAIT_S)

@@ -10,10 +10,11 @@ loop preempts it whenever a request is ready.
 Run by http/door.py as `python -m fastserve.http.door_process`, its configuration (JSON) on stdin. Standard library
 only: it starts in a few tens of milliseconds and holds a few MB.
 
-Messages to the serving process, one per datagram: `H` + part of a head (a head longer than one datagram), then
-`C` + the rest with the connection's descriptor (`O` instead when the server is over its connection limit: it answers
-503 once the head is parsed), or `S` + JSON counts each second (connections waiting, refusals by reason). From it:
-its own open connections, a signed 64-bit count, each second.
+Messages to the serving process, one per datagram: `C` + HANDOVER (the head's length, and how many connections the
+door holds at that moment, for the connection limit) + the head's first part, with the connection's descriptor;
+`H` + a further part of that head, for a head longer than one datagram (each belongs to the `C` before it); `S` +
+JSON counts each second (connections waiting, refusals by reason), which also tell the serving process the door is
+alive. Nothing comes back: the channel's end tells the door the serving process is gone.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 WAIT, HAND_OVER, TOO_LARGE = 0, 1, 2
 READ_BYTES = 16 * 1024
 PART_BYTES = 32 * 1024  # of a head, per datagram: well under a Unix socket's send buffer
-LIVE = struct.Struct("q")
+HANDOVER = struct.Struct("=II")  # the head's length, the connections the door holds
 _SWEEP_S = 1.0
 _ACCEPTS_PER_TURN = 256  # then reads of connections already accepted get a turn
 
@@ -78,26 +79,25 @@ class HeaderBlock:
 
 
 class _Waiting:
-    __slots__ = ("block", "over", "polled", "since", "sock")
+    __slots__ = ("block", "polled", "since", "sock")
 
-    def __init__(self, sock: socket.socket, limit: int, since: float, over: bool) -> None:
-        self.sock, self.block, self.since, self.over = sock, HeaderBlock(limit), since, over
+    def __init__(self, sock: socket.socket, limit: int, since: float) -> None:
+        self.sock, self.block, self.since = sock, HeaderBlock(limit), since
         self.polled = False
 
 
 class Door:
-    """The accept loop: one epoll over the listening socket, the channel to the serving process and
+    """The accept loop: one epoll over the listening sockets, the channel to the serving process and
     every connection waiting for its head."""
 
-    def __init__(self, listener: socket.socket, channel: socket.socket, config: dict[str, Any]) -> None:
-        self.listener, self.channel = listener, channel
+    def __init__(self, listeners: list[socket.socket], channel: socket.socket, config: dict[str, Any]) -> None:
+        self.listeners = {listener.fileno(): listener for listener in listeners}
+        self.channel = channel
         self.limit = raw_header_limit(config["max_header_bytes"], config["max_headers"])
         self.header_timeout_s = float(config["header_timeout_s"])
-        self.max_connections = int(config["max_connections"])
         self.handover_timeout_s = float(config["handover_timeout_s"])
         self.answers = {reason: base64.b64decode(raw) for reason, raw in config["answers"].items()}
         self.waiting: dict[int, _Waiting] = {}
-        self.live = 0  # the serving process's connections, as it last said
         self.refused: dict[str, int] = {}  # since the last report
         self.poller = select.epoll()
         self.accepting = True
@@ -105,15 +105,16 @@ class Door:
         self.writable.register(channel.fileno(), select.POLLOUT)
 
     def run(self) -> None:
-        listener, channel = self.listener.fileno(), self.channel.fileno()
-        self.poller.register(listener, select.POLLIN)
+        listeners, channel = self.listeners, self.channel.fileno()
+        for fd in listeners:
+            self.poller.register(fd, select.POLLIN)
         self.poller.register(channel, select.POLLIN)
         next_sweep = time.monotonic() + _SWEEP_S
         while True:
             wait = max(0.0, next_sweep - time.monotonic())
             for fd, _events in self.poller.poll(wait):
-                if fd == listener:
-                    self.accept()
+                if fd in listeners:
+                    self.accept(listeners[fd])
                 elif fd == channel:
                     if not self.read_channel():
                         return  # the serving process is gone
@@ -127,26 +128,27 @@ class Door:
                 self.sweep(now)
                 if not self.accepting:
                     self.accepting = True
-                    self.poller.modify(listener, select.POLLIN)
+                    for fd in listeners:
+                        self.poller.modify(fd, select.POLLIN)
 
-    def accept(self) -> None:
+    def accept(self, listener: socket.socket) -> None:
         for _ in range(_ACCEPTS_PER_TURN):
             try:
-                sock, _address = self.listener.accept()
+                sock, _address = listener.accept()
             except BlockingIOError:
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     # Out of descriptors: the listener is left alone until the next sweep instead of waking the
                     # loop at once, again and again; the kernel keeps the clients in its backlog meanwhile.
-                    self.poller.modify(self.listener.fileno(), 0)
+                    for fd in self.listeners:
+                        self.poller.modify(fd, 0)
                     self.accepting = False
                     return
                 continue  # (the client left before it was accepted)
             sock.setblocking(False)
-            over = len(self.waiting) + self.live + 1 > self.max_connections
             fd = sock.fileno()
-            waiting = self.waiting[fd] = _Waiting(sock, self.limit, time.monotonic(), over)
+            waiting = self.waiting[fd] = _Waiting(sock, self.limit, time.monotonic())
             # Accepted at its first bytes (TCP_DEFER_ACCEPT): usually the whole head is in already, and the
             # connection is passed on without ever being polled.
             if self.read(fd, waiting):
@@ -175,11 +177,13 @@ class Door:
         self.forget(fd)
         head = bytes(waiting.block.received)
         sock = waiting.sock
+        deadline = time.monotonic() + self.handover_timeout_s
         try:
-            while len(head) > PART_BYTES:
-                self.send(b"H" + head[:PART_BYTES])
-                head = head[PART_BYTES:]
-            self.send((b"O" if waiting.over else b"C") + head, fd)
+            # The descriptor goes with the first part: a part can only belong to the connection passed before it,
+            # and a head cut short (a part not sent) is dropped by the serving process at the next connection.
+            self.send(b"C" + HANDOVER.pack(len(head), len(self.waiting)) + head[:PART_BYTES], deadline, fd)
+            for start in range(PART_BYTES, len(head), PART_BYTES):
+                self.send(b"H" + head[start:start + PART_BYTES], deadline)
         except TimeoutError:
             # The serving process has not taken a connection for the channel's timeout: it is stalled. The client
             # is told so rather than left waiting on a connection nobody reads.
@@ -188,9 +192,8 @@ class Door:
             pass
         sock.close()  # the serving process holds its own descriptor of it now
 
-    def send(self, message: bytes, fd: int | None = None) -> None:
-        """One datagram to the serving process, waiting up to the channel's timeout while its queue is full."""
-        deadline = time.monotonic() + self.handover_timeout_s
+    def send(self, message: bytes, deadline: float, fd: int | None = None) -> None:
+        """One datagram to the serving process, waiting until `deadline` while its queue is full."""
         while True:
             try:
                 if fd is None:
@@ -233,18 +236,13 @@ class Door:
         self.refused = {}
 
     def read_channel(self) -> bool:
-        """Take the serving process's counts; False when it is gone."""
-        while True:
-            try:
-                message = self.channel.recv(64)
-            except BlockingIOError:
-                return True
-            except OSError:
-                return False
-            if not message:
-                return False
-            if len(message) == LIVE.size:
-                (self.live,) = LIVE.unpack(message)
+        """False when the serving process is gone (it sends nothing else)."""
+        try:
+            return bool(self.channel.recv(64))
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
 
 
 def main() -> int:
@@ -253,11 +251,12 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(int(config["nice"]))
-    listener = socket.socket(fileno=int(config["listener_fd"]))
-    listener.setblocking(False)
+    listeners = [socket.socket(fileno=int(fd)) for fd in config["listener_fds"]]
+    for listener in listeners:
+        listener.setblocking(False)
     channel = socket.socket(fileno=int(config["channel_fd"]))
     channel.setblocking(False)
-    Door(listener, channel, config).run()
+    Door(listeners, channel, config).run()
     return 0
 
 

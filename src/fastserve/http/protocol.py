@@ -102,7 +102,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     refused_counts: dict[str, int] = {}
     admission: Admission | None = None
     head = b""  # what the door process read of the connection before passing it (set on the instance)
-    over_at_door = False  # the door found the server over its connection limit when it accepted it
+    door_waiting = 0  # connections the door held when it passed this one: open too, for the connection limit
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -123,9 +123,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # Answered once its headers are read (a reply before the request would race the client's write).
-        self.over_capacity = self.over_at_door or len(self.connections) > self.limits.max_connections
+        self.over_capacity = self.open_connections() > self.limits.max_connections
         if self.head:
             self.data_received(self.head)
+
+    def open_connections(self) -> int:
+        return len(self.connections) + self.door_waiting
 
     def refuse(self, answer: tuple[str, bytes]) -> None:
         self.phase = IDLE
@@ -172,7 +175,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         if self.over_capacity:
-            self.refused = refusal(503, "too_many_connections", f"the server has {len(self.connections)} open "
+            self.refused = refusal(503, "too_many_connections", f"the server has {self.open_connections()} open "
                                    "connections, over its limit; try again shortly", retry_after=1)
             raise ValueError("over capacity")
         self.phase, self.phase_started, self.body_bytes = BODY, time.monotonic(), 0
@@ -336,13 +339,13 @@ class Server(uvicorn.Server):
             _defer_accepts([listener for server in self.servers for listener in server.sockets])
             return
         await super().startup(sockets=[])  # the lifespan; the door process accepts the connections
-        listener = await self._bind()
-        _defer_accepts([listener])
+        listeners = await self._bind()
+        _defer_accepts(listeners)
         protocol = self.config.http_protocol_class
         limits = protocol.limits  # type: ignore[attr-defined]
         answers = {"request_timeout": _headers_overdue(limits.header_timeout_s),
                    "headers_too_large": _headers_too_large(limits), "server_busy": _door_stalled()}
-        self.door = Door(listener, limits, {reason: raw for reason, (_, raw) in answers.items()},
+        self.door = Door(listeners, limits, {reason: raw for reason, (_, raw) in answers.items()},
                          self._door_protocol, self._door_counts)
         try:
             self.door.start()
@@ -350,24 +353,30 @@ class Server(uvicorn.Server):
             await self._fail_start(f"cannot start the door process ({exc}); `fastserve serve --no-door-process` "
                                    "accepts connections in the serving process instead")
 
-    async def _bind(self) -> socket.socket:
+    async def _bind(self) -> list[socket.socket]:
+        """A listening socket on each address the host name has, as uvicorn's own create_server binds."""
         config = self.config
+        listeners: list[socket.socket] = []
         try:
-            family, _, _, _, address = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM,
-                                                          flags=socket.AI_PASSIVE)[0]
-            return socket.create_server(address[:2], family=family, backlog=config.backlog)
+            found = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            for family, _, _, _, address in dict.fromkeys((f, t, p, c, a) for f, t, p, c, a in found):
+                listeners.append(socket.create_server(address, family=family, backlog=config.backlog))
         except OSError as exc:
+            for listener in listeners:
+                listener.close()
             await self._fail_start(f"cannot listen on {config.host}:{config.port}: {exc}")
+        return listeners
 
     async def _fail_start(self, message: str) -> NoReturn:
         log.error("%s", message)
         await self.lifespan.shutdown()
         sys.exit(3)  # uvicorn's status for a failed start
 
-    def _door_protocol(self, head: bytes, over_capacity: bool) -> asyncio.Protocol:
+    def _door_protocol(self, head: bytes, waiting: int) -> asyncio.Protocol:
         protocol: LimitedHttpToolsProtocol = self.config.http_protocol_class(  # type: ignore[call-arg,assignment]
             config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
-        protocol.head, protocol.over_at_door = head, over_capacity
+        protocol.head, protocol.door_waiting = head, waiting
+        protocol.stats.waiting_at_door = waiting  # fresher than the door's report each second
         return protocol
 
     def _door_counts(self, waiting: int, refused: dict[str, int]) -> None:
@@ -405,7 +414,7 @@ class Server(uvicorn.Server):
             if self._admission is not None and self._admission.gates:
                 self._recount()
             if self.door is not None:
-                self.door.report(len(self.server_state.connections))
+                self.door.check()
 
     def _recount(self) -> None:
         """Set each gate's count from the connections that hold one of its requests: whatever path a request
