@@ -73,6 +73,25 @@ def test_a_killed_door_process_is_started_again():
     assert "door process exited" in log
 
 
+def test_a_door_process_that_stops_reporting_is_replaced():
+    srv = start_server(MODELS)
+    try:
+        (stuck,) = door_pids(srv.proc.pid)
+        os.kill(stuck, signal.SIGSTOP)  # alive, but accepting nothing
+        deadline = time.monotonic() + 20  # silent for 10 s, then the next sweep
+        while door_pids(srv.proc.pid) in ([stuck], []) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert door_pids(srv.proc.pid) not in ([stuck], [])
+        assert ends(stuck)
+        deadline = time.monotonic() + 5
+        while not healthy(srv.url) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert healthy(srv.url)
+    finally:
+        log = srv.stop()
+    assert "door process has not reported" in log
+
+
 def test_the_door_process_ends_with_the_server():
     srv = start_server(MODELS)
     (door,) = door_pids(srv.proc.pid)

@@ -97,6 +97,8 @@ class Door:
         """Restart a door that is alive but stuck (each sweep): it would accept nothing while the server looks
         ready."""
         assert self.loop is not None
+        if self.channel is not None and self.loop.time() - self.reported > _SILENT_S:
+            self._receive()  # (after a stall of the serving loop, its reports may be waiting unread)
         if self.channel is not None and self.process is not None and not self.closing \
                 and self.loop.time() - self.reported > _SILENT_S:
             log.error("the door process has not reported for %g s; stopping it", _SILENT_S)
@@ -178,12 +180,10 @@ class Door:
         self.channel = None
         self._drop_passing()
         status = None
-        if self.process is not None:  # (its end of the channel closes as it exits)
-            try:
-                status = self.process.wait(_CLOSE_WAIT_S)
-            except subprocess.TimeoutExpired:
+        if self.process is not None:  # (its end of the channel closes as it exits: at once, or killed now)
+            if self.process.poll() is None:
                 self.process.kill()
-                status = self.process.wait()
+            status = self.process.wait()
         if self.closing:
             self.closed.set()
             return
