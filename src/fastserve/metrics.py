@@ -114,7 +114,8 @@ class _Collector:
         yield latency
 
         refused = CounterMetricFamily("fastserve_connections_refused", "Connections answered and closed before the "
-                                      "app, by reason (too slow, headers too large, too many connections, not HTTP)",
+                                      "app, by reason (too slow, headers too large, too many connections, not HTTP, "
+                                      "server stalled past the door process's wait)",
                                       labels=["reason"])
         for reason, n in sorted(self._stats.connections_refused.items()):
             refused.add_metric([reason], n)
