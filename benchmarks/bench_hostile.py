@@ -1,6 +1,6 @@
 """Good traffic's latency beside hostile traffic.
 
-    python -m benchmarks.bench_hostile [--quick] [--rate 1000] [--slow 1000]
+    python -m benchmarks.bench_hostile [--quick] [--rate 1000] [--slow 1000] [--no-door-process]
 
 The bundled `churn` model, one-row JSON requests from the open-loop generator (benchmarks/loadgen.py) at a fixed
 rate, the server on core 0 and the generator on core 1. In alternating rounds: good traffic alone; with 10% of the
@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--slow", type=int, default=1000, help="slow connections (default 1000)")
+    parser.add_argument("--no-door-process", action="store_true",
+                        help="the server accepts connections itself (fastserve serve --no-door-process)")
     args = parser.parse_args(argv)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     mixes = {name: _mix(good_raws, bad_requests("churn", rows.shape[1], heavy))
              for name, heavy in (("10% bad requests", True), ("10% bad, none heavier than a good one", False))}
     all_good = np.ones(len(good_raws), dtype=bool)
-    server = start_fastserve(ROOT / "models", 0)
+    server = start_fastserve(ROOT / "models", 0, *(["--no-door-process"] if args.no_door_process else []))
     pin_self(1)
     results: dict[str, list[dict]] = collections.defaultdict(list)
     bad_codes: collections.Counter[int] = collections.Counter()
@@ -107,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bad requests' answers: {dict(sorted(bad_codes.items()))}; slow connections closed by the server: {closed}")
     path = write_results("hostile", {"machine": machine(), "rate": args.rate, "seconds": seconds, "rounds": rounds,
                                      "conditions": table, "slow_over_control": server_share,
-                                     "bad_statuses": dict(bad_codes), "slow_closed": closed})
+                                     "bad_statuses": dict(bad_codes), "slow_closed": closed,
+                                     "door_process": not args.no_door_process})
     print(f"results: {path}")
     return 0
 
