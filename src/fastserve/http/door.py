@@ -97,10 +97,11 @@ class Door:
         """Restart a door that is alive but stuck (each sweep): it would accept nothing while the server looks
         ready."""
         assert self.loop is not None
+        if self.channel is None or self.process is None or self.closing \
+                or self.loop.time() - self.reported <= _SILENT_S:
+            return
+        self._receive()  # (after a stall of the serving loop, its reports may be waiting unread)
         if self.channel is not None and self.loop.time() - self.reported > _SILENT_S:
-            self._receive()  # (after a stall of the serving loop, its reports may be waiting unread)
-        if self.channel is not None and self.process is not None and not self.closing \
-                and self.loop.time() - self.reported > _SILENT_S:
             log.error("the door process has not reported for %g s; stopping it", _SILENT_S)
             self.process.kill()  # its end of the channel closes: `_receive` starts it again
 
@@ -118,17 +119,23 @@ class Door:
             if kind == b"C" and len(fds) == 1 and not flags & socket.MSG_CTRUNC:
                 self._drop_passing()  # (a head cut short: the door could not send the rest)
                 length, waiting = HANDOVER.unpack_from(message, 1)
-                passing = _Passing(socket.socket(fileno=fds[0]), length, waiting, message[1 + HANDOVER.size:])
-                self._take(passing)
+                sock, first = socket.socket(fileno=fds[0]), message[1 + HANDOVER.size:]
+                if len(first) >= length:  # the usual head, in one datagram
+                    self._connect(sock, first, waiting)
+                else:
+                    self.passing = _Passing(sock, length, waiting, first)
                 continue
             for fd in fds:
                 os.close(fd)
             if not message:
                 self._ended()
                 return
-            if kind == b"H" and self.passing is not None:
-                self.passing.head += message[1:]
-                self._take(self.passing)
+            passing = self.passing
+            if kind == b"H" and passing is not None:
+                passing.head += message[1:]
+                if len(passing.head) >= passing.length:
+                    self.passing = None
+                    self._connect(passing.sock, bytes(passing.head), passing.waiting)
             elif kind == b"S":
                 self.reported = self.loop.time()  # type: ignore[union-attr]
                 counts = json.loads(message[1:])
@@ -139,14 +146,6 @@ class Door:
                 self._drop_passing()
                 log.warning("a connection passed by the door arrived without its descriptor (out of file "
                             "descriptors?); it is closed")
-
-    def _take(self, passing: _Passing) -> None:
-        """Connect `passing` once its whole head is in."""
-        if len(passing.head) < passing.length:
-            self.passing = passing
-            return
-        self.passing = None
-        self._connect(passing.sock, bytes(passing.head), passing.waiting)
 
     def _drop_passing(self) -> None:
         if self.passing is not None:

@@ -326,8 +326,9 @@ class Server(uvicorn.Server):
     listens itself once the lifespan has started and leaves the accepting to the door process (http/door.py)."""
 
     def __init__(self, config: uvicorn.Config, on_shutdown: Any, admission: Admission | None = None,
-                 door_process: bool = True) -> None:
+                 door_process: bool = True, full: type[LimitedHttpToolsProtocol] = LimitedHttpToolsProtocol) -> None:
         super().__init__(config)
+        self.full = full  # the connections' protocol, with the limits
         self._on_shutdown = on_shutdown  # called at once on SIGTERM/SIGINT: readiness turns false
         self._admission = admission
         self._door_process = door_process
@@ -341,12 +342,10 @@ class Server(uvicorn.Server):
         await super().startup(sockets=[])  # the lifespan; the door process accepts the connections
         listeners = await self._bind()
         _defer_accepts(listeners)
-        protocol = self.config.http_protocol_class
-        limits = protocol.limits  # type: ignore[attr-defined]
-        answers = {"request_timeout": _headers_overdue(limits.header_timeout_s),
-                   "headers_too_large": _headers_too_large(limits), "server_busy": _door_stalled()}
-        self.door = Door(listeners, limits, {reason: raw for reason, (_, raw) in answers.items()},
-                         self._door_protocol, self._door_counts)
+        limits = self.full.limits
+        # (reason, answer) pairs: the door answers these itself.
+        answers = dict([_headers_overdue(limits.header_timeout_s), _headers_too_large(limits), _door_stalled()])
+        self.door = Door(listeners, limits, answers, self._door_protocol, self._door_counts)
         try:
             self.door.start()
         except OSError as exc:
@@ -373,16 +372,14 @@ class Server(uvicorn.Server):
         sys.exit(3)  # uvicorn's status for a failed start
 
     def _door_protocol(self, head: bytes, waiting: int) -> asyncio.Protocol:
-        protocol: LimitedHttpToolsProtocol = self.config.http_protocol_class(  # type: ignore[call-arg,assignment]
-            config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
+        protocol = self.full(config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
         protocol.head, protocol.door_waiting = head, waiting
         protocol.stats.waiting_at_door = waiting  # fresher than the door's report each second
         return protocol
 
     def _door_counts(self, waiting: int, refused: dict[str, int]) -> None:
-        protocol = self.config.http_protocol_class
-        protocol.stats.waiting_at_door = waiting  # type: ignore[attr-defined]
-        counts = protocol.refused_counts  # type: ignore[attr-defined]
+        self.full.stats.waiting_at_door = waiting
+        counts = self.full.refused_counts
         for reason, n in refused.items():
             counts[reason] = counts.get(reason, 0) + n
 
@@ -457,6 +454,6 @@ def build_server(app: Any, config: ServerConfig, loop: str, on_shutdown: Any, st
         proxy_headers=False,  # nothing here reads the client's address: the middleware would rewrite it for nothing
         timeout_keep_alive=limits.keep_alive_timeout_s,  # type: ignore[arg-type]  # uvicorn takes a float too
         timeout_graceful_shutdown=config.shutdown_grace_s,  # type: ignore[arg-type]
-    ), on_shutdown, admission, door)
+    ), on_shutdown, admission, door, protocol)
     stats.connections = server.server_state.connections
     return server
