@@ -241,7 +241,8 @@ def check_first_non_finite(x: np.ndarray) -> None:
 
 
 def check_core_misuse(call: str, args: tuple[Any, ...]) -> None:
-    """Wrong argument types or shapes for the core's entry points: ValueError or TypeError, never a crash."""
+    """Wrong argument types or shapes for the core's entry points: ValueError or TypeError (BufferError for a
+    read-only array where the core writes), never a crash."""
     transform = churn_transform(False)
     functions = {
         "fill_rows": fill_rows, "first_non_finite": first_non_finite, "fill_records": transform.fill_records,
@@ -249,7 +250,7 @@ def check_core_misuse(call: str, args: tuple[Any, ...]) -> None:
     }
     try:
         functions[call](*args)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, BufferError):
         return
 
 

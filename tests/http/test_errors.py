@@ -258,3 +258,15 @@ def test_integer_tensors_are_accepted(client):
                     content=msgpack.packb({"inputs": tensor(dtype="int64", shape=(2, 22), data=x.tobytes())}))
     assert r.status_code == 200
     assert len(msgpack.unpackb(r.content)["outputs"]["label"]) == 2
+
+
+def test_a_body_holding_more_values_than_the_model_takes_is_refused_before_parsing(client):
+    """100,000 empty arrays in one row: a decoder would make an object of each; the body is refused from a scan of
+    its bytes instead (the model takes 4,096 rows of 22 values)."""
+    body = b'{"inputs": [[' + b",".join([b"[]"] * 100_000) + b"]]}"
+    r = client.post("/v1/models/churn/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert error_of(r)["message"].startswith("request holds about 99999 values, over this model's limit of 4096 rows")
+    r = client.post("/v1/models/churn/predict", content=msgpack.packb({"inputs": [[[]] * 100_000]}), headers=MSGPACK)
+    assert r.status_code == 422, r.content
+    assert error_of(r)["message"].startswith("request holds more than 91136 values")

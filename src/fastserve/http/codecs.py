@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import msgpack
@@ -76,9 +75,7 @@ def decode(body: bytes, fmt: str) -> Any:
             decoded = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise MalformedBody(f"body is not valid JSON: {exc}") from exc
-        scanned = json_duplicate_key(body)
-        # True: a key with escapes, and only a decoder can tell what it spells.
-        duplicate: tuple[str | bytes, str] | None = _escaped_duplicate(body) if scanned is True else scanned
+        duplicate: tuple[str | bytes, str] | None = json_duplicate_key(body)
     else:
         try:
             # msgpack bounds every container length by the buffer size, so a huge declared length fails fast.
@@ -91,22 +88,6 @@ def decode(body: bytes, fmt: str) -> Any:
         raise MalformedBody(f"duplicate key {key!r}: which value is meant is ambiguous - at `{path}`",
                             detail={"path": path, "key": key if isinstance(key, str) else repr(key)})
     return decoded
-
-
-def _escaped_duplicate(body: bytes) -> tuple[str, str] | None:
-    """The first duplicate key, by decoding with the standard library (only bodies with escaped keys come here)."""
-    found: list[str] = []
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen = set()
-        for key, _ in items:
-            if key in seen and not found:
-                found.append(key)
-            seen.add(key)
-        return dict(items)
-
-    json.loads(body, object_pairs_hook=pairs)
-    return (found[0], "$ (an object whose keys use escapes)") if found else None
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:

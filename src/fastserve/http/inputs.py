@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fastserve._core import FeatureTransform, fill_rows, first_non_finite
-from fastserve._core.keys import json_separator_count, json_top_array_length
+from fastserve._core.keys import json_separator_count, json_top_array_length, msgpack_item_count
 from fastserve._core.rows import shown
 from fastserve.config import InputOptions
 from fastserve.exceptions import InvalidInput
@@ -18,7 +18,7 @@ from fastserve.runtime import ModelSession
 DATA_KEYS = ("inputs", "records", "columns")
 PREDICT_KEYS = frozenset({*DATA_KEYS, "timeout_ms"})
 _TENSOR_KEYS = frozenset({"dtype", "shape", "data"})
-V2_KEYS_ROOM = 1024  # commas a V2 request may spend outside its data: keys, shapes, parameters, several inputs
+VALUES_ROOM = 1024  # values a request may hold outside its data: keys, shapes, parameters, several inputs
 # Raw tensors are little-endian whatever the machine.
 TENSOR_DTYPES = {"float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
 
@@ -119,33 +119,30 @@ def refuse_transformed(x: np.ndarray, transform: FeatureTransform, place: Callab
                        reason=reason)
 
 
-def refuse_oversized_json(body: bytes, session: ModelSession, options: InputOptions) -> None:
-    """Before parsing: a JSON body whose `inputs` or `records` hold more rows than the model takes is refused from a
-    scan of its bytes, so that its numbers never become objects (parsing 5,000 rows takes milliseconds of the event
-    loop; the scan, a tenth of that)."""
-    limit = row_limit(session, options)
-    if len(body) <= 2 * limit:  # each row takes two bytes at least: this body cannot hold more than the limit
-        return
-    for key in ("inputs", "records"):
-        n = json_top_array_length(body, key.encode())
-        if n > limit:
-            check_rows(n, session, options, f"$.{key}")
-
-
-def refuse_oversized_v2_json(body: bytes, session: ModelSession, options: InputOptions, fields: int) -> None:
-    """Before parsing: a V2 JSON request (`data` arrays inside `inputs`) holding more values than the model takes in
-    one request is refused from a count of its commas, as `refuse_oversized_json` does for native bodies. A request
-    takes at most `max_rows` rows of the model input's width, or of `fields` raw fields; `V2_KEYS_ROOM` commas are
-    left for the request's keys, shapes and parameters."""
+def refuse_oversized(body: bytes, msgpack: bool, session: ModelSession, options: InputOptions, fields: int,
+                     path: str) -> None:
+    """Before parsing: a body holding more values than the model takes in one request is refused from a scan of its
+    bytes, so that its values never become objects (a decoder makes a Python object of each: 8 MiB of empty JSON
+    arrays is seconds of the event loop; the scan, milliseconds). A request takes at most `max_rows` rows of the
+    model input's width, or of `fields` raw fields, plus `VALUES_ROOM` values for keys, shapes and parameters. JSON
+    values are bounded by the commas outside strings, msgpack values counted from their heads. A native JSON body
+    whose `inputs` or `records` hold too many rows is told so."""
     rows, width = row_limit(session, options), max(session.n_features, fields)
-    limit = rows * width + V2_KEYS_ROOM
-    if len(body) <= 2 * limit:  # each value takes two bytes at least
+    limit = rows * width + VALUES_ROOM
+    if len(body) <= limit:  # every value takes a byte at least: this body cannot hold more than the limit
         return
-    n = json_separator_count(body)
+    if msgpack:
+        n = msgpack_item_count(body, limit)
+    else:
+        for key in ("inputs", "records"):
+            found = json_top_array_length(body, key.encode())
+            if found > rows:
+                check_rows(found, session, options, f"$.{key}")
+        n = json_separator_count(body)
     if n > limit:
-        raise InvalidInput(f"request holds about {n} values, over this model's limit of {rows} rows of "
-                           f"{width} values - at `$.inputs`",
-                           detail={"path": "$.inputs", "values": n, "max_rows": rows})
+        held = f"more than {limit}" if msgpack else f"about {n}"  # the msgpack count stops past the limit
+        raise InvalidInput(f"request holds {held} values, over this model's limit of {rows} rows of {width} values"
+                           f" - at `{path}`", detail={"path": path, "values": n, "max_rows": rows})
 
 
 def row_limit(session: ModelSession, options: InputOptions) -> int:

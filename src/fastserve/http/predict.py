@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fastserve.exceptions import FastserveError, NotAcceptable
-from fastserve.http.codecs import CONTENT_TYPE_HEADER, JSON, decode, encode, request_format, response_format
+from fastserve.http.codecs import CONTENT_TYPE_HEADER, JSON, MSGPACK, decode, encode, request_format, response_format
 from fastserve.http.errors import error_body, status_for
-from fastserve.http.inputs import Inputs, predict_inputs, refuse_oversized_json
+from fastserve.http.inputs import Inputs, predict_inputs, refuse_oversized
 from fastserve.http.serving import Headers, Outputs, Scope, model_path, serve
 
 if TYPE_CHECKING:
@@ -47,8 +47,9 @@ class NativeWire:
 
     def decode(self, body: bytes, model: LoadedModel) -> Any:
         primary = model.primary
-        if self.body_fmt == JSON and primary is not None:
-            refuse_oversized_json(body, primary.session, primary.config.inputs)  # type: ignore[arg-type]
+        if primary is not None:
+            refuse_oversized(body, self.body_fmt == MSGPACK, primary.session,  # type: ignore[arg-type]
+                             primary.config.inputs, primary.field_count, "$")
         self.decoded = decode(body, self.body_fmt)
         return self.decoded
 

@@ -68,6 +68,11 @@ class LoadedVersion:
         return self.drift is not None and self.drift.from_fields
 
     @property
+    def field_count(self) -> int:
+        """How many raw fields a record of this version has (0 without a feature spec)."""
+        return len(self.transform.fields) if self.transform is not None else 0
+
+    @property
     def label(self) -> str:
         return f"{self.model} v{self.number}"
 

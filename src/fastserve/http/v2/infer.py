@@ -9,9 +9,16 @@ import orjson
 
 from fastserve.exceptions import FastserveError, UnsupportedMediaType
 from fastserve.http.errors import v2_error_body, v2_status_for
-from fastserve.http.inputs import Inputs, refuse_oversized_v2_json
+from fastserve.http.inputs import Inputs, refuse_oversized
 from fastserve.http.serving import Headers, Outputs, Scope, model_path, serve
-from fastserve.http.v2.request import InferRequest, first_values, model_input, parse_request, selected_outputs
+from fastserve.http.v2.request import (
+    InferRequest,
+    first_values,
+    model_input,
+    parse_request,
+    selected_outputs,
+    split_body,
+)
 from fastserve.http.v2.tensors import encode_output
 
 if TYPE_CHECKING:
@@ -55,10 +62,11 @@ class V2Wire:
 
     def decode(self, body: bytes, model: LoadedModel) -> Any:
         primary = model.primary
-        if self.header_length is None and primary is not None:  # binary tensor data is never parsed as JSON
-            fields = len(primary.transform.fields) if primary.transform is not None else 0
-            refuse_oversized_v2_json(body, primary.session, primary.config.inputs, fields)  # type: ignore[arg-type]
-        self.request = request = parse_request(body, self.header_length)
+        head, tail = split_body(body, self.header_length)  # the binary tensor data is never parsed
+        if primary is not None:
+            refuse_oversized(head, False, primary.session, primary.config.inputs,  # type: ignore[arg-type]
+                             primary.field_count, "$.inputs")
+        self.request = request = parse_request(head, tail)
         canary = model.canary
         if canary is not None and canary.field is not None:
             return first_values(request, canary.field)

@@ -32,19 +32,22 @@ class InferRequest:
     timeout_ms: float | None  # the `timeout` parameter (microseconds, as Triton's clients send it)
 
 
-def parse_request(body: bytes, header_length: bytes | None) -> InferRequest:
+def split_body(body: bytes, header_length: bytes | None) -> tuple[bytes, memoryview]:
+    """(the request object's JSON, the binary tensor data after it) by Inference-Header-Content-Length."""
+    if header_length is None:
+        return body, memoryview(b"")
+    try:
+        n = int(header_length)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= len(body):
+        raise RequestError(f"Inference-Header-Content-Length {header_length.decode('latin-1')!r} must be a byte "
+                           f"count within the body's {len(body)} bytes")
+    return body[:n], memoryview(body)[n:]
+
+
+def parse_request(head: bytes, tail: memoryview) -> InferRequest:
     """The request object, with each input's data as sent: a JSON array, or its slice of the binary tail."""
-    if header_length is not None:
-        try:
-            n = int(header_length)
-        except ValueError:
-            n = -1
-        if not 0 <= n <= len(body):
-            raise RequestError(f"Inference-Header-Content-Length {header_length.decode('latin-1')!r} must be a byte "
-                               f"count within the body's {len(body)} bytes")
-        head, tail = body[:n], memoryview(body)[n:]
-    else:
-        head, tail = body, memoryview(b"")
     if not head:
         raise MalformedBody("empty body; send an inference request object such as {\"inputs\": [...]}")
     try:
