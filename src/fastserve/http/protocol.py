@@ -38,6 +38,8 @@ _DEFER_ACCEPT_S = 1
 # with its answer and connection_lost). A thousand slow clients time out together, so one pass may close them all:
 # one at a time, requests from everyone else are read in between instead of waiting behind the whole pass.
 _SWEEP_STEP = 64
+# A lingering close reads what a client still sends for at most this long in all, and this long with nothing.
+LINGER_S, LINGER_IDLE_S = 5.0, 2.0
 log = logging.getLogger("fastserve.http")
 
 
@@ -85,12 +87,65 @@ def _raw_header_limit(limits: ConnectionLimits) -> int:
     return raw_header_limit(limits.max_header_bytes, limits.max_headers)
 
 
-def _answer_and_close(transport: asyncio.Transport, counts: dict[str, int], answer: tuple[str, bytes]) -> None:
-    if not transport.is_closing():
-        reason, raw = answer
-        counts[reason] = counts.get(reason, 0) + 1
-        transport.write(raw)
-        transport.close()
+def _answer(transport: asyncio.Transport, counts: dict[str, int], answer: tuple[str, bytes]) -> bool:
+    """Writes a refusal; False when the connection is closing already."""
+    if transport.is_closing():
+        return False
+    reason, raw = answer
+    counts[reason] = counts.get(reason, 0) + 1
+    transport.write(raw)
+    return True
+
+
+class Lingering:
+    """The close of a connection answered before its request was read whole: its side is shut once the answer is
+    out (a FIN after it), and what the client still sends is read and dropped as it comes, until the client closes
+    too, LINGER_S pass, or LINGER_IDLE_S pass with nothing. Closed at once instead, the unread bytes (or those still
+    on their way) make the kernel send a reset, which destroys the answer before the client has read it: a client
+    posting a body over the limit would see "connection reset", not the 413. nginx and Apache close the same way.
+    The connection stays among the server's (it holds a descriptor, and counts for the connection limit) and costs
+    the loop only its reads."""
+
+    __slots__ = ("heard", "started", "timer", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.started = self.heard = time.monotonic()
+        transport.resume_reading()  # (paused past the body limit, or behind a pipelined request)
+        if transport.can_write_eof():
+            transport.write_eof()  # after what is buffered: the answer goes first
+        self.timer = asyncio.get_running_loop().call_later(LINGER_IDLE_S, self._check)
+
+    def heard_from(self) -> None:
+        self.heard = time.monotonic()
+
+    def _check(self) -> None:
+        now = time.monotonic()
+        deadline = min(self.started + LINGER_S, self.heard + LINGER_IDLE_S)
+        if now >= deadline:
+            self.transport.close()
+        else:
+            self.timer = asyncio.get_running_loop().call_later(deadline - now, self._check)
+
+    def end(self) -> None:
+        self.timer.cancel()
+
+
+class _Transport:
+    """A connection's transport as uvicorn's protocol and its request cycles hold it: the real one's own methods
+    (no wrapper on the request path), but a close goes to the protocol, which lingers while the client may still be
+    sending (uvicorn closes at once after an answer that does not keep the connection, a 413 included)."""
+
+    __slots__ = ("close", "get_extra_info", "is_closing", "pause_reading", "real", "resume_reading", "write")
+
+    def __init__(self, real: asyncio.Transport, close: Any) -> None:
+        self.real = real
+        self.write, self.is_closing, self.get_extra_info = real.write, real.is_closing, real.get_extra_info
+        self.pause_reading, self.resume_reading = real.pause_reading, real.resume_reading
+        self.close = close
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -103,6 +158,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     admission: Admission | None = None
     head = b""  # what the door process read of the connection before passing it (set on the instance)
     door_waiting = 0  # connections the door held when it passed this one: open too, for the connection limit
+    draining = False  # set on the class at SIGTERM: every answer from then on closes its connection
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -119,9 +175,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.admitted_at = 0.0
         self.shed = False  # the current request was answered 503 at its headers: its body is read past
         self.unanswered = 0  # requests of this connection counted in `stats.received` (more when pipelined)
+        self.lingering: Lingering | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_Transport(transport, self.close_transport))  # type: ignore[arg-type]
         # Answered once its headers are read (a reply before the request would race the client's write).
         self.over_capacity = self.open_connections() > self.limits.max_connections
         if self.head:
@@ -131,14 +188,40 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         return len(self.connections) + self.door_waiting
 
     def refuse(self, answer: tuple[str, bytes]) -> None:
+        """Answer and close a connection whose request has not been read whole."""
+        if _answer(self.transport, self.refused_counts, answer):
+            self._linger()
+
+    def close_transport(self) -> None:
+        """Every close of this connection: at once where its requests were read whole, else a lingering close."""
+        if self.transport.is_closing() or self.lingering is not None:
+            return
+        if self.phase == IDLE:
+            self.transport.real.close()  # type: ignore[attr-defined]
+        else:
+            self._linger()
+
+    def _linger(self) -> None:
         self.phase = IDLE
-        _answer_and_close(self.transport, self.refused_counts, answer)
+        self.lingering = Lingering(self.transport.real)  # type: ignore[attr-defined]
+        # Done with as on a disconnect: its request (and any pipelined behind it) ends, its places are given back.
+        self._forget()
+        cycle = self.cycle
+        if cycle is not None:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+            cycle.message_event.set()
+        self.pipeline.clear()
+        self._unset_keepalive_if_required()
 
     def send_400_response(self, msg: str) -> None:
         # The parser stopped: on a callback's refusal, or on input that is not HTTP.
-        self.refuse(self.refused or refusal(400, "bad_request", f"invalid HTTP request: {msg}"))
+        if self.lingering is None:
+            self.refuse(self.refused or refusal(400, "bad_request", f"invalid HTTP request: {msg}"))
 
     def on_message_begin(self) -> None:
+        if self.lingering is not None:  # a request pipelined behind the one refused: not read
+            raise ValueError("lingering")
         super().on_message_begin()
         self.phase, self.phase_started = HEADERS, time.monotonic()
         self.header_bytes = self.header_count = 0
@@ -162,6 +245,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             raise ValueError("headers over the limit")  # stops the parser; data_received answers `refused`
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering is not None:
+            self.lingering.heard_from()  # and dropped
+            return
         self.read_parsed = 0
         super().data_received(data)
         # httptools holds a header's value until its line ends, however long: the bytes of reads that leave the
@@ -188,7 +274,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 if gate.full():
                     self.shed = True  # what comes of its body is read past
                     # A client waiting on 100-continue may never send the body that would be read past: closed.
-                    close = self.expect_100_continue
+                    close = self.expect_100_continue or self.draining
                     self.transport.write(gate.answer(v2, close))
                     if close:
                         self.transport.close()
@@ -199,6 +285,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.unanswered += 1
         self.stats.received += 1
         super().on_headers_complete()
+        if self.draining:
+            self.cycle.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
@@ -234,7 +322,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.unanswered:  # (not for a request shed at its headers, never counted)
             self.unanswered -= 1
             self.stats.received -= 1
-        super().on_response_complete()
+        if self.lingering is None:  # (else nothing more is read: no keep-alive, no pipelined request)
+            super().on_response_complete()
 
     def _release(self, seconds: float | None) -> None:
         gate, self.gate = self.gate, None
@@ -242,12 +331,28 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.admitted_at = 0.0
             gate.release(seconds)  # type: ignore[union-attr]
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _forget(self) -> None:
+        """Give back what the connection's unanswered requests hold: admission places, counts."""
         if self.gate is not None:
             self._release(None)
         self.stats.received -= self.unanswered
         self.unanswered = 0
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.lingering is not None:
+            self.lingering.end()
+        self._forget()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """At SIGTERM: a request under way is answered with Connection: close, as every answer from now on
+        (`draining`). An idle kept-alive connection is not closed now but by its keep-alive timeout: a client that
+        takes it from its pool meanwhile gets its request answered (and is told to close) instead of a reset. The
+        race left is the keep-alive timeout's own, as on any HTTP/1.1 server: a client's idle timeout shorter than
+        the server's avoids it (fastserve.client's is)."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
 
     def overdue(self, now: float) -> tuple[str, bytes] | None:
         """The answer that closes this connection when its client is too slow, else None."""
@@ -280,6 +385,7 @@ class Doorman(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.block = HeaderBlock(_raw_header_limit(self.full.limits))
         self.phase_started = 0.0
+        self.lingering: Lingering | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
@@ -287,6 +393,9 @@ class Doorman(asyncio.Protocol):
         self.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering is not None:
+            self.lingering.heard_from()
+            return
         state = self.block.feed(data)
         if state == HAND_OVER:
             self.hand_over(bytes(self.block.received))
@@ -305,18 +414,23 @@ class Doorman(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
+        if self.lingering is not None:
+            self.lingering.end()
 
     def overdue(self, now: float) -> tuple[str, bytes] | None:
         timeout = self.full.limits.header_timeout_s
-        late = self.transport is not None and now - self.phase_started > timeout
+        late = self.transport is not None and self.lingering is None and now - self.phase_started > timeout
         return _headers_overdue(timeout) if late else None
 
     def refuse(self, answer: tuple[str, bytes]) -> None:
-        if self.transport is not None:
-            _answer_and_close(self.transport, self.full.refused_counts, answer)
+        if self.transport is not None and self.lingering is None \
+                and _answer(self.transport, self.full.refused_counts, answer):
+            self.lingering = Lingering(self.transport)
 
-    def shutdown(self) -> None:  # no request has begun: uvicorn closes such a connection at once too
-        if self.transport is not None:
+    def shutdown(self) -> None:
+        # One that sent nothing yet is closed, as uvicorn closes a connection with no request; bytes that came are
+        # a request begun, answered (with Connection: close) once its head is in, or refused at its deadline.
+        if self.transport is not None and self.lingering is None and not self.block.begun:
             self.transport.close()
 
 
@@ -429,6 +543,7 @@ class Server(uvicorn.Server):
                 gate.in_flight = counted
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.full.draining = True
         self._on_shutdown()
         super().handle_exit(sig, frame)
         if sig == signal.SIGTERM:
