@@ -115,7 +115,7 @@ class _Collector:
 
         refused = CounterMetricFamily("fastserve_connections_refused", "Connections answered and closed before the "
                                       "app, by reason (too slow, headers too large, too many connections, not HTTP, "
-                                      "server stalled past the door process's wait)",
+                                      "server stalled past the door process's wait, head incomplete at shutdown)",
                                       labels=["reason"])
         for reason, n in sorted(self._stats.connections_refused.items()):
             refused.add_metric([reason], n)

@@ -63,6 +63,7 @@ class Door:
         self.connecting: set[asyncio.Task[None]] = set()
         self.closing = False
         self.closed = asyncio.Event()  # the channel's end was read after `close` began
+        self.stopped = asyncio.Event()  # the door reported its listener closed after `close` began
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -140,6 +141,8 @@ class Door:
                 self.reported = self.loop.time()  # type: ignore[union-attr]
                 counts = json.loads(message[1:])
                 self.on_counts(counts["waiting"], counts["refused"])
+                if counts.get("stopped") and self.closing:
+                    self.stopped.set()
             elif kind == b"C":
                 # The descriptor did not come: the serving process is out of them (or the door sent none). The
                 # client's connection closes with the door's copy; the parts that follow are not its.
@@ -179,13 +182,14 @@ class Door:
         self.channel = None
         self._drop_passing()
         status = None
+        if self.closing:  # (it may still linger on connections it refused; it leaves within seconds by itself)
+            self.closed.set()
+            self.stopped.set()
+            return
         if self.process is not None:  # (its end of the channel closes as it exits: at once, or killed now)
             if self.process.poll() is None:
                 self.process.kill()
             status = self.process.wait()
-        if self.closing:
-            self.closed.set()
-            return
         log.error("the door process exited with status %s; starting it again in %g s (connections wait in the "
                   "listening socket's backlog meanwhile)", status, _RESTART_DELAY_S)
         self.on_counts(0, {})
@@ -202,13 +206,22 @@ class Door:
             self.loop.call_later(_RESTART_DELAY_S, self._restart)
 
     async def close(self) -> None:
-        """Stop accepting: the door stops, the listening socket closes; connections it passed before it stopped are
-        still taken, so that their requests are answered."""
+        """Stop accepting: the door takes the connections the kernel holds for it and closes the listening socket;
+        returns once it has (or after _CLOSE_WAIT_S). It goes on passing connections whose heads were begun, for
+        `wait_closed`."""
         self.closing = True
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
         for listener in self.listeners:
             listener.close()
+        if self.channel is not None:
+            try:
+                await asyncio.wait_for(self.stopped.wait(), _CLOSE_WAIT_S)
+            except TimeoutError:
+                log.warning("the door process did not close its listener within %g s", _CLOSE_WAIT_S)
+
+    async def wait_closed(self) -> None:
+        """Until the door has passed its last connection (it then closes the channel), and those are taken."""
         if self.channel is not None:
             try:
                 await asyncio.wait_for(self.closed.wait(), _CLOSE_WAIT_S)

@@ -13,8 +13,8 @@ only: it starts in a few tens of milliseconds and holds a few MB.
 Messages to the serving process, one per datagram: `C` + HANDOVER (the head's length, and how many connections the
 door holds at that moment, for the connection limit) + the head's first part, with the connection's descriptor;
 `H` + a further part of that head, for a head longer than one datagram (each belongs to the `C` before it); `S` +
-JSON counts each second (connections waiting, refusals by reason), which also tell the serving process the door is
-alive. Nothing comes back: the channel's end tells the door the serving process is gone.
+JSON counts each second (connections waiting, refusals by reason, whether it has stopped accepting), which also tell
+the serving process the door is alive. Nothing comes back: the channel's end tells the door the serving process is gone.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ PART_BYTES = 32 * 1024  # of a head, per datagram: well under a Unix socket's se
 HANDOVER = struct.Struct("=II")  # the head's length, the connections the door holds
 _SWEEP_S = 1.0
 _ACCEPTS_PER_TURN = 256  # then reads of connections already accepted get a turn
+LINGER_S, LINGER_IDLE_S = 5.0, 2.0  # as the serving process's lingering close (http/protocol.py)
+_LINGER_TICK_S = 0.25  # how often lingering connections are looked at: each closes within this of its deadline
+_STOP_S = 1.5  # at SIGTERM, how long heads already begun have to complete (the server waits 2 s for the door)
 
 
 def raw_header_limit(max_header_bytes: int, max_headers: int) -> int:
@@ -86,6 +89,20 @@ class _Waiting:
         self.polled = False
 
 
+class _Lingering:
+    """A connection the door answered before its request was read whole: its side shut after the answer, what the
+    client still sends read and dropped until it closes, LINGER_S pass, or LINGER_IDLE_S with nothing (closed at
+    once, the unread bytes would make the kernel send a reset that destroys the answer)."""
+
+    __slots__ = ("heard", "since", "sock")
+
+    def __init__(self, sock: socket.socket, now: float) -> None:
+        self.sock, self.since, self.heard = sock, now, now
+
+    def due(self, now: float) -> bool:
+        return now - self.since >= LINGER_S or now - self.heard >= LINGER_IDLE_S
+
+
 class Door:
     """The accept loop: one epoll over the listening sockets, the channel to the serving process and
     every connection waiting for its head."""
@@ -98,38 +115,75 @@ class Door:
         self.handover_timeout_s = float(config["handover_timeout_s"])
         self.answers = {reason: base64.b64decode(raw) for reason, raw in config["answers"].items()}
         self.waiting: dict[int, _Waiting] = {}
+        self.lingering: dict[int, _Lingering] = {}
         self.refused: dict[str, int] = {}  # since the last report
         self.poller = select.epoll()
         self.accepting = True
         self.writable = select.poll()
         self.writable.register(channel.fileno(), select.POLLOUT)
+        self.stop_at: float | None = None  # set at SIGTERM: when the door leaves, whatever still waits
+        # SIGTERM wakes the loop through this pipe; the loop then stops (not the handler, which could run anywhere).
+        self.signals, wakeup = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wakeup)
+        signal.signal(signal.SIGTERM, lambda *_: None)
+
+    def stop(self) -> None:
+        """At SIGTERM (the server's shutdown): no new connections, but those the kernel holds for the door are taken
+        (closing the listener would reset them, requests and all), and heads already begun may complete until
+        `_STOP_S`, to be passed and answered; the door then leaves."""
+        self.stop_at = time.monotonic() + _STOP_S
+        for fd, listener in self.listeners.items():
+            self.accept(listener)
+            self.poller.unregister(fd)
+            listener.close()
+        self.listeners = {}
+        self.report()  # tells the serving process the listener is closed: its answers may now close connections
 
     def run(self) -> None:
         listeners, channel = self.listeners, self.channel.fileno()
         for fd in listeners:
             self.poller.register(fd, select.POLLIN)
         self.poller.register(channel, select.POLLIN)
-        next_sweep = time.monotonic() + _SWEEP_S
+        self.poller.register(self.signals, select.POLLIN)
+        now = time.monotonic()
+        next_sweep, next_linger = now + _SWEEP_S, now + _LINGER_TICK_S
         while True:
-            wait = max(0.0, next_sweep - time.monotonic())
+            wait = max(0.0, min(next_sweep, next_linger if self.lingering else next_sweep) - time.monotonic())
             for fd, _events in self.poller.poll(wait):
-                if fd in listeners:
-                    self.accept(listeners[fd])
+                if fd in self.listeners:
+                    self.accept(self.listeners[fd])
                 elif fd == channel:
                     if not self.read_channel():
                         return  # the serving process is gone
+                elif fd == self.signals:
+                    if os.read(self.signals, 64) and self.stop_at is None:
+                        self.stop()
+                elif fd in self.lingering:
+                    self.drain(fd)
                 else:
                     waiting = self.waiting.get(fd)
                     if waiting is not None:
                         self.read(fd, waiting)
             now = time.monotonic()
+            if now >= next_linger:
+                next_linger = now + _LINGER_TICK_S
+                for fd in [fd for fd, lingering in self.lingering.items() if lingering.due(now)]:
+                    self.end_linger(fd)
             if now >= next_sweep:
                 next_sweep = now + _SWEEP_S
                 self.sweep(now)
-                if not self.accepting:
+                if not self.accepting and self.stop_at is None:
                     self.accepting = True
-                    for fd in listeners:
+                    for fd in self.listeners:
                         self.poller.modify(fd, select.POLLIN)
+            if self.stop_at is not None and (not self.waiting or now >= self.stop_at):
+                for fd, waiting in list(self.waiting.items()):
+                    self.refuse(fd, waiting, "shutting_down")
+                self.report()
+                self.poller.unregister(channel)
+                self.channel.close()  # nothing more to pass: the serving process goes on with its shutdown
+                self.linger_out()
+                return
 
     def accept(self, listener: socket.socket) -> None:
         for _ in range(_ACCEPTS_PER_TURN):
@@ -181,13 +235,15 @@ class Door:
         try:
             # The descriptor goes with the first part: a part can only belong to the connection passed before it,
             # and a head cut short (a part not sent) is dropped by the serving process at the next connection.
-            self.send(b"C" + HANDOVER.pack(len(head), len(self.waiting)) + head[:PART_BYTES], deadline, fd)
+            self.send(b"C" + HANDOVER.pack(len(head), self.held()) + head[:PART_BYTES], deadline, fd)
             for start in range(PART_BYTES, len(head), PART_BYTES):
                 self.send(b"H" + head[start:start + PART_BYTES], deadline)
         except TimeoutError:
             # The serving process has not taken a connection for the channel's timeout: it is stalled. The client
             # is told so rather than left waiting on a connection nobody reads.
             self.answer(sock, "server_busy")
+            self.linger(sock)
+            return
         except OSError:  # the serving process is gone (the loop ends at the channel's end) or the client is
             pass
         sock.close()  # the serving process holds its own descriptor of it now
@@ -215,8 +271,50 @@ class Door:
         waiting.sock.close()
 
     def refuse(self, fd: int, waiting: _Waiting, reason: str) -> None:
+        self.forget(fd)
         self.answer(waiting.sock, reason)
-        self.drop(fd, waiting)
+        self.linger(waiting.sock)
+
+    def held(self) -> int:
+        """Connections the door holds (lingering ones too: each holds a descriptor), for the connection limit."""
+        return len(self.waiting) + len(self.lingering)
+
+    def linger(self, sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_WR)  # after the answer, sent already
+        except OSError:  # the client is gone
+            sock.close()
+            return
+        fd = sock.fileno()
+        self.lingering[fd] = _Lingering(sock, time.monotonic())
+        self.poller.register(fd, select.POLLIN)
+
+    def drain(self, fd: int) -> None:
+        """Read and drop what a lingering connection's client still sends; closed at its end."""
+        try:
+            data = self.lingering[fd].sock.recv(READ_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.lingering[fd].heard = time.monotonic()
+        else:
+            self.end_linger(fd)
+
+    def end_linger(self, fd: int) -> None:
+        self.poller.unregister(fd)
+        self.lingering.pop(fd).sock.close()
+
+    def linger_out(self) -> None:
+        """Before the door leaves: what lingers has until its deadline, with nothing else to do."""
+        while self.lingering:
+            now = time.monotonic()
+            for fd in [fd for fd, lingering in self.lingering.items() if lingering.due(now)]:
+                self.end_linger(fd)
+            for fd, _events in self.poller.poll(_LINGER_TICK_S):
+                if fd in self.lingering:
+                    self.drain(fd)
 
     def answer(self, sock: socket.socket, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
@@ -228,7 +326,10 @@ class Door:
         for fd, waiting in list(self.waiting.items()):
             if waiting.since < deadline:
                 self.refuse(fd, waiting, "request_timeout")
-        report = {"waiting": len(self.waiting), "refused": self.refused}
+        self.report()
+
+    def report(self) -> None:
+        report = {"waiting": self.held(), "refused": self.refused, "stopped": self.stop_at is not None}
         try:
             self.channel.send(b"S" + json.dumps(report).encode())
         except OSError:
@@ -247,7 +348,7 @@ class Door:
 
 def main() -> int:
     config = json.loads(sys.stdin.buffer.read())
-    # The serving process stops it (SIGTERM) at its own shutdown; a Ctrl-C at a terminal is the server's to handle.
+    # A Ctrl-C at a terminal is the server's to handle; the server stops the door with SIGTERM at its shutdown.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(int(config["nice"]))

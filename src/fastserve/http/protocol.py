@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import signal
 import socket
 import sys
@@ -59,6 +60,12 @@ def refusal(status: int, code: str, message: str, retry_after: int | None = None
 @functools.cache
 def _headers_overdue(seconds: float) -> tuple[str, bytes]:
     return refusal(408, "request_timeout", f"request headers not received within {seconds:g} s")
+
+
+@functools.cache
+def _shutting_down() -> tuple[str, bytes]:
+    return refusal(503, "shutting_down", "the server is shutting down; send the request again (to another "
+                   "instance)", retry_after=1)
 
 
 @functools.cache
@@ -447,8 +454,11 @@ class Server(uvicorn.Server):
         self._admission = admission
         self._door_process = door_process
         self.door: Door | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Task[None] | None = None  # closing the listeners, from SIGTERM on
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
         if not self._door_process or sockets is not None:
             await super().startup(sockets)
             _defer_accepts([listener for server in self.servers for listener in server.sockets])
@@ -458,7 +468,8 @@ class Server(uvicorn.Server):
         _defer_accepts(listeners)
         limits = self.full.limits
         # (reason, answer) pairs: the door answers these itself.
-        answers = dict([_headers_overdue(limits.header_timeout_s), _headers_too_large(limits), _door_stalled()])
+        answers = dict([_headers_overdue(limits.header_timeout_s), _headers_too_large(limits), _door_stalled(),
+                        _shutting_down()])
         self.door = Door(listeners, limits, answers, self._door_protocol, self._door_counts)
         try:
             self.door.start()
@@ -498,9 +509,47 @@ class Server(uvicorn.Server):
             counts[reason] = counts.get(reason, 0) + n
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._stop_listening()
+        await self._stopping  # type: ignore[misc]
         if self.door is not None:
-            await self.door.close()  # no new connections; those the door passed before it stopped are served
+            await self.door.wait_closed()  # connections whose heads were begun are passed (or refused) by then
         await super().shutdown(sockets)
+
+    def _stop_listening(self) -> None:
+        """At SIGTERM, at once: no new connections, but those the kernel holds for the listener are taken first
+        (closing it would reset them, requests and all). Only then do answers close their connections
+        (`draining`): clients told to close earlier would connect again, into the backlog the close resets
+        (measured: 10 to 70 requests of 600 lost a run)."""
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(self._close_listeners())
+
+    async def _close_listeners(self) -> None:
+        if self.door is not None:
+            await self.door.close()
+        else:
+            await self._take_backlog()
+            for server in self.servers:
+                server.close()
+        self.full.draining = True
+
+    async def _take_backlog(self) -> None:
+        """Accept what waits in the listening sockets' backlog, as the event loop would."""
+        loop = asyncio.get_running_loop()
+        make = functools.partial(self.config.http_protocol_class, config=self.config,  # type: ignore[call-arg]
+                                 server_state=self.server_state, app_state=self.lifespan.state)
+        taken = []
+        for server in self.servers:
+            for listener in server.sockets:
+                with socket.socket(fileno=os.dup(listener.fileno())) as sock:
+                    sock.setblocking(False)
+                    while True:
+                        try:
+                            client, _ = sock.accept()
+                        except OSError:  # (BlockingIOError: none left)
+                            break
+                        taken.append(loop.create_task(loop.connect_accepted_socket(make, client)))
+        if taken:
+            await asyncio.wait(taken)
 
     async def main_loop(self) -> None:
         sweeper = asyncio.create_task(self._sweep())
@@ -543,8 +592,9 @@ class Server(uvicorn.Server):
                 gate.in_flight = counted
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.full.draining = True
         self._on_shutdown()
+        if self._loop is not None:  # (a signal handler: the loop's own work waits for its next turn)
+            self._loop.call_soon_threadsafe(self._stop_listening)
         super().handle_exit(sig, frame)
         if sig == signal.SIGTERM:
             self._captured_signals.remove(sig)
