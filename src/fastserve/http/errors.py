@@ -84,7 +84,10 @@ def v2_error_body(message: str) -> dict[str, Any]:
 
 
 def error_headers(exc: FastserveError, status: int) -> list[tuple[bytes, bytes]]:
-    """Retry-After on every refusal a client should retry: overload, or a model not ready yet."""
+    """Retry-After on every refusal a client should retry: overload, or a model not ready yet. A body over the limit
+    closes its connection: the rest of it is not read past (the close lingers: http/protocol.py)."""
+    if isinstance(exc, BodyTooLarge):
+        return [(b"connection", b"close")]
     if isinstance(exc, Overloaded):
         return [(b"retry-after", str(exc.retry_after_s).encode())]
     if status == 503:

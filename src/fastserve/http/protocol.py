@@ -41,6 +41,9 @@ _DEFER_ACCEPT_S = 1
 _SWEEP_STEP = 64
 # A lingering close reads what a client still sends for at most this long in all, and this long with nothing.
 LINGER_S, LINGER_IDLE_S = 5.0, 2.0
+# After an answer sent before its request's body was read whole, the connection is kept (the rest read past) only
+# where the rest is at most this long; else it closes, lingering.
+READ_PAST_BYTES = 1024 * 1024
 log = logging.getLogger("fastserve.http")
 
 
@@ -281,7 +284,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 if gate.full():
                     self.shed = True  # what comes of its body is read past
                     # A client waiting on 100-continue may never send the body that would be read past: closed.
-                    close = self.expect_100_continue or self.draining
+                    close = self.expect_100_continue or self.draining or self._rest_too_long()
                     self.transport.write(gate.answer(v2, close))
                     if close:
                         self.transport.close()
@@ -329,8 +332,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.unanswered:  # (not for a request shed at its headers, never counted)
             self.unanswered -= 1
             self.stats.received -= 1
+        if self.lingering is None and self.phase == BODY and self._rest_too_long():
+            self._linger()  # answered early, and too much of the body is still to come to read past
         if self.lingering is None:  # (else nothing more is read: no keep-alive, no pipelined request)
             super().on_response_complete()
+
+    def _rest_too_long(self) -> bool:
+        """Whether what is still to come of the request's body is over READ_PAST_BYTES, or not known (chunked)."""
+        length, chunked = None, False
+        for name, value in self.headers:
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        if length is None:
+            return chunked
+        try:
+            return int(length) - self.body_bytes > READ_PAST_BYTES
+        except ValueError:
+            return True
 
     def _release(self, seconds: float | None) -> None:
         gate, self.gate = self.gate, None
