@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from fastserve._core.keys import (
     json_duplicate_key,
-    json_separator_count,
     json_top_array_length,
+    json_value_bound,
     msgpack_duplicate_key,
     msgpack_item_count,
 )
@@ -158,34 +158,41 @@ def test_top_array_length_is_minus_one_for_other_shapes():
 
 
 def _elements(value) -> int:
-    """Commas a JSON text of `value` holds outside strings: elements and members but the last, all the way down."""
+    """Commas and containers a JSON text of `value` holds outside strings: elements and members but the last, and
+    each array and object, all the way down."""
     if isinstance(value, tuple) and value[0] == "obj":
         pairs = value[1]
-        return max(0, len(pairs) - 1) + sum(_elements(v) for _, v in pairs)
+        return 1 + max(0, len(pairs) - 1) + sum(_elements(v) for _, v in pairs)
     if isinstance(value, list):
-        return max(0, len(value) - 1) + sum(_elements(v) for v in value)
+        return 1 + max(0, len(value) - 1) + sum(_elements(v) for v in value)
     return 0
 
 
 @settings(max_examples=300, deadline=None)
 @given(trees(SCALARS))
-def test_separator_count_counts_the_commas_between_values(value):
-    """Strings may hold commas, quotes and backslashes: only the separators of arrays and objects count."""
+def test_value_bound_counts_separators_and_containers(value):
+    """Strings may hold commas, brackets, quotes and backslashes: only the separators and the containers count."""
     text = to_json(value)
-    assert json_separator_count(text.encode()) == _elements(value), text
+    assert json_value_bound(text.encode()) == _elements(value), text
 
 
-def test_separator_count_finds_quotes_and_commas_at_every_offset():
+def test_value_bound_of_nesting_without_commas():
+    assert json_value_bound(b"[" * 1000 + b"0" + b"]" * 1000) == 1000
+    assert json_value_bound(b'{"a": {"b": [[{}]]}}') == 5
+
+
+def test_value_bound_finds_quotes_and_commas_at_every_offset():
     # The count goes 16 bytes at a time up to the next quote: a quote or comma at any place in a block must count.
     for pad in range(40):
         for inner in ("a,b", 'q\\",', ",", "", "\u00ac,"):
             value = [[0.5] * pad + [inner], [7] * (pad % 17), [inner] + [1] * pad, {"k,": inner}]
             for separators in ((",", ":"), (", ", ": ")):
                 text = json.dumps(value, separators=separators, ensure_ascii=False)
-                expected = 3 + 2 * pad + max(0, pad % 17 - 1)  # between the four, in rows 1 and 3, in row 2
-                assert json_separator_count(text.encode()) == expected, text
+                # Between the four, in rows 1 and 3, in row 2; and four arrays and an object.
+                expected = 3 + 2 * pad + max(0, pad % 17 - 1) + 5
+                assert json_value_bound(text.encode()) == expected, text
 
 
-def test_separator_count_of_an_unclosed_string_is_minus_one():
-    assert json_separator_count(b'{"a": "x,y') == -1
-    assert json_separator_count(b"") == 0
+def test_value_bound_of_an_unclosed_string_is_minus_one():
+    assert json_value_bound(b'{"a": "x,y') == -1
+    assert json_value_bound(b"") == 0

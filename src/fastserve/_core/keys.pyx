@@ -70,8 +70,8 @@ for _c in (ord("{"), ord("}"), ord("["), ord("]"), ord(","), ord('"')):
 
 # The scans' bulk, 16 bytes at a time where the compiler targets SSE2 (every x86-64), a byte at a time elsewhere:
 # inside the counted array's elements (whose commas are not counted), the next bracket, brace or quote ('[' | 0x20
-# is '{' and ']' | 0x20 is '}', and no other byte ORs to either: two compares find all four); and the commas up to
-# the next quote.
+# is '{' and ']' | 0x20 is '}', and no other byte ORs to either: two compares find all four); and the commas and
+# opening brackets and braces up to the next quote.
 cdef extern from *:
     """
     #if defined(__SSE2__) && defined(__GNUC__)
@@ -96,31 +96,33 @@ cdef extern from *:
         }
         return n;
     }
-    static inline Py_ssize_t fs_commas_to_quote(const unsigned char* s, Py_ssize_t i, Py_ssize_t n,
-                                                Py_ssize_t* commas) {
+    static inline Py_ssize_t fs_values_to_quote(const unsigned char* s, Py_ssize_t i, Py_ssize_t n,
+                                                Py_ssize_t* values) {
     #if defined(__SSE2__) && defined(__GNUC__)
-        const __m128i comma = _mm_set1_epi8(','), quote = _mm_set1_epi8('"');
+        const __m128i comma = _mm_set1_epi8(','), quote = _mm_set1_epi8('"'), lower = _mm_set1_epi8(0x20),
+                      open_ = _mm_set1_epi8('{');
         for (; i + 16 <= n; i += 16) {
             __m128i v = _mm_loadu_si128((const __m128i*)(s + i));
             unsigned q = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, quote));
-            unsigned c = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, comma));
+            unsigned c = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+                _mm_cmpeq_epi8(v, comma), _mm_cmpeq_epi8(_mm_or_si128(v, lower), open_)));
             if (q) {
                 unsigned at = (unsigned)__builtin_ctz(q);
-                *commas += __builtin_popcount(c & ((1u << at) - 1));
+                *values += __builtin_popcount(c & ((1u << at) - 1));
                 return i + at;
             }
-            *commas += __builtin_popcount(c);
+            *values += __builtin_popcount(c);
         }
     #endif
         for (; i < n; i++) {
             if (s[i] == '"') return i;
-            *commas += s[i] == ',';
+            *values += s[i] == ',' || (s[i] | 0x20) == '{';
         }
         return n;
     }
     """
     Py_ssize_t fs_next_nesting(const unsigned char* s, Py_ssize_t i, Py_ssize_t n) noexcept nogil
-    Py_ssize_t fs_commas_to_quote(const unsigned char* s, Py_ssize_t i, Py_ssize_t n, Py_ssize_t* commas) noexcept nogil
+    Py_ssize_t fs_values_to_quote(const unsigned char* s, Py_ssize_t i, Py_ssize_t n, Py_ssize_t* values) noexcept nogil
 
 
 cdef void _pop_keys(KeyTable* t, Py_ssize_t base) noexcept:
@@ -601,16 +603,17 @@ cdef Py_ssize_t _top_array_length(const unsigned char* body, Py_ssize_t n, const
     return -1
 
 
-def json_separator_count(const unsigned char[::1] data):
-    """The number of commas outside strings in a JSON text, counted without parsing. Every element of an array and
-    every member of an object but the last is followed by one: a body with more commas than a model takes values,
-    plus room for its keys, holds more values than it takes. -1 when a string is not closed."""
+def json_value_bound(const unsigned char[::1] data):
+    """The commas and opening brackets and braces outside strings in a JSON text, counted without parsing: every
+    element of an array and member of an object but the last is followed by a comma, and every array and object is
+    a value of its own, so a text holds at most this many values plus one (a parser makes an object of each: 8 MiB
+    of arrays nested 1,000 deep hold no comma). -1 when a string is not closed."""
     cdef Py_ssize_t n = data.shape[0], i = 0, count = 0
     if n == 0:
         return 0
     cdef const unsigned char* body = &data[0]
     while True:
-        i = fs_commas_to_quote(body, i, n, &count)
+        i = fs_values_to_quote(body, i, n, &count)
         if i == n:
             return count
         i = _string_end(body, i + 1, n)

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fastserve._core import FeatureTransform, fill_rows, first_non_finite
-from fastserve._core.keys import json_separator_count, json_top_array_length, msgpack_item_count
+from fastserve._core.keys import json_top_array_length, json_value_bound, msgpack_item_count
 from fastserve._core.rows import shown
 from fastserve.config import InputOptions
 from fastserve.exceptions import InvalidInput
@@ -125,8 +125,8 @@ def refuse_oversized(body: bytes, msgpack: bool, session: ModelSession, options:
     bytes, so that its values never become objects (a decoder makes a Python object of each: 8 MiB of empty JSON
     arrays is seconds of the event loop; the scan, milliseconds). A request takes at most `max_rows` rows of the
     model input's width, or of `fields` raw fields, plus `VALUES_ROOM` values for keys, shapes and parameters. JSON
-    values are bounded by the commas outside strings, msgpack values counted from their heads. A native JSON body
-    whose `inputs` or `records` hold too many rows is told so."""
+    values are bounded by the commas and opening brackets outside strings, msgpack values counted from their heads.
+    A native JSON body whose `inputs` or `records` hold too many rows is told so."""
     rows, width = row_limit(session, options), max(session.n_features, fields)
     limit = rows * width + VALUES_ROOM
     if len(body) <= limit:  # every value takes a byte at least: this body cannot hold more than the limit
@@ -138,7 +138,7 @@ def refuse_oversized(body: bytes, msgpack: bool, session: ModelSession, options:
             found = json_top_array_length(body, key.encode())
             if found > rows:
                 check_rows(found, session, options, f"$.{key}")
-        n = json_separator_count(body)
+        n = json_value_bound(body)
     if n > limit:
         held = f"more than {limit}" if msgpack else f"about {n}"  # the msgpack count stops past the limit
         raise InvalidInput(f"request holds {held} values, over this model's limit of {rows} rows of {width} values"
