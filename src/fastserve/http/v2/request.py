@@ -139,10 +139,16 @@ def _outputs(value: Any) -> list[tuple[str, bool | None]]:
     if type(value) is not list:
         raise fail(f"expected an array of requested outputs, got {type_name(value)}", "outputs")
     out: list[tuple[str, bool | None]] = []
+    asked: dict[str, int] = {}
     for i, item in enumerate(value):
         path = f"outputs[{i}]"
         if type(item) is not dict or type(item.get("name")) is not str:
             raise fail(f"expected an object with the output's `name`, got {type_name(item)}", path)
+        # Each output once: an answer holding an output every time it is asked for grows as rows times asks.
+        if item["name"] in asked:
+            raise fail(f"output `{item['name']}` is requested twice (also at outputs[{asked[item['name']]}])",
+                       f"{path}.name")
+        asked[item["name"]] = i
         unknown = sorted(item.keys() - _OUTPUT_KEYS)
         if unknown:
             raise fail(f"unknown field `{unknown[0]}`; a requested output has name and parameters", path)
@@ -219,7 +225,6 @@ def _tensor_input(t: Tensor, session: ModelSession, options: InputOptions) -> np
 def _field_inputs(tensors: list[Tensor], session: ModelSession, options: InputOptions,
                   transform: FeatureTransform, raw_fields: bool) -> tuple[np.ndarray, np.ndarray | None]:
     fields = set(transform.fields)
-    columns: dict[str, list[Any]] = {}
     index: dict[str, Tensor] = {}
     rows = -1
     for t in tensors:
@@ -228,21 +233,23 @@ def _field_inputs(tensors: list[Tensor], session: ModelSession, options: InputOp
                 raise fail(f"unknown field `{t.name}`; this model reads {', '.join(transform.fields)} (or one input "
                            f"`{session.input.name}` [rows, {session.n_features}])", f"{t.path}.name")
             continue
-        if t.name in columns:
+        if t.name in index:
             raise fail(f"input `{t.name}` is given twice (also at {index[t.name].path})", f"{t.path}.name")
         if not (len(t.shape) == 1 or (len(t.shape) == 2 and t.shape[1] == 1)):
             raise fail(f"a raw field's input has shape [rows] or [rows, 1], got {t.shape}", f"{t.path}.shape")
         if rows < 0:
             rows = t.shape[0]
+            # Before any element is read: binary data is not bounded by the request object's values.
+            check_rows(rows, session, options, f"{t.path}.shape[0]")
         elif t.shape[0] != rows:
             first = next(iter(index.values()))
             raise fail(f"input `{t.name}` has {t.shape[0]} rows, `{first.name}` has {rows}: one row per record",
                        f"{t.path}.shape[0]")
-        columns[t.name], index[t.name] = t.values(), t
+        index[t.name] = t
     if rows < 0:
         raise fail(f"no input this model reads: send `{session.input.name}` [rows, {session.n_features}], or raw "
                    f"fields ({', '.join(transform.fields)})", "inputs")
-    check_rows(rows, session, options, f"{next(iter(index.values())).path}.shape[0]")
+    columns = {name: t.values() for name, t in index.items()}
     x = np.empty((rows, transform.width), dtype=session.input_dtype)
     raw = np.empty((rows, len(transform.fields))) if raw_fields else None
     try:
@@ -258,8 +265,13 @@ def _field_inputs(tensors: list[Tensor], session: ModelSession, options: InputOp
 
 
 def first_values(request: InferRequest, field: str) -> dict[str, Any] | None:
-    """`{"columns": {field: [first value]}}` when an input is named `field`: what a canary sticky on a field reads."""
+    """`{"columns": {field: [first value]}}` when an input named `field` has a raw field's shape and a first value:
+    what a canary sticky on a field reads. Only that value is read (the input is checked whole later, once a version
+    is chosen)."""
     for t in request.inputs:
-        if t.name == field and t.size:
-            return {"columns": {field: t.values()[:1]}}
+        if t.name == field and (len(t.shape) == 1 or (len(t.shape) == 2 and t.shape[1] == 1)) and t.shape[0] > 0:
+            try:
+                return {"columns": {field: t.first().values()}}
+            except InvalidInput:
+                return None  # refused, with its place in the whole input, once a version is chosen
     return None

@@ -73,6 +73,20 @@ class Tensor:
                        got=len(self.data))
         return np.frombuffer(self.data, dtype=dtype)
 
+    def first(self) -> Tensor:
+        """This tensor's first element alone (shape [1]), the others left unread: JSON data's first value (of its
+        first row when nested), binary data's first element's bytes."""
+        data = self.data
+        if not self.binary:
+            while type(data) is list and data and type(data[0]) is list:
+                data = data[0]
+            return Tensor(self.index, self.name, self.datatype, [1], data[:1], False)
+        if self.datatype == "BYTES":
+            size = 4 + _LENGTH.unpack_from(data)[0] if len(data) >= 4 else 0
+        else:
+            size = 1 if self.datatype == "BOOL" else NUMERIC[self.datatype].itemsize
+        return Tensor(self.index, self.name, self.datatype, [1], data[:size], True)
+
     def values(self) -> list[Any]:
         """The elements as a flat list of Python values, row-major: numbers, bools, or strings (BYTES)."""
         if not self.binary:
