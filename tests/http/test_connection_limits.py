@@ -290,3 +290,19 @@ def test_connections_closed_a_moment_ago_no_longer_count_against_the_limit(accep
                 assert read_answer(s)[0] == 200
     finally:
         srv.stop()
+
+
+def test_a_body_in_tiny_chunks_is_refused(server):
+    """Each chunk is a parser callback and a copy: a body in chunks of a few bytes is refused once it has sent
+    more than a few thousand, while the same rows in ordinary chunks are answered."""
+    head = (b"POST /v1/models/churn_mlp/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    body = b'{"inputs": [[' + b",".join([b"0.5"] * 22) + b"]]}"
+    for chunk, expected in ((1, b"400 Bad Request"), (256, b"200 OK")):
+        parts = [body[i:i + chunk] for i in range(0, len(body), chunk)] + [b" " * chunk] * 5000
+        wire = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(head + wire)
+            answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 " + expected), answer[:300]
+        assert (b"chunks of under 64 bytes" in answer) == (chunk == 1)

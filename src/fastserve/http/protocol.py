@@ -44,6 +44,9 @@ LINGER_S, LINGER_IDLE_S = 5.0, 2.0
 # After an answer sent before its request's body was read whole, the connection is kept (the rest read past) only
 # where the rest is at most this long; else it closes, lingering.
 READ_PAST_BYTES = 1024 * 1024
+# A body may come in parts (chunks) this small on average once it has this many: each part is a parser callback and a
+# copy, so 8 MiB in one-byte chunks would hold the loop for seconds.
+MIN_PART_BYTES, FREE_PARTS = 64, 4096
 log = logging.getLogger("fastserve.http")
 
 
@@ -63,6 +66,12 @@ def refusal(status: int, code: str, message: str, retry_after: int | None = None
 @functools.cache
 def _headers_overdue(seconds: float) -> tuple[str, bytes]:
     return refusal(408, "request_timeout", f"request headers not received within {seconds:g} s")
+
+
+@functools.cache
+def _parts_too_small() -> tuple[str, bytes]:
+    return refusal(400, "bad_request", f"request body in chunks of under {MIN_PART_BYTES} bytes on average; send "
+                   "larger chunks, or the body with a Content-Length")
 
 
 @functools.cache
@@ -141,6 +150,10 @@ class Lingering:
         self.timer.cancel()
 
 
+def _nowhere(data: bytes) -> None:
+    pass
+
+
 class _Transport:
     """A connection's transport as uvicorn's protocol and its request cycles hold it: the real one's own methods
     (no wrapper on the request path), but a close goes to the protocol, which lingers while the client may still be
@@ -175,6 +188,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.phase = HEADERS  # a new connection owes its first request's headers
         self.phase_started = time.monotonic()
         self.body_bytes = 0
+        self.body_parts = 0  # the parser's body callbacks for the current request: one per chunk, or per read
         self.header_bytes = 0
         self.header_count = 0
         self.header_bytes_read = 0  # bytes read since the request began, while its headers are incomplete
@@ -214,6 +228,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _linger(self) -> None:
         self.phase = IDLE
         self.lingering = Lingering(self.transport.real)  # type: ignore[attr-defined]
+        # A request still being answered (one a refused pipelined request came behind) writes nowhere now.
+        self.transport.write = _nowhere  # type: ignore[method-assign,assignment]
         # Done with as on a disconnect: its request (and any pipelined behind it) ends, its places are given back.
         self._forget()
         cycle = self.cycle
@@ -274,7 +290,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.refused = refusal(503, "too_many_connections", f"the server has {self.open_connections()} open "
                                    "connections, over its limit; try again shortly", retry_after=1)
             raise ValueError("over capacity")
-        self.phase, self.phase_started, self.body_bytes = BODY, time.monotonic(), 0
+        self.phase, self.phase_started, self.body_bytes, self.body_parts = BODY, time.monotonic(), 0, 0
         admission = self.admission
         # A pipelined request (one still being answered on this connection) is not gated: answers go in order.
         if admission is not None and (self.cycle is None or self.cycle.response_complete):
@@ -301,6 +317,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
         self.read_parsed += len(body)
+        self.body_parts += 1
+        if self.body_parts > FREE_PARTS and self.body_parts * MIN_PART_BYTES > self.body_bytes:
+            self.refused = _parts_too_small()
+            raise ValueError("body parts too small")  # stops the parser; send_400_response answers `refused`
         cycle = self.cycle
         if self.shed or cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
             return
