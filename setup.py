@@ -46,11 +46,13 @@ def _extensions() -> list:
         macros.append(("CYTHON_TRACE_NOGIL", "1"))
     # No fused multiply-add: transforms must round each operation as numpy does.
     compile_args = (["-O0", "-g"] if debug else ["-O3"]) + ["-ffp-contract=off"]
-    modules = ["rows", "batcher", "transforms", "sketch", "keys"]
+    modules = [f"_core.{name}" for name in ("rows", "batcher", "transforms", "sketch", "keys")]
+    # `fastserve bench`: the histogram anywhere; the load generator and its sink drive epoll, so Linux only.
+    modules.append("bench.histogram")
     exts = [
         Extension(
-            f"fastserve._core.{name}",
-            [f"src/fastserve/_core/{name}.pyx"],
+            f"fastserve.{name}",
+            [f"src/fastserve/{name.replace('.', '/')}.pyx"],
             include_dirs=[numpy.get_include()],
             define_macros=macros,
             extra_compile_args=compile_args if sys.platform != "win32" else [],
