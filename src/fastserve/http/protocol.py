@@ -44,6 +44,9 @@ LINGER_S, LINGER_IDLE_S = 5.0, 2.0
 # After an answer sent before its request's body was read whole, the connection is kept (the rest read past) only
 # where the rest is at most this long; else it closes, lingering.
 READ_PAST_BYTES = 1024 * 1024
+# The most that framing takes, beside what the parser hands over: per header (": ", line end, room for spaces), per
+# body part (a chunk's size line in hex and its line ends), per request (method, version, line ends).
+_HEADER_FRAMING, _PART_FRAMING, _REQUEST_FRAMING = 8, 24, 64
 # A body may come in parts (chunks) this small on average once it has this many: each part is a parser callback and a
 # copy, so 8 MiB in one-byte chunks would hold the loop for seconds.
 MIN_PART_BYTES, FREE_PARTS = 64, 4096
@@ -192,7 +195,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.header_bytes = 0
         self.header_count = 0
         self.header_bytes_read = 0  # bytes read since the request began, while its headers are incomplete
-        self.read_parsed = 0  # bytes of this read the parser has handed to callbacks (URLs, headers, bodies)
+        # Bytes of this read the parser has gone past: what it handed to callbacks (URLs, headers, bodies), and for
+        # each header and body part the most its framing can take (line ends, separators, chunk sizes), so that many
+        # requests pipelined in one read are not counted as the last one's header bytes.
+        self.read_parsed = 0
         self.over_capacity = False
         self.refused: tuple[str, bytes] | None = None  # set by a parser callback that stops the parse
         self.gate: Gate | None = None  # the admission gate of the request being served, until it is answered
@@ -259,6 +265,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_count += 1
+        self.read_parsed += _HEADER_FRAMING
         self._count_header(len(name) + len(value))
         super().on_header(name, value)
 
@@ -281,7 +288,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # read in which the request began, what earlier requests took of it (their URLs, headers and bodies) is not
         # counted; their line ends are, a few bytes a header.
         if self.phase == HEADERS:
-            read = self.header_bytes_read = self.header_bytes_read + len(data)
+            read = self.header_bytes_read = max(self.header_bytes_read, -len(data)) + len(data)  # credit: this read
             if read > _raw_header_limit(self.limits):
                 self.refuse(_headers_too_large(self.limits))
 
@@ -316,7 +323,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
-        self.read_parsed += len(body)
+        self.read_parsed += len(body) + _PART_FRAMING
         self.body_parts += 1
         if self.body_parts > FREE_PARTS and self.body_parts * MIN_PART_BYTES > self.body_bytes:
             self.refused = _parts_too_small()
@@ -333,6 +340,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         cycle.message_event.set()
 
     def on_message_complete(self) -> None:
+        self.read_parsed += _REQUEST_FRAMING
         self.phase = IDLE  # the request is in; the app has it (keep-alive idling is uvicorn's own timer)
         if self.gate is not None and not self.admitted_at:  # (a pipelined request after it is not gated)
             self.gate.in_flight += 1
