@@ -1,4 +1,4 @@
-"""Command line: `fastserve serve|models|export`."""
+"""Command line: `fastserve serve|models|drift|profile|export|bench`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import fastserve
+from fastserve.bench.cli import add_parser as add_bench_parser
 from fastserve.config import DEVICES, LOG_LEVELS, ConnectionLimits, ServerConfig, default_models_dir
-from fastserve.exceptions import ConfigError, ExportError
+from fastserve.exceptions import BenchError, ConfigError, ExportError
 from fastserve.remote import RemoteError
 
 log = logging.getLogger("fastserve")
@@ -242,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     sk.add_argument("--description", default="", help="model description for a new fastserve.toml")
     sk.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     sk.set_defaults(run=_export_sklearn)
+
+    add_bench_parser(sub, LOG_LEVELS)
     return parser
 
 
@@ -254,6 +257,6 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.log_level)
     try:
         return int(args.run(args))
-    except (ConfigError, ExportError, FileExistsError, RemoteError) as exc:
+    except (BenchError, ConfigError, ExportError, FileExistsError, RemoteError) as exc:
         print(f"fastserve: {exc}", file=sys.stderr)
         return 2

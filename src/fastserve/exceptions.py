@@ -34,6 +34,13 @@ class ExportError(FastserveError, ValueError):
     code = "export"
 
 
+class BenchError(FastserveError):
+    """`fastserve bench` cannot run as asked: the server cannot be reached, a model is unknown to it, the data does
+    not fit the model; the message says which and what was expected."""
+
+    code = "bench"
+
+
 class DeviceUnavailable(ModelLoadError):
     """An execution provider was asked for explicitly and cannot be used here."""
 
