@@ -49,6 +49,8 @@ def _extensions() -> list:
     modules = [f"_core.{name}" for name in ("rows", "batcher", "transforms", "sketch", "keys")]
     # `fastserve bench`: the histogram anywhere; the load generator and its sink drive epoll, so Linux only.
     modules.append("bench.histogram")
+    if sys.platform.startswith("linux"):
+        modules += ["bench.sink", "bench.engine"]
     exts = [
         Extension(
             f"fastserve.{name}",
