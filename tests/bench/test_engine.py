@@ -124,7 +124,7 @@ def test_counts_add_up_against_the_sink():
 
 def test_constant_arrivals_send_exactly_rate_times_duration():
     with sink() as port:
-        trial = run_trial(LOOPBACK, port, [request()], 1000, 0.5, poisson=False)
+        trial = run_trial(LOOPBACK, port, [request()], 1000, 0.5, poisson=False, connections=256)
     assert trial.sent == trial.answered == 500
     assert no_errors(trial)
 

@@ -11,8 +11,8 @@ chunked framing, Connection: close), and reconnects where the server closed. A c
 Two lags are kept apart: `send_lag` is the generator's own (from the moment a request could go, its intended time or
 the moment a connection came free for it if later, to its write), which says whether the generator kept up;
 `conn_wait` is how long requests waited for a connection, which is the server's doing and counts in their latency.
-Between sends the loop sleeps in epoll (epoll_pwait2: nanosecond timeouts) and busy-polls the last 60 µs before
-the next intended send.
+Between sends the loop sleeps in epoll (epoll_pwait2: nanosecond timeouts) and busy-polls the last stretch before
+the next intended send: 30 µs, or twice as long as sleeps have lately ended late (up to 1 ms).
 """
 
 import socket as pysocket
@@ -23,7 +23,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.math cimport log
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 from fastserve.bench._net cimport *
@@ -67,7 +67,8 @@ cdef enum:
     MAX_HEAD = 64 * 1024
     N_STATUS = 1000
 
-cdef int64_t SPIN_NS = 60_000             # busy-poll this long before an intended send
+cdef int64_t MIN_SPIN_NS = 30_000         # busy-poll at least this long before an intended send
+cdef int64_t MAX_SPIN_NS = 1_000_000      # at most this long, however late sleeps end
 cdef int64_t SWEEP_NS = 1_000_000         # timeouts are looked for once a millisecond
 cdef int64_t SIGNALS_NS = 100_000_000     # Ctrl-C is looked for ten times a second
 cdef int64_t MAX_WAIT_NS = 10_000_000
@@ -342,6 +343,7 @@ cdef class _Generator:
     cdef int64_t on_wire
     cdef int64_t last_done
     cdef int64_t spin_ns
+    cdef int64_t spin_window       # how long before an intended send the loop stops sleeping and busy-polls
     cdef int64_t errors[N_ERRORS]
     cdef int64_t statuses[N_STATUS]
     cdef Histogram latency
@@ -436,6 +438,7 @@ cdef class _Generator:
         self.poisson = poisson
         self.rng = seed
         self.end = <int64_t>(duration_s * 1e9)          # relative to t0 until run() starts
+        self.next_t = INT64_MAX                         # no arrival while the connections are opened
         self.timeout_ns = <int64_t>(timeout_ms * 1e6)
         self.max_in_flight = 0 if max_in_flight is None else max_in_flight
         self.latency = Histogram()
@@ -763,14 +766,29 @@ cdef class _Generator:
 
     cdef int poll(self, int64_t timeout_ns) noexcept nogil:
         cdef int n, k
-        cdef int64_t t = fs_now_ns()
+        cdef int64_t t = fs_now_ns(), late
         n = fs_epoll_wait_ns(self.epfd, self.events, MAX_EVENTS, timeout_ns)
         if n <= 0:
             if timeout_ns == 0:
                 self.spin_ns += fs_now_ns() - t
+            else:
+                # Sleeps end late on a busy machine (the scheduler lets the task on the core finish its slice):
+                # busy-poll for twice the latest lateness seen, decaying again over some hundreds of sleeps.
+                late = fs_now_ns() - t - timeout_ns
+                self.spin_window -= self.spin_window >> 9
+                if 2 * late > self.spin_window:
+                    self.spin_window = min(2 * late, MAX_SPIN_NS)
+                if self.spin_window < MIN_SPIN_NS:
+                    self.spin_window = MIN_SPIN_NS
             return 0
         for k in range(n):
             self.on_event(<int>self.events[k].data.u64, self.events[k].events)
+            if k + 1 < n:
+                # requests falling due while a batch of answers is read go out between them, not after them all
+                t = fs_now_ns()
+                if self.next_t <= t:
+                    self.arrive(t)
+                    self.dispatch(t)
         return n
 
     cdef void open_all(self) noexcept nogil:
@@ -802,6 +820,7 @@ cdef class _Generator:
         cdef int64_t now, wait, last_sweep, last_signals
         cdef long slack = fs_get_timerslack()
         fs_set_timerslack(1)   # sleeps end when asked, not up to 50 µs later
+        self.spin_window = 2 * MIN_SPIN_NS
         self.open_all()
         now = fs_now_ns()
         self.t0 = now
@@ -828,7 +847,7 @@ cdef class _Generator:
                 # are known), so sleep until a connection frees
                 wait = SWEEP_NS
             elif self.next_t < self.end:
-                wait = self.next_t - now - SPIN_NS
+                wait = self.next_t - now - self.spin_window
                 if wait < 0:
                     wait = 0
                 elif wait > MAX_WAIT_NS:
