@@ -10,6 +10,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -231,26 +232,46 @@ def _requests(args: argparse.Namespace, target: Target, fast: bool, file_data: D
 
 
 def _self_test(progress: Progress) -> dict[str, Any]:
+    """The generator's own ceiling against the compiled sink (selftest.py), 1 s per trial."""
     engine()  # the same message as a run's when the generator is not built
-    progress.note("generator self-test (3 s) ...")
-    result = dict(importlib.import_module("fastserve.bench.selftest").self_test(3.0))
-    progress.note(f"generator self-test: ceiling {result.get('ceiling_rps', float('nan')):,.0f} req/s per process, "
-                  f"send lag p99 {result.get('send_lag_p99_us', float('nan')):,.1f} us")
+    progress.note("generator self-test: its ceiling against a sink that answers at once, 1 s per trial ...")
+    result = dict(importlib.import_module("fastserve.bench.selftest").self_test(1.0, log=progress.note))
+    progress.note(f"generator self-test: ceiling {result.get('ceiling_rps') or 0:,.0f} requests/s per process, "
+                  f"send lag p99 {result.get('send_lag_p99_us') or float('nan'):,.1f} us there")
     return result
+
+
+@dataclass
+class Measured:
+    """Every trial as a Row; each server's trial to picture (`picks`, at one rate common to all servers for --rate
+    and --sweep); each server's merged trial per rate; and the searches, for --search."""
+
+    rows: list[Row]
+    picks: dict[str, Result]
+    per_rate: dict[str, dict[float, Result]]
+    searches: dict[str, search.Search[Result]]
+
+    @property
+    def best(self) -> dict[str, float] | None:
+        return {server: s.good for server, s in self.searches.items()} or None
 
 
 def run(args: argparse.Namespace) -> int:
     problem = _check(args)
     if problem:
         args.bench_parser.error(problem)
-    progress = Progress(enabled=not args.quiet)
-    self_test = _self_test(progress) if args.self_test else None
+    self_test = _self_test(Progress(enabled=not args.quiet)) if args.self_test else None
     targets: list[Target] = ([args.url] if args.url else []) + list(args.compare)
     if not targets:
         print(table_of_self_test(self_test or {}))
         return 0
     mode = _mode(args)
     duration = args.duration or DEFAULT_DURATION[mode]
+    ceiling = (self_test or {}).get("ceiling_rps")
+    if ceiling and max(args.sweep or [args.rate or 0]) / args.procs > 0.8 * ceiling:
+        print(f"fastserve bench: warning: {max(args.sweep or [args.rate]):,.0f}/s over {args.procs} process(es) is "
+              f"near or past the generator's ceiling of {ceiling:,.0f}/s per process; use more --procs",
+              file=sys.stderr)
     file_data = read_file(args.data) if args.data is not None else None
     fast = {t.name: is_fastserve(t) for t in targets}  # also: every server can be reached
     requests, servers = {}, {}
@@ -267,17 +288,16 @@ def run(args: argparse.Namespace) -> int:
         with Progress(enabled=not args.quiet, planned_s=planned) as progress:
             runs = {t.name: Runner(t, requests[t.name], settings, progress=progress, pool=pool, fastserve=fast[t.name],
                                    models=args.model, server_pid=args.server_pid, seed=args.seed) for t in targets}
-            rows, picks, best, searches = _measure(args, mode, runs, criteria, rounds)
+            measured = _measure(args, mode, runs, criteria, rounds)
     finally:
         if pool is not None:
             pool.terminate()
-    _report(args, mode, rows, picks, best, searches, servers, settings, self_test, targets)
+    _report(args, mode, measured, servers, settings, self_test, targets)
     return 0
 
 
 def _measure(args: argparse.Namespace, mode: str, runs: dict[str, Runner], criteria: search.Criteria, rounds: int
-             ) -> tuple[list[Row], dict[str, Result], dict[str, float] | None, dict[str, search.Search[Result]]]:
-    """Run the trials; every trial as a Row, each server's trial to picture, and the search's answers."""
+             ) -> Measured:
     judge = bool(args.slo)
     rows: list[Row] = []
 
@@ -292,68 +312,73 @@ def _measure(args: argparse.Namespace, mode: str, runs: dict[str, Runner], crite
             rows.extend(row(server, "search", t) for _, t, _ in s.trials)
             at = s.good or min(r for r, _, _ in s.trials)
             picks[server] = merge(s.confirmed(at), side_by_side=False)
-        return rows, picks, {server: s.good for server, s in searches.items()}, searches
-    rates = args.sweep or [args.rate]
-    by_server = search.compare_rates(runs, rates, rounds)
-    picks = {}
-    for server, per_rate in by_server.items():
-        merged = []
-        for _, trials in per_rate:
+        return Measured(rows, picks, {}, searches)
+    per_rate: dict[str, dict[float, Result]] = {}
+    passed: dict[float, bool] = {}
+    for server, trials_by_rate in search.compare_rates(runs, args.sweep or [args.rate], rounds).items():
+        for rate, trials in trials_by_rate:
             if len(trials) > 1:
                 rows.extend(row(server, f"round {i + 1}", t) for i, t in enumerate(trials))
-            merged.append(row(server, mode if len(trials) == 1 else "all rounds", merge(trials, side_by_side=False)))
-            rows.append(merged[-1])
-        passing = [m for m in merged if not m.failures] if judge else merged
-        picks[server] = (passing or merged)[-1].result
-    return rows, picks, None, {}
+            merged = row(server, mode if len(trials) == 1 else "all rounds", merge(trials, side_by_side=False))
+            rows.append(merged)
+            per_rate.setdefault(server, {})[rate] = merged.result
+            passed[rate] = passed.get(rate, True) and not merged.failures
+    rates = sorted(passed)
+    common = max((r for r in rates if passed[r]), default=rates[0]) if judge else rates[-1]
+    return Measured(rows, {server: results[common] for server, results in per_rate.items()}, per_rate, {})
 
 
 def table_of_self_test(result: dict[str, Any]) -> str:
-    return "\n".join(f"{k:<24} {v:,.1f}" if isinstance(v, float) else f"{k:<24} {v}" for k, v in result.items())
+    return "\n".join(f"{k:<24} {v:,.1f}" if isinstance(v, float) else f"{k:<24} {v}"
+                     for k, v in result.items() if k != "trials")
 
 
-def _report(args: argparse.Namespace, mode: str, rows: list[Row], picks: dict[str, Result],
-            best: dict[str, float] | None, searches: dict[str, search.Search[Result]], servers: dict[str, Any],
-            settings: Settings, self_test: dict[str, Any] | None, targets: list[Target]) -> None:
-    lines = [table(rows), *details(rows)]
+def _report(args: argparse.Namespace, mode: str, measured: Measured, servers: dict[str, Any], settings: Settings,
+            self_test: dict[str, Any] | None, targets: list[Target]) -> None:
+    lines = [table(measured.rows), *details(measured.rows)]
     bounds = ", ".join(f"{k} <= {v:g} ms" for k, v in (args.slo or {}).items())
-    for server, s in searches.items():
+    for server, s in measured.searches.items():
         if s.good:
             failed = f"; {s.bad:,.0f}/s failed" if s.bad else f"; stopped at the limit {s.limit:,.0f}/s"
             lines.append(f"{server}: highest rate within {bounds} and errors <= {args.max_errors:.2%}: "
                          f"{s.good:,.0f}/s{failed}")
         else:
             lines.append(f"{server}: no rate down to {s.floor:g}/s held {bounds} and errors <= {args.max_errors:.2%}")
-    ratios = _ratios(picks, best) if len(targets) > 1 else None
-    if ratios:
-        base = targets[0].name
-        for key, values in ratios.items():
-            lines.append(f"{key} relative to {base}: " + ", ".join(
-                f"{name} {v:.2f}x" if v is not None else f"{name} -" for name, v in values.items()))
-    if any(r.unreliable for r in rows):
-        lines.append(f"! unreliable: the generator's send lag p99 exceeded {args.max_send_lag_us:g} us; its latencies "
-                     "include its own delay (more --procs, fewer --connections, or a quieter machine)")
+    ratios = _ratios(measured) if len(targets) > 1 else None
+    for what, values in (ratios or {}).items():
+        lines.append(f"{what}, relative to {targets[0].name}: " + ", ".join(
+            f"{name} {v:.2f}x" if v is not None else f"{name} -" for name, v in values.items()))
+    lagging = sum(r.unreliable for r in measured.rows)
+    if lagging:
+        lines.append(f"! {lagging} of {len(measured.rows)} trials unreliable: the generator's send lag p99 exceeded "
+                     f"{args.max_send_lag_us:g} us, so their latencies include its own delay (try more --procs, "
+                     "fewer --connections, or a quieter machine)")
     text = "\n".join(lines)
     print(text)
     if args.out is not None:
-        write_json(args.out, _document(args, mode, rows, best, searches, servers, settings, self_test, ratios))
+        write_json(args.out, _document(args, mode, measured, servers, settings, self_test, ratios))
         print(f"wrote {args.out}")
     if args.plot is not None:
-        plot(args.plot, rows, picks, args.slo or {}, best, text)
+        plot(args.plot, measured.rows, measured.picks, args.slo or {}, measured.best, text)
         print(f"wrote {args.plot}")
 
 
-def _ratios(picks: dict[str, Result], best: dict[str, float] | None) -> dict[str, dict[str, float | None]]:
-    out = {f"{name} latency": search.ratios({s: r.latency_ms(name) for s, r in picks.items()})
-           for name in ("p50", "p99")}
-    out["achieved rate"] = search.ratios({s: r.achieved_rate() for s, r in picks.items()})
-    if best:
-        out["highest rate within the SLO"] = search.ratios(best)
+def _ratios(measured: Measured) -> dict[str, dict[str, float | None]]:
+    """Each server against the first: capacity for --search; latency and achieved rate at each rate otherwise (only
+    at the same offered rate do latencies compare)."""
+    if measured.best:
+        return {"highest rate within the SLO": search.ratios(measured.best)}
+    out = {}
+    first = next(iter(measured.per_rate.values()))
+    for rate in first:
+        at = {server: results[rate] for server, results in measured.per_rate.items()}
+        for name in ("p50", "p99"):
+            out[f"{name} at {rate:,.0f}/s"] = search.ratios({s: r.latency_ms(name) for s, r in at.items()})
+        out[f"achieved at {rate:,.0f}/s"] = search.ratios({s: r.achieved_rate() for s, r in at.items()})
     return out
 
 
-def _document(args: argparse.Namespace, mode: str, rows: list[Row], best: dict[str, float] | None,
-              searches: dict[str, search.Search[Result]], servers: dict[str, Any], settings: Settings,
+def _document(args: argparse.Namespace, mode: str, measured: Measured, servers: dict[str, Any], settings: Settings,
               self_test: dict[str, Any] | None, ratios: dict[str, Any] | None) -> dict[str, Any]:
     def finite(value: Any) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
@@ -363,7 +388,7 @@ def _document(args: argparse.Namespace, mode: str, rows: list[Row], best: dict[s
         return value
 
     trials = []
-    for r in rows:
+    for r in measured.rows:
         trials.append(finite({"server": r.server, "step": r.step, **summary(r.result, args.max_send_lag_us),
                               "passed": None if r.failures is None else not r.failures, "failures": r.failures,
                               "latency_histogram": r.result.latency.to_dict(),
@@ -382,6 +407,7 @@ def _document(args: argparse.Namespace, mode: str, rows: list[Row], best: dict[s
         "generator_self_test": self_test,
         "servers": servers,
         "trials": trials,
-        "search": {s: {"highest_rate": v.good, "lowest_failing_rate": v.bad} for s, v in searches.items()} or None,
+        "search": {s: {"highest_rate": v.good, "lowest_failing_rate": v.bad}
+                   for s, v in measured.searches.items()} or None,
         "ratios": ratios,
     }

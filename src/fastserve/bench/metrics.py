@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,8 @@ def server_side(before: Samples, after: Samples, models: Iterable[str]) -> dict[
     """What a fastserve server counted for `models` between two scrapes."""
     names = set(models)
     codes = {k: int(v) for k, v in _delta(before, after, "fastserve_requests_total", names, by="code").items() if v}
+    by_model = {k: int(v) for k, v in _delta(before, after, "fastserve_requests_total", names, by="model").items()
+                if v}
     requests = sum(codes.values())
     batches = sum(_delta(before, after, "fastserve_batch_size_rows_count", names).values())
     rows = sum(_delta(before, after, "fastserve_batch_size_rows_sum", names).values())
@@ -83,6 +85,7 @@ def server_side(before: Samples, after: Samples, models: Iterable[str]) -> dict[
     return {
         "requests": requests,
         "requests_by_status": codes,
+        "requests_by_model": by_model,
         "batches": int(batches),
         "batch_rows_mean": rows / batches if batches else None,
         "batch_rows_p99_le": _bucket_quantile(before, after, "fastserve_batch_size_rows", names, 0.99),
@@ -92,6 +95,33 @@ def server_side(before: Samples, after: Samples, models: Iterable[str]) -> dict[
         "cpu_s": cpu,
         "cpu_us_per_request": cpu / requests * 1e6 if requests else None,
     }
+
+
+def combine(sides: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The server's side of several trials run one after another (server_side's dicts) as one."""
+    def total(key: str) -> Any:
+        return sum(side.get(key) or 0 for side in sides)
+
+    def counts(key: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for side in sides:
+            for k, v in (side.get(key) or {}).items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def bound(key: str) -> float | None:
+        return max((side[key] for side in sides if side.get(key) is not None), default=None)
+
+    requests, batches, cpu = total("requests"), total("batches"), total("cpu_s")
+    rows = sum((side.get("batch_rows_mean") or 0) * (side.get("batches") or 0) for side in sides)
+    waited = sum((side.get("queue_wait_ms_mean") or 0) * (side.get("batches") or 0) for side in sides)
+    out = {"requests": requests, "requests_by_status": counts("requests_by_status"),
+           "requests_by_model": counts("requests_by_model"), "batches": batches,
+           "batch_rows_mean": rows / batches if batches else None, "batch_rows_p99_le": bound("batch_rows_p99_le"),
+           "queue_wait_ms_mean": waited / batches if batches else None,
+           "queue_wait_ms_p99_le": bound("queue_wait_ms_p99_le"), "refusals": counts("refusals"), "cpu_s": cpu,
+           "cpu_us_per_request": cpu / requests * 1e6 if requests else None}
+    return {k: v for k, v in out.items() if any(k in side for side in sides)}
 
 
 def process_cpu_seconds(pid: int) -> float:

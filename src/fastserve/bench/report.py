@@ -49,17 +49,19 @@ def _ms(value: float) -> str:
 
 def table(rows: Sequence[Row]) -> str:
     """Every trial, one line each: rates, counts, latency percentiles, the generator's lag and CPU, the server's
-    batch size and CPU per request where it said, and the verdict."""
+    mean batch size, mean queue wait and CPU per request where it said, and the verdict."""
     head = ["server", "step", "offered/s", "achieved/s", "sent", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
-            "p99.99 ms", "max ms", "lag p99 us", "gen cpu s", "batch", "srv us/req", "verdict"]
+            "p99.99 ms", "max ms", "lag p99 us", "gen cpu s", "batch", "queue ms", "srv us/req", "verdict"]
     lines = [head]
     for row in rows:
         r, side = row.result, row.result.server_side or {}
-        batch, per_request = side.get("batch_rows_mean"), side.get("cpu_us_per_request")
+        batch, per_request, wait = (side.get("batch_rows_mean"), side.get("cpu_us_per_request"),
+                                    side.get("queue_wait_ms_mean"))
         lines.append([row.server, row.step, f"{r.offered_rate:,.0f}", f"{r.achieved_rate():,.0f}", f"{r.sent:,}",
                       f"{r.error_ratio:.2%}", *(_ms(r.latency_ms(k)) for k in ("p50", "p90", "p99", "p99.9",
                                                                                  "p99.99", "max")),
                       f"{r.send_lag_us(99):,.0f}", f"{r.cpu_s:.2f}", f"{batch:.1f}" if batch else "-",
+                      _ms(wait) if wait is not None else "-",
                       f"{per_request:,.0f}" if per_request else "-", row.verdict])
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
@@ -69,7 +71,7 @@ def table(rows: Sequence[Row]) -> str:
 
 
 def details(rows: Sequence[Row]) -> list[str]:
-    """The lines under the table: errors by status and kind, the server's refusals and queue wait, failures."""
+    """The lines under the table: errors by status and kind, the server's refusals, what failed."""
     out = []
     for row in rows:
         r, side = row.result, row.result.server_side or {}
@@ -77,18 +79,13 @@ def details(rows: Sequence[Row]) -> list[str]:
         bad = {k: v for k, v in r.statuses.items() if k != 200}
         if bad:
             what.append("status " + ", ".join(f"{k}: {v:,}" for k, v in sorted(bad.items())))
-        if r.errors:
-            what.append("no answer " + ", ".join(f"{k}: {v:,}" for k, v in sorted(r.errors.items()) if v))
+        lost = {k: v for k, v in r.errors.items() if v}
+        if lost:
+            what.append("no answer " + ", ".join(f"{k}: {v:,}" for k, v in sorted(lost.items())))
         if side.get("refusals"):
             what.append("server refused " + ", ".join(f"{k}: {v:,}" for k, v in sorted(side["refusals"].items())))
-        if side.get("queue_wait_ms_mean") is not None:
-            p99 = side.get("queue_wait_ms_p99_le")
-            what.append(f"queue wait mean {side['queue_wait_ms_mean']:.3f} ms" + (f", p99 <= {p99:g} ms"
-                                                                                 if p99 is not None else ""))
         if row.failures:
             what.append("fails: " + "; ".join(row.failures))
-        if row.unreliable:
-            what.append(f"UNRELIABLE: the generator's send lag p99 was {r.send_lag_us(99):,.0f} us (try --procs)")
         what.extend(row.notes)
         if what:
             out.append(f"{row.server} {row.step} {r.offered_rate:,.0f}/s: " + "; ".join(what))
@@ -114,6 +111,15 @@ def by_rate(rows: Sequence[Row]) -> dict[str, list[tuple[float, Result]]]:
             for server, rates in grouped.items()}
 
 
+def _log_scale(axis: Any) -> None:
+    """A log axis labelled in plain numbers at 1, 2 and 5 of each decade."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _latency_panel(ax: Any, rows: Sequence[Row], slo_ms: Mapping[str, float]) -> None:
     series = by_rate(rows)
     top = 0.0
@@ -126,13 +132,15 @@ def _latency_panel(ax: Any, rows: Sequence[Row], slo_ms: Mapping[str, float]) ->
                     label=f"{server} {name}" if len(series) > 1 else name)
             if len(points) <= 3:  # too few points for a line to show: the values themselves
                 for rate, value in zip(rates, values, strict=True):
-                    ax.annotate(f" {_ms(value)} ms", (rate, value), fontsize=7, color=f"C{i}", va="center")
+                    ax.annotate(f"{_ms(value)} ms", (rate, value), xytext=(4, 4), textcoords="offset points",
+                                fontsize=7, color=f"C{i}")
     for name, bound in slo_ms.items():
         ax.axhline(bound, color="red", linewidth=1, alpha=0.7)
         ax.annotate(f"SLO {name} {bound:g} ms", (0.01, bound), xycoords=("axes fraction", "data"), color="red",
                     fontsize=8, va="bottom")
     ax.set_xlim(0, top * 1.15 if top > 0 else 1)
     ax.set_yscale("log")
+    _log_scale(ax.yaxis)
     ax.set_xlabel("offered rate (requests/s)")
     ax.set_ylabel("latency from intended send (ms)")
     ax.set_title("Latency percentiles by offered rate")
@@ -158,6 +166,7 @@ def _histogram_panel(ax: Any, picks: Mapping[str, Result]) -> None:
                   label=f"{server} at {r.offered_rate:,.0f}/s (n={r.latency.count:,})")
         ax.axvline(r.latency_ms("p99"), color=f"C{i}", linestyle="--", linewidth=1)
     ax.set_xscale("log")
+    _log_scale(ax.xaxis)
     ax.set_xlabel("latency (ms); dashed: p99")
     ax.set_ylabel("share of requests")
     ax.set_title("Latency histogram")

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from fastserve.bench.metrics import combine
+
 # Latency percentiles reported, by name; "max" is the largest.
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9, "p99.99": 99.99}
 OK = 200
@@ -38,6 +40,7 @@ class Result:
     elapsed_s: float
     cpu_s: float  # the generator's own CPU
     server_side: dict[str, Any] | None = field(default=None)  # what the server counted meanwhile (metrics.py)
+    spin_s: float = 0.0  # of cpu_s, busy-polling before intended sends (where the engine says)
 
     @property
     def ok(self) -> int:
@@ -70,7 +73,8 @@ def from_trial(trial: Any) -> Result:
     statuses = {int(k): int(v) for k, v in trial.statuses.items()}
     errors = {str(k): int(v) for k, v in trial.errors.items()}
     return Result(float(trial.offered_rate), float(trial.duration_s), int(trial.sent), int(trial.answered),
-                  statuses, errors, trial.latency, trial.send_lag, float(trial.elapsed_s), float(trial.cpu_s))
+                  statuses, errors, trial.latency, trial.send_lag, float(trial.elapsed_s), float(trial.cpu_s),
+                  spin_s=float(getattr(trial, "spin_s", 0.0)))
 
 
 def to_dict(result: Result) -> dict[str, Any]:
@@ -78,7 +82,7 @@ def to_dict(result: Result) -> dict[str, Any]:
             "answered": result.answered, "statuses": {str(k): v for k, v in sorted(result.statuses.items())},
             "errors": dict(sorted(result.errors.items())), "latency": result.latency.to_dict(),
             "send_lag": result.send_lag.to_dict(), "elapsed_s": result.elapsed_s, "cpu_s": result.cpu_s,
-            "server_side": result.server_side}
+            "server_side": result.server_side, "spin_s": result.spin_s}
 
 
 def from_dict(d: dict[str, Any]) -> Result:
@@ -87,7 +91,7 @@ def from_dict(d: dict[str, Any]) -> Result:
     return Result(d["offered_rate"], d["duration_s"], d["sent"], d["answered"],
                   {int(k): v for k, v in d["statuses"].items()}, dict(d["errors"]),
                   Histogram.from_dict(d["latency"]), Histogram.from_dict(d["send_lag"]), d["elapsed_s"], d["cpu_s"],
-                  d.get("server_side"))
+                  d.get("server_side"), d.get("spin_s", 0.0))
 
 
 def _merged(histograms: Sequence[HistogramLike]) -> HistogramLike:
@@ -118,10 +122,12 @@ def merge(results: Sequence[Result], *, side_by_side: bool) -> Result:
     else:
         offered = sum(r.offered_rate * r.duration_s for r in results) / sum(durations)
         duration, elapsed = sum(durations), sum(r.elapsed_s for r in results)
+    sides = [r.server_side for r in results if r.server_side is not None]
     return Result(offered, duration, sum(r.sent for r in results), sum(r.answered for r in results),
                   _counts([r.statuses for r in results]), _counts([r.errors for r in results]),
                   _merged([r.latency for r in results]), _merged([r.send_lag for r in results]), elapsed,
-                  sum(r.cpu_s for r in results))
+                  sum(r.cpu_s for r in results), combine(sides) if len(sides) == len(results) else None,
+                  sum(r.spin_s for r in results))
 
 
 def unreliable(result: Result, max_send_lag_us: float) -> bool:
@@ -147,6 +153,7 @@ def summary(result: Result, max_send_lag_us: float) -> dict[str, Any]:
         "send_lag_us": {"p50": result.send_lag_us(50), "p99": result.send_lag_us(99), "max": result.send_lag_us(100)},
         "generator_cpu_s": result.cpu_s,
         "generator_cpu_us_per_request": result.cpu_s / result.sent * 1e6 if result.sent else None,
+        "generator_busy_cpu_s": max(0.0, result.cpu_s - result.spin_s),  # less its polling for the next send
         "unreliable": unreliable(result, max_send_lag_us),
         "server": result.server_side,
     }
