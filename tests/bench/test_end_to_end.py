@@ -26,10 +26,11 @@ def test_counts_equal_the_servers_own(server, tmp_path):
     after = requests_counted(server.url)
     doc = json.loads(out.read_text())
     (trial,) = doc["trials"]
+    assert trial["server"] == f"127.0.0.1:{server.port}" and trial["step"] == "rate"
     sent = {m: after.get(m, 0) - before.get(m, 0) for m in ("churn_mlp", "spend")}
-    assert trial["sent"] == sum(sent.values()) == trial["server"]["requests"] > 200
+    assert trial["sent"] == sum(sent.values()) == trial["server_side"]["requests"] > 200
     assert trial["statuses"] == {"200": trial["sent"]} and trial["errors"] == 0
-    assert trial["server"]["requests_by_model"] == {m: int(n) for m, n in sent.items()}
+    assert trial["server_side"]["requests_by_model"] == {m: int(n) for m, n in sent.items()}
     assert sent["churn_mlp"] > sent["spend"]  # zipf: the first named gets the larger share
     assert trial["latency_ms"]["p50"] > 0 and "p99" in trial["send_lag_us"] and trial["generator_cpu_s"] > 0
 

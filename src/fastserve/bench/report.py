@@ -120,7 +120,8 @@ def _log_scale(axis: Any) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def _latency_panel(ax: Any, rows: Sequence[Row], slo_ms: Mapping[str, float]) -> None:
+def _latency_panel(ax: Any, rows: Sequence[Row], slo_ms: Mapping[str, float],
+                   best: Mapping[str, float] | None) -> None:
     series = by_rate(rows)
     top = 0.0
     for i, (server, points) in enumerate(series.items()):
@@ -138,6 +139,11 @@ def _latency_panel(ax: Any, rows: Sequence[Row], slo_ms: Mapping[str, float]) ->
         ax.axhline(bound, color="red", linewidth=1, alpha=0.7)
         ax.annotate(f"SLO {name} {bound:g} ms", (0.01, bound), xycoords=("axes fraction", "data"), color="red",
                     fontsize=8, va="bottom")
+    for i, rate in enumerate((best or {}).values()):
+        if rate > 0:
+            ax.axvline(rate, color=f"C{i}", linewidth=1, alpha=0.6)
+            ax.annotate(f"highest within SLO {rate:,.0f}/s", (rate, 0.02), xycoords=("data", "axes fraction"),
+                        rotation=90, fontsize=7, color=f"C{i}", ha="right", va="bottom")
     ax.set_xlim(0, top * 1.15 if top > 0 else 1)
     ax.set_yscale("log")
     _log_scale(ax.yaxis)
@@ -202,7 +208,7 @@ def _figures(rows: Sequence[Row], picks: Mapping[str, Result], slo_ms: Mapping[s
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    panels: list[Any] = [lambda ax: _latency_panel(ax, rows, slo_ms), lambda ax: _histogram_panel(ax, picks)]
+    panels: list[Any] = [lambda ax: _latency_panel(ax, rows, slo_ms, best), lambda ax: _histogram_panel(ax, picks)]
     if len(picks) > 1:
         panels.append(lambda ax: _compare_panel(ax, picks, best))
     if together:

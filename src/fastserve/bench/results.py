@@ -155,5 +155,5 @@ def summary(result: Result, max_send_lag_us: float) -> dict[str, Any]:
         "generator_cpu_us_per_request": result.cpu_s / result.sent * 1e6 if result.sent else None,
         "generator_busy_cpu_s": max(0.0, result.cpu_s - result.spin_s),  # less its polling for the next send
         "unreliable": unreliable(result, max_send_lag_us),
-        "server": result.server_side,
+        "server_side": result.server_side,
     }
