@@ -260,6 +260,14 @@ def run(args: argparse.Namespace) -> int:
     problem = _check(args)
     if problem:
         args.bench_parser.error(problem)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("\nfastserve bench: interrupted; no report", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     self_test = _self_test(Progress(enabled=not args.quiet)) if args.self_test else None
     targets: list[Target] = ([args.url] if args.url else []) + list(args.compare)
     if not targets:
