@@ -189,15 +189,16 @@ def _compare_panel(ax: Any, picks: Mapping[str, Result], best: Mapping[str, floa
         ax.set_ylabel("highest rate within the SLO (requests/s)")
         ax.set_title("Servers side by side: capacity")
         return
-    x = np.arange(len(servers))
-    width = 0.8 / len(_PLOTTED)
-    for j, name in enumerate(_PLOTTED):
-        values = [picks[s].latency_ms(name) for s in servers]
-        bars = ax.bar(x + (j - 1) * width, values, width, label=name)
+    x = np.arange(len(_PLOTTED))
+    width = 0.8 / len(servers)
+    for i, server in enumerate(servers):  # each server in its colour of the other panels
+        values = [picks[server].latency_ms(name) for name in _PLOTTED]
+        bars = ax.bar(x + (i - (len(servers) - 1) / 2) * width, values, width, color=f"C{i}", label=server)
         ax.bar_label(bars, labels=[_ms(v) for v in values], fontsize=7)
-    ax.set_xticks(x, [f"{s}\n{picks[s].offered_rate:,.0f}/s" for s in servers])
+    ax.set_xticks(x, list(_PLOTTED))
     ax.set_ylabel("latency (ms)")
-    ax.set_title("Servers side by side: latency")
+    rates = sorted({round(picks[s].offered_rate) for s in servers})
+    ax.set_title("Servers side by side at " + ", ".join(f"{r:,}/s" for r in rates))
     ax.legend(fontsize=7)
 
 
