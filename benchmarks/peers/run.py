@@ -1,6 +1,6 @@
 """fastserve beside its peers: every installed peer and fastserve serve the bundled `churn_mlp` at once (each on core
-0), each is checked to answer one request correctly, and then all are measured together by the load generator (on
-core 1): the highest rate whose p99 stays within 10 ms, and p50 at low load, with ratios to fastserve. Writes
+0), each is checked to answer one request correctly, and then all are measured together by `fastserve bench --compare`
+(on core 1): the highest rate whose p99 stays within 10 ms, and p50 at low load, with ratios to fastserve. Writes
 `benchmarks/results/peers.json`, the plots, and the `peers` section of `benchmarks/README.md`.
 
     python -m benchmarks.peers.install            # once: a virtualenv per peer under /tmp/fastserve-peers
@@ -9,11 +9,9 @@ core 1): the highest rate whose p99 stays within 10 ms, and p50 at low load, wit
 Ray Serve probes the network when it starts, so the whole run, generator included, goes into a network namespace
 of its own with only loopback up (`unshare --net`, as root): the runner re-executes itself there.
 
-The measurement is `fastserve bench --compare` where that command is built; peers that take fastserve's native JSON
-request are measured with fastserve's native route, peers that speak the Open Inference (V2) protocol with
-fastserve's V2 route, one `fastserve bench` run for each protocol, as it sends one protocol to every server. Where
-`fastserve bench` cannot run, the repository's Python generator (benchmarks/loadgen.py) does the same search.
-Loopback only; not part of the test suite or CI."""
+Peers that take fastserve's native JSON request are compared with fastserve's native route, peers that speak the
+Open Inference (V2) protocol with fastserve's V2 route: one `fastserve bench` run for each protocol, as it sends one
+protocol to every server it compares. Loopback only; not part of the test suite or CI."""
 
 from __future__ import annotations
 
@@ -38,7 +36,6 @@ import onnxruntime as ort
 import orjson
 
 from benchmarks._harness import ROOT, Client, free_port, machine, pin_self
-from benchmarks.loadgen import RateSearch, passes, trial
 from benchmarks.peers.peers import HERE, MODEL, MODEL_NAME, NATIVE, PEERS, V2, Peer, install_record, peers_dir, python
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -46,6 +43,8 @@ README = ROOT / "benchmarks" / "README.md"
 SLO_MS = 10.0
 SERVER_CORE, GENERATOR_CORE = 0, 1
 START_TIMEOUT_S = 240.0
+CONNECTIONS = 64  # fastserve bench's default
+START_RATE = 100.0  # the first rate each search tries
 BEGIN, END = "<!-- peers: written by python -m benchmarks.peers.run -->", "<!-- peers: end -->"
 PEER_ENV = {"BENTOML_DO_NOT_TRACK": "true", "RAY_USAGE_STATS_ENABLED": "0", "LITSERVE_TELEMETRY": "0",
             "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -118,14 +117,15 @@ def probabilities(answer: Any, protocol: str) -> np.ndarray:
     raise KeyError("no output named probabilities")
 
 
-def check(server: Server, row: np.ndarray, expected: np.ndarray) -> str | None:
+def check(server: Server, row: np.ndarray, expected: np.ndarray, protocol: str | None = None) -> str | None:
     """None when one request gets the right probabilities (atol 1e-5), else what went wrong."""
+    protocol = protocol or server.protocol
     with Client(server.port) as c:
-        status, answer = c.request("POST", route(server.protocol), body(row, server.protocol))
+        status, answer = c.request("POST", route(protocol), body(row, protocol))
     if status != 200:
-        return f"answered {status}: {answer[:300]!r}"
+        return f"{route(protocol)} answered {status}: {answer[:300]!r}"
     try:
-        got = probabilities(orjson.loads(answer), server.protocol).reshape(expected.shape)
+        got = probabilities(orjson.loads(answer), protocol).reshape(expected.shape)
     except (ValueError, KeyError, TypeError) as exc:
         return f"answer without probabilities ({exc}): {answer[:300]!r}"
     if not np.allclose(got, expected, atol=1e-5, rtol=0):
@@ -161,8 +161,9 @@ def start(server: Server, cmd: list[str], env: dict[str, str], row: np.ndarray, 
     return f"did not answer within {START_TIMEOUT_S:.0f} s: {_log_tail(server.log)}"
 
 
-def start_fastserve(protocol: str, row: np.ndarray) -> Server:
-    server = Server("fastserve" if protocol == "native" else "fastserve_v2", protocol, port=free_port())
+def start_fastserve(row: np.ndarray) -> Server:
+    """fastserve on the bundled models: compared on its native route and on its V2 route."""
+    server = Server("fastserve", "native", port=free_port())
     cmd = [sys.executable, "-m", "fastserve", "serve", str(ROOT / "models"), "--port", str(server.port),
            "--log-level", "warning"]
     problem = start(server, cmd, dict(os.environ), row, ROOT)
@@ -183,6 +184,28 @@ def start_peer(peer: Peer, row: np.ndarray) -> Server:
     return server
 
 
+def _group_cpu_seconds(pid: int) -> float:
+    """CPU time so far of every process in the process group `pid` leads (the server and what it started)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pid:  # process group
+                total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu(servers: list[Server], seconds: float = 5.0) -> dict[str, float]:
+    """Each server's CPU use while no request comes (share of one core): what it takes from core 0 while the
+    others are measured."""
+    before = {s.name: _group_cpu_seconds(s.proc.pid) for s in servers if s.proc is not None}
+    time.sleep(seconds)
+    return {s.name: round((_group_cpu_seconds(s.proc.pid) - before[s.name]) / seconds, 4)
+            for s in servers if s.proc is not None}
+
+
 # --- measuring -------------------------------------------------------------------------------------------------
 
 def bench_available() -> str | None:
@@ -196,15 +219,15 @@ def bench_available() -> str | None:
     return None
 
 
-def measure_with_bench(group: list[Server], protocol: str, quick: bool) -> dict[str, dict[str, Any]]:
+def measure(group: list[Server], protocol: str, quick: bool) -> dict[str, dict[str, Any]]:
     """One `fastserve bench --compare` run over the group (fastserve first): the search, its JSON and its plot."""
     out = RESULTS / f"peers_{protocol}.json"
     plot = RESULTS / f"peers_{protocol}.png"
-    first, *others = group
     cmd = ["taskset", "-c", str(GENERATOR_CORE)] if (os.cpu_count() or 1) > 1 and shutil.which("taskset") else []
-    cmd += [sys.executable, "-m", "fastserve", "bench", first.url, "--model", MODEL_NAME, "--protocol", protocol,
-            "--compare", *(f"{s.name}={s.url}" for s in others), "--search", "--slo", f"p99={SLO_MS:g}ms",
-            "--connections", "256", "--from-validation", str(ROOT / "models"), "--quiet",
+    cmd += [sys.executable, "-m", "fastserve", "bench", "--model", MODEL_NAME, "--protocol", protocol,
+            "--compare", *(f"{s.name}={s.url}" for s in group), "--search", "--rate", f"{START_RATE:g}",
+            "--slo", f"p99={SLO_MS:g}ms",
+            "--connections", str(CONNECTIONS), "--from-validation", str(ROOT / "models"), "--quiet",
             "--out", str(out), "--plot", str(plot)]
     if quick:
         cmd += ["--duration", "2"]
@@ -221,36 +244,10 @@ def measure_with_bench(group: list[Server], protocol: str, quick: bool) -> dict[
             "p99_low_ms": low["latency_ms"]["p99"] if low else None,
             "low_rate": low["offered_rps"] if low else None,
             "trials": len(trials),
+            "unreliable_trials": sum(1 for t in trials if t.get("unreliable")),
         }
     figures["_files"] = {"json": str(out.relative_to(ROOT)), "plot": str(plot.relative_to(ROOT))}
     return figures
-
-
-def measure_with_loadgen(group: list[Server], protocol: str, quick: bool) -> dict[str, dict[str, Any]]:
-    """The same search with benchmarks/loadgen.py, the servers' searches taking turns trial by trial."""
-    data = rows()
-    raws = {s.name: [Client.build("POST", route(protocol), body(r, protocol)) for r in data[:256]] for s in group}
-    duration = 1.0 if quick else 2.0
-    searches = {s.name: RateSearch(200.0, 50_000.0, 2 if quick else 3) for s in group}
-    trials: dict[str, list[dict[str, float]]] = {s.name: [] for s in group}
-    ports = {s.name: s.port for s in group}
-    low: dict[str, dict[str, float]] = {}
-    for s in group:  # low load first: p50 of an idle server
-        low[s.name] = trial(s.port, raws[s.name], 200.0, SLO_MS, duration_s=duration * 2, log=lambda *_: None)
-        time.sleep(0.5)
-    turn = 0
-    while any(search.rate is not None for search in searches.values()):
-        names = [n for n, search in searches.items() if search.rate is not None]
-        for name in names[turn % len(names):] + names[:turn % len(names)]:
-            search = searches[name]
-            print(f"{name}:", flush=True)
-            search.record(passes(ports[name], raws[name], search.rate, SLO_MS,  # type: ignore[arg-type]
-                                 trials[name], duration_s=duration))
-            time.sleep(1.0)  # a server left with a backlog drains it before the next server's trial
-        turn += 1
-    return {name: {"max_rate": searches[name].good, "p50_low_ms": low[name]["p50_ms"],
-                   "p99_low_ms": low[name]["p99_ms"], "low_rate": low[name]["rate"], "trials": len(trials[name]),
-                   "search": trials[name]} for name in searches}
 
 
 # --- the run ---------------------------------------------------------------------------------------------------
@@ -301,9 +298,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pin_self(GENERATOR_CORE)
     servers: list[Server] = []
     try:
+        fastserve = start_fastserve(row)
+        servers.append(fastserve)
         for protocol in ("native", "v2"):
-            if any(p.protocol == protocol for p in peers):
-                servers.append(start_fastserve(protocol, row))
+            problem = check(fastserve, row, expected, protocol)
+            if problem:
+                raise RuntimeError(f"fastserve: {problem}")
         for peer in peers:
             print(f"starting {peer.name} ...", flush=True)
             try:
@@ -320,37 +320,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 servers.remove(server)
             else:
                 print(f"  {peer.name}: answers correctly on {server.url}", flush=True)
-        for s in servers:
-            if s.name.startswith("fastserve"):
-                problem = check(s, row, expected)
-                if problem:
-                    raise RuntimeError(f"{s.name}: {problem}")
         if args.check_only:
             return {"checked": [s.name for s in servers], "failures": failures}
-        why_not = None if args.generator == "loadgen" else bench_available()
-        if why_not and args.generator == "bench":
-            raise RuntimeError(f"--generator bench: {why_not}")
-        generator = "loadgen" if why_not else "fastserve bench"
-        print(f"measuring with {generator}" + (f" ({why_not})" if why_not else ""), flush=True)
-        figures: dict[str, dict[str, Any]] = {}
-        groups: dict[str, list[str]] = {}
+        why_not = bench_available()
+        if why_not:
+            raise RuntimeError(f"cannot measure: {why_not}")
+        idle = idle_cpu(servers)
+        load = {"before": os.getloadavg()}
+        figures: dict[str, dict[str, dict[str, Any]]] = {}
+        files: dict[str, dict[str, str]] = {}
         for protocol in ("native", "v2"):
-            group = [s for s in servers if s.protocol == protocol]
+            group = [fastserve, *(s for s in servers if s.protocol == protocol and s is not fastserve)]
             if len(group) < 2:
                 continue
-            measure = measure_with_loadgen if why_not else measure_with_bench
-            got = measure(group, protocol, args.quick)
-            files = got.pop("_files", None)
-            base = got[group[0].name]
-            for name, f in got.items():
-                f["protocol"], f["baseline"] = protocol, group[0].name
+            try:
+                got = measure(group, protocol, args.quick)
+            except subprocess.CalledProcessError as exc:
+                for s in group[1:]:
+                    failures[s.name] = f"`fastserve bench --protocol {protocol}` over its group failed (exit " \
+                                       f"{exc.returncode}): see its output above"
+                continue
+            files[protocol] = got.pop("_files")
+            base = got["fastserve"]
+            for f in got.values():
                 f["rate_ratio"] = f["max_rate"] / base["max_rate"] if base["max_rate"] else None
                 f["p50_ratio"] = (f["p50_low_ms"] / base["p50_low_ms"]
                                   if f["p50_low_ms"] and base["p50_low_ms"] else None)
-                if files:
-                    f["files"] = files
-                figures[name] = f
-            groups[protocol] = [s.name for s in group]
+            figures[protocol] = got
+        load["after"] = os.getloadavg()
     finally:
         for s in reversed(servers):
             s.stop()
@@ -358,14 +355,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": "python -m benchmarks.peers.run" + (" --quick" if args.quick else ""),
-        "generator": generator, "generator_note": why_not, "quick": args.quick,
+        "quick": args.quick,
         "network_namespace": args.inside_namespace, "slo_ms": SLO_MS,
+        "connections": CONNECTIONS, "start_rate": START_RATE, "idle_cpu_share": idle,
+        "load_average": load,
         "fastserve": _fastserve_version(),
         "peers": {name: {"protocol": PEERS[name].protocol, "route": PEERS[name].route,
                          "batching": PEERS[name].batching, "versions": records[name].get("versions"),
                          "ran": name not in failures, "why_not": failures.get(name)} for name in names},
-        "groups": groups,
-        "results": figures,
+        "results": figures,  # by protocol, then server; ratios to fastserve on the same protocol
+        "files": files,
     }
 
 
@@ -398,7 +397,8 @@ def section(doc: dict[str, Any]) -> str:
              "for shorter trials). Each peer serves the bundled `churn_mlp` (`models/churn_mlp/1/model.onnx`) with "
              "onnxruntime on the CPU, fastserve's session options (one intra-op thread), and its own dynamic or "
              "adaptive batching at max batch 32 and 2 ms of delay where it has one. Every server runs pinned to "
-             "core 0 and the generator to core 1; one-row JSON requests, 256 keep-alive connections, open loop "
+             "core 0 and the generator to core 1; one-row JSON requests, "
+             f"{doc['connections']} keep-alive connections, open loop "
              "(Poisson arrivals, latency from each request's intended send time). Each server must first answer one "
              "request with onnxruntime's probabilities (atol 1e-5). The whole run, generator included, is in a "
              "network namespace with only loopback up (`unshare --net`), since Ray probes the network at start. "
@@ -412,28 +412,35 @@ def section(doc: dict[str, Any]) -> str:
         versions = ", ".join(f"{k} {v}" for k, v in (p["versions"] or {}).items()) or "not installed"
         lines.append(f"| {name} | {'native' if p['protocol'] == 'native' else 'V2'} (`{p['route']}`) | "
                      f"{p['batching']} | {versions} |")
-    gen = doc["generator"] + (" (`--quick`)" if doc["quick"] else "")
+    gen = "`fastserve bench --compare ... --search`, one run per protocol" + (" (`--quick`)" if doc["quick"] else "")
     lines += ["", f"Run on {day}, {doc['machine']['cpus']} vCPUs, Python {doc['machine']['python']}, measured with "
               f"{gen}; `benchmarks/results/peers.json`. Highest rate whose p99 stays within "
-              f"{doc['slo_ms']:g} ms with under 0.1% errors (doubling from 200/s, then bisections), p50 and p99 at "
-              "low load (the first rate of the search), and ratios to fastserve on the same protocol, in the same "
-              "run:", "",
+              f"{doc['slo_ms']:g} ms with under 0.1% errors (doubling from {doc['start_rate']:g}/s, then "
+              "bisections), p50 and p99 at low load (the lowest rate tried: the search's first for every server "
+              "that held it), and ratios to fastserve on the same protocol, in the same run:", "",
               "| server | protocol | max rate, p99 <= 10 ms | x fastserve | p50 at low load | x fastserve | "
               "p99 at low load |", "|---|---|---:|---:|---:|---:|---:|"]
-    for name, f in results.items():
-        proto = "native" if f["protocol"] == "native" else "V2"
-        lines.append(f"| {name} | {proto} | {_rate(f['max_rate'])} | {_ratio(f['rate_ratio'])} | "
-                     f"{_ms(f['p50_low_ms'])} | {_ratio(f['p50_ratio'])} | {_ms(f['p99_low_ms'])} |")
+    for protocol, group in results.items():
+        for name, f in group.items():
+            lines.append(f"| {name} | {'native' if protocol == 'native' else 'V2'} | {_rate(f['max_rate'])} | "
+                         f"{_ratio(f['rate_ratio'])} | {_ms(f['p50_low_ms'])} | {_ratio(f['p50_ratio'])} | "
+                         f"{_ms(f['p99_low_ms'])} |")
     failed = {name: p["why_not"] for name, p in peers.items() if not p["ran"]}
     if failed:
         lines += ["", "Could not run:", ""]
         lines += [f"- **{name}**: {_one_line(why)}" for name, why in failed.items()]
-    plots = sorted({f["files"]["plot"] for f in results.values() if f.get("files")})
-    if plots:
-        lines += ["", *[f"![{Path(p).stem}]({Path(p).relative_to('benchmarks')})" for p in plots]]
-    if doc["generator_note"]:
-        lines += ["", f"`fastserve bench` could not run ({_one_line(doc['generator_note'])}); the search used "
-                  "benchmarks/loadgen.py instead, with 2 s trials (a failed one run once more)."]
+    for protocol, files in doc["files"].items():
+        lines += ["", f"`fastserve bench` on the {'native' if protocol == 'native' else 'V2'} route "
+                  f"(`{files['json']}`):", "", f"![peers, {protocol}]({Path(files['plot']).relative_to('benchmarks')})"]
+    idle = ", ".join(f"{name} {share:.1%}" for name, share in doc["idle_cpu_share"].items())
+    lines += ["", f"CPU each server used while idle, on the core they share (what it takes from the one measured): "
+              f"{idle}. Load average over the measurement (1 min): {doc['load_average']['before'][0]:.2f} before, "
+              f"{doc['load_average']['after'][0]:.2f} after; the machine is shared."]
+    unreliable = [f"{name} ({protocol}) {f['unreliable_trials']} of {f['trials']}"
+                  for protocol, group in results.items() for name, f in group.items() if f.get("unreliable_trials")]
+    if unreliable:
+        lines += ["", "Trials whose generator send lag p99 exceeded 100 µs (their latencies include the generator's "
+                  "own delay): " + ", ".join(unreliable) + "."]
     lines += [END]
     return "\n".join(lines)
 
@@ -460,8 +467,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter trials")
     parser.add_argument("--peers", type=lambda s: [n for n in s.split(",") if n], default=None,
                         help=f"peers to run, comma-separated (default: all): {','.join(PEERS)}")
-    parser.add_argument("--generator", choices=("auto", "bench", "loadgen"), default="auto",
-                        help="fastserve bench (auto: where it is built) or benchmarks/loadgen.py")
     parser.add_argument("--no-readme", action="store_true", help="write peers.json only")
     parser.add_argument("--check-only", action="store_true",
                         help="start every server and check its answer, measure nothing, write nothing")
