@@ -13,10 +13,11 @@ the moment a connection came free for it if later, to its write), which says whe
 `conn_wait` is how long requests waited for a connection, which is the server's doing and counts in their latency.
 Between sends the loop sleeps in epoll (epoll_pwait2: nanosecond timeouts) and busy-polls the last stretch before
 the next intended send: 30 µs, or twice as long as sleeps have lately ended late (up to 1 ms).
+
+Linux only (epoll, epoll_pwait2): setup.py builds this module and the sink there alone.
 """
 
 import socket as pysocket
-import sys
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -928,8 +929,6 @@ def run_trial(str host, int port, list requests, double rate, double duration_s,
     counts. A request unanswered `timeout_ms` after its intended time counts as a "timeout" (its connection is
     closed); with `max_in_flight`, a request due while that many are waiting or on the wire is not sent and counts
     as "dropped". Blocks until the last request is answered or timed out; the GIL is released meanwhile."""
-    if not sys.platform.startswith("linux"):
-        raise RuntimeError("fastserve bench needs Linux (epoll)")
     if not requests or not all(isinstance(r, bytes) and r for r in requests):
         raise ValueError("expected a non-empty list of non-empty raw requests (bytes)")
     if not rate > 0 or not duration_s >= 0:

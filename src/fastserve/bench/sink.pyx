@@ -9,7 +9,6 @@ generator's latencies show a server's stall).
 """
 
 import socket as pysocket
-import sys
 
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
@@ -407,8 +406,6 @@ def sink(str host, int port, bytes body=b'{"ok":true}', *, int stall_after=0, do
     """A minimal compiled HTTP/1.1 server answering every request 200 with `body` (keep-alive), for --self-test;
     runs until killed (run it in a subprocess; Ctrl-C stops it within 0.1 s). With `stall_ms`, it stops
     for that long once, after `stall_after` answers."""
-    if not sys.platform.startswith("linux"):
-        raise RuntimeError("fastserve bench needs Linux (epoll)")
     cdef _Sink s = _Sink()
     s.setup(host, port, body, stall_after, stall_ms, backlog)
     s.serve()
