@@ -36,7 +36,20 @@ import onnxruntime as ort
 import orjson
 
 from benchmarks._harness import ROOT, Client, free_port, machine, pin_self
-from benchmarks.peers.peers import HERE, MODEL, MODEL_NAME, NATIVE, PEERS, V2, Peer, install_record, peers_dir, python
+from benchmarks.peers.peers import (
+    HERE,
+    MAX_BATCH,
+    MAX_DELAY_MS,
+    MODEL,
+    MODEL_NAME,
+    NATIVE,
+    PEERS,
+    V2,
+    Peer,
+    install_record,
+    peers_dir,
+    python,
+)
 
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "benchmarks" / "README.md"
@@ -174,7 +187,8 @@ def start_fastserve(row: np.ndarray) -> Server:
 
 def start_peer(peer: Peer, row: np.ndarray) -> Server:
     server = Server(peer.name, peer.protocol, port=free_port())
-    cmd = [str(python(peer)), str(peer.server), "--port", str(server.port), "--model", str(MODEL)]
+    cmd = [str(python(peer)), str(peer.server), "--port", str(server.port), "--model", str(MODEL),
+           "--max-batch", str(MAX_BATCH), "--max-delay-ms", f"{MAX_DELAY_MS:g}"]
     env = {**os.environ, **PEER_ENV}
     env.pop("VIRTUAL_ENV", None)
     env.pop("PYTHONPATH", None)
@@ -321,7 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 print(f"  {peer.name}: answers correctly on {server.url}", flush=True)
         if args.check_only:
-            return {"checked": [s.name for s in servers], "failures": failures}
+            return {"checked": [s.name for s in servers], "failures": failures, "idle_cpu_share": idle_cpu(servers)}
         why_not = bench_available()
         if why_not:
             raise RuntimeError(f"cannot measure: {why_not}")
@@ -396,8 +410,8 @@ def section(doc: dict[str, Any]) -> str:
              "`/tmp/fastserve-peers`, or `$FASTSERVE_PEERS_DIR`), then `python -m benchmarks.peers.run` (`--quick` "
              "for shorter trials). Each peer serves the bundled `churn_mlp` (`models/churn_mlp/1/model.onnx`) with "
              "onnxruntime on the CPU, fastserve's session options (one intra-op thread), and its own dynamic or "
-             "adaptive batching at max batch 32 and 2 ms of delay where it has one. Every server runs pinned to "
-             "core 0 and the generator to core 1; one-row JSON requests, "
+             f"adaptive batching at max batch {MAX_BATCH} and {MAX_DELAY_MS:g} ms of delay where it has one. Every "
+             "server runs pinned to core 0 and the generator to core 1; one-row JSON requests, "
              f"{doc['connections']} keep-alive connections, open loop "
              "(Poisson arrivals, latency from each request's intended send time). Each server must first answer one "
              "request with onnxruntime's probabilities (atol 1e-5). The whole run, generator included, is in a "
@@ -407,7 +421,8 @@ def section(doc: dict[str, Any]) -> str:
              f"natively are sent V2 requests (`POST {V2}`) and compared with fastserve's V2 route. The peers are a "
              "benchmark only: not in the test suite, CI or the package's extras.", "",
              "| server | route | batching | versions |", "|---|---|---|---|",
-             f"| fastserve | native and V2 | its own (bundled config) | fastserve {doc['fastserve']} |"]
+             f"| fastserve | native and V2 | its own, as bundled (`fastserve serve models`): max batch 64, max delay "
+             f"1 ms | fastserve {doc['fastserve']} |"]
     for name, p in peers.items():
         versions = ", ".join(f"{k} {v}" for k, v in (p["versions"] or {}).items()) or "not installed"
         lines.append(f"| {name} | {'native' if p['protocol'] == 'native' else 'V2'} (`{p['route']}`) | "
