@@ -117,7 +117,7 @@ def test_counts_add_up_against_the_sink():
     assert trial.send_lag.count == trial.written
     assert trial.achieved_rate() == pytest.approx(2000, rel=0.15)
     assert 0.45 <= trial.elapsed_s <= 0.6
-    assert trial.cpu_s > 0 and 0 <= trial.spin_s <= trial.cpu_s + 0.05
+    assert trial.cpu_s > 0 and 0 <= trial.spin_s <= trial.cpu_s + 0.05 and 0 <= trial.cpu_wait_s < trial.elapsed_s
     assert 0 < trial.latency.percentile(50) < 50 * MS
     assert trial.offered_rate == 2000 and trial.duration_s == 0.5
 

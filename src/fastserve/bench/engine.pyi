@@ -12,14 +12,16 @@ class Trial:
     statuses: dict[int, int]   # answered, by status code
     errors: dict[str, int]     # refused, timeout, reset, closed, other, dropped (past max_in_flight)
     latency: Histogram         # intended send time -> last byte of the answer (ns)
-    send_lag: Histogram        # the generator's own lag: when the request could go -> its write (ns)
+    send_lag: Histogram        # the generator's own lag: when the request could go -> its write (ns), see engine.pyx
     conn_wait: Histogram       # intended send time -> a connection free for it (ns; counted in latency)
     elapsed_s: float           # first intended send -> last answer or timeout
     cpu_s: float               # this process's CPU during the trial
     spin_s: float              # of which busy-polling before intended sends
+    cpu_wait_s: float          # time the generator was ready to run but other processes had its CPU (NaN: unknown)
     def __init__(self, *, offered_rate: float, duration_s: float, sent: int, written: int, answered: int,
                  statuses: dict[int, int], errors: dict[str, int], latency: Histogram, send_lag: Histogram,
-                 conn_wait: Histogram, elapsed_s: float, cpu_s: float, spin_s: float) -> None: ...
+                 conn_wait: Histogram, elapsed_s: float, cpu_s: float, spin_s: float,
+                 cpu_wait_s: float = ...) -> None: ...
     def achieved_rate(self) -> float: ...
     def reliable(self, bound_us: float = 100.0) -> bool: ...
     def busy_cpu_s(self) -> float: ...

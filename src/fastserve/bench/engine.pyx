@@ -8,9 +8,12 @@ connection (no pipelining); the generator reads of each answer only what it need
 chunked framing, Connection: close), and reconnects where the server closed. A connection that is refused counts one
 "refused" error for the request that needed it, and the next request tries again.
 
-Two lags are kept apart: `send_lag` is the generator's own (from the moment a request could go, its intended time or
-the moment a connection came free for it if later, to its write), which says whether the generator kept up;
-`conn_wait` is how long requests waited for a connection, which is the server's doing and counts in their latency.
+Two lags are kept apart. `send_lag` is the generator's own, which says whether it kept up: from the moment a request
+could go to its write, that moment being its intended time or, if later, when the answer that freed a connection for
+it arrived (bounded from below by when the epoll call before the one that returned it returned, or by the start of
+the wait it ended): a generator preempted, or too slow to read answers, shows it even while every connection is
+busy. `conn_wait` is how long requests waited for a connection, which is the server's doing and counts in their
+latency.
 Between sends the loop sleeps in epoll (epoll_pwait2: nanosecond timeouts) and busy-polls the last stretch before
 the next intended send: 30 µs, or twice as long as sleeps have lately ended late (up to 1 ms).
 
@@ -347,6 +350,8 @@ cdef class _Generator:
     cdef int64_t cpu1
     cdef int64_t spin_ns
     cdef int64_t spin_window       # how long before an intended send the loop stops sleeping and busy-polls
+    cdef int64_t last_return       # when the last epoll call returned
+    cdef int64_t ready_floor       # the earliest the events of the last epoll call can have come
     cdef int64_t errors[N_ERRORS]
     cdef int64_t statuses[N_STATUS]
     cdef Histogram latency
@@ -530,7 +535,7 @@ cdef class _Generator:
         ev.data.u64 = i
         epoll_ctl(self.epfd, EPOLL_CTL_MOD, c.fd, &ev)
         c.state = IDLE
-        c.free_since = now
+        c.free_since = self.ready_floor
         if c.has_request:
             self.write(i)
         else:
@@ -740,7 +745,7 @@ cdef class _Generator:
                 self.kill(i)
             else:
                 c.state = IDLE
-                c.free_since = now
+                c.free_since = self.ready_floor
                 self.serve(i, now)
         elif got == 0:
             if c.parse == P_TO_CLOSE:
@@ -769,17 +774,23 @@ cdef class _Generator:
 
     cdef int poll(self, int64_t timeout_ns) noexcept nogil:
         cdef int n, k
-        cdef int64_t t = fs_now_ns(), late
+        cdef int64_t t = fs_now_ns(), r, late
         n = fs_epoll_wait_ns(self.epfd, self.events, MAX_EVENTS, timeout_ns)
+        r = fs_now_ns()
+        if n > 0:
+            # What this call returns came after the previous call returned (that call would have returned it),
+            # or, if this call slept, while it slept: the generator's own lag on it runs from then.
+            self.ready_floor = t if timeout_ns != 0 and r - t > 2_000 else self.last_return
+        self.last_return = r
         if n <= 0:
             if timeout_ns == 0:
-                late = fs_now_ns() - t
+                late = r - t
                 if late < 50_000:   # longer, the task was preempted: that time is not its CPU
                     self.spin_ns += late
             else:
                 # Sleeps end late on a busy machine (the scheduler lets the task on the core finish its slice):
                 # busy-poll for twice the latest lateness seen, decaying again over some hundreds of sleeps.
-                late = fs_now_ns() - t - timeout_ns
+                late = r - t - timeout_ns
                 self.spin_window -= self.spin_window >> 9
                 if 2 * late > self.spin_window:
                     self.spin_window = min(2 * late, MAX_SPIN_NS)
@@ -825,6 +836,7 @@ cdef class _Generator:
         cdef long slack = fs_get_timerslack()
         fs_set_timerslack(1)   # sleeps end when asked, not up to 50 µs later
         self.spin_window = 2 * MIN_SPIN_NS
+        self.last_return = self.ready_floor = fs_now_ns()
         self.open_all()
         self.cpu0 = fs_cpu_ns()
         now = fs_now_ns()
@@ -867,8 +879,10 @@ cdef class _Generator:
         fs_set_timerslack(slack)
 
     def trial(self, double offered_rate, double duration_s):
+        waited = _cpu_wait_s()
         with nogil:
             self.run()
+        waited = _cpu_wait_s() - waited
         self.close_all()
         if self.pending_exception is not None:
             raise self.pending_exception
@@ -878,7 +892,16 @@ cdef class _Generator:
                      answered=self.answered, statuses=statuses, errors=errors, latency=self.latency,
                      send_lag=self.send_lag, conn_wait=self.conn_wait,
                      elapsed_s=max(0, self.last_done - self.t0) / 1e9, cpu_s=(self.cpu1 - self.cpu0) / 1e9,
-                     spin_s=self.spin_ns / 1e9)
+                     spin_s=self.spin_ns / 1e9, cpu_wait_s=waited)
+
+
+def _cpu_wait_s():
+    """How long this thread has been ready to run but waiting for a CPU (Linux's schedstat; NaN where absent)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 class Trial:
@@ -886,7 +909,7 @@ class Trial:
     or counted in `errors` (sent == answered + sum(errors.values()))."""
 
     def __init__(self, *, offered_rate, duration_s, sent, written, answered, statuses, errors, latency, send_lag,
-                 conn_wait, elapsed_s, cpu_s, spin_s):
+                 conn_wait, elapsed_s, cpu_s, spin_s, cpu_wait_s=float("nan")):
         self.offered_rate = offered_rate
         self.duration_s = duration_s
         self.sent = sent
@@ -900,6 +923,7 @@ class Trial:
         self.elapsed_s = elapsed_s
         self.cpu_s = cpu_s
         self.spin_s = spin_s
+        self.cpu_wait_s = cpu_wait_s
 
     def achieved_rate(self) -> float:
         """Answers per second, from the first intended send to the last answer (or timeout)."""
