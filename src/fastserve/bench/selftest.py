@@ -58,10 +58,11 @@ def _sched(path: str) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def running_sink(core: int | None, body: bytes = b'{"ok":true}') -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def running_sink(core: int | None, body: bytes = b'{"ok":true}', busy_poll: bool = False
+                 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """The compiled sink in a subprocess (pinned to `core`) and the loopback port it listens on."""
     port = _free_port()
-    code = f"from fastserve.bench.sink import sink; sink({LOOPBACK!r}, {port}, {body!r})"
+    code = f"from fastserve.bench.sink import sink; sink({LOOPBACK!r}, {port}, {body!r}, busy_poll={busy_poll})"
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
         if core is not None:

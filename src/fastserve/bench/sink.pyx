@@ -5,7 +5,8 @@ connection, no Python), so that a generator measured against it meets its own li
 It reads each request's head up to the blank line and skips a body of Content-Length bytes (a chunked body is not
 read: the connection is answered and closed). Pipelined requests are answered in order, in one write.
 `stall_after`/`stall_ms`: after that many answers it stops everything for that long, once (to test that a
-generator's latencies show a server's stall).
+generator's latencies show a server's stall). `busy_poll`: it never sleeps (epoll_wait with a zero timeout, in a loop),
+so that a generator's writes never pay for waking it: a server that is never idle, at the cost of a whole core.
 """
 
 import socket as pysocket
@@ -126,6 +127,7 @@ cdef class _Sink:
     cdef int64_t stall_after
     cdef int64_t stall_ns
     cdef bint stalled
+    cdef bint busy_poll
     cdef epoll_event events[MAX_EVENTS]
     cdef object pending_exception
 
@@ -151,7 +153,8 @@ cdef class _Sink:
         if self.epfd >= 0:
             close(self.epfd)
 
-    def setup(self, str host, int port, bytes body, int64_t stall_after, double stall_ms, int backlog):
+    def setup(self, str host, int port, bytes body, int64_t stall_after, double stall_ms, int backlog,
+              bint busy_poll):
         cdef sockaddr_storage address
         cdef socklen_t address_len
         cdef int one = 1
@@ -170,6 +173,7 @@ cdef class _Sink:
         self.closing_len = len(closing)
         self.stall_after = stall_after
         self.stall_ns = <int64_t>(stall_ms * 1e6)
+        self.busy_poll = busy_poll
         family, _, _, _, resolved = pysocket.getaddrinfo(host, port, type=pysocket.SOCK_STREAM)[0]
         address_len = fs_address(resolved[0].encode(), port, resolved[3] if family == pysocket.AF_INET6 else 0,
                                  &address)
@@ -373,7 +377,7 @@ cdef class _Sink:
         cdef uint64_t key
         cdef int64_t now, last_signals = fs_now_ns()
         while True:
-            n = fs_epoll_wait_ns(self.epfd, self.events, MAX_EVENTS, 100_000_000)
+            n = fs_epoll_wait_ns(self.epfd, self.events, MAX_EVENTS, 0 if self.busy_poll else 100_000_000)
             now = fs_now_ns()
             if now - last_signals >= 100_000_000:   # Ctrl-C, ten times a second
                 last_signals = now
@@ -402,10 +406,10 @@ cdef class _Sink:
 
 
 def sink(str host, int port, bytes body=b'{"ok":true}', *, int stall_after=0, double stall_ms=0.0,
-         int backlog=4096) -> None:
+         int backlog=4096, bint busy_poll=False) -> None:
     """A minimal compiled HTTP/1.1 server answering every request 200 with `body` (keep-alive), for --self-test;
     runs until killed (run it in a subprocess; Ctrl-C stops it within 0.1 s). With `stall_ms`, it stops
-    for that long once, after `stall_after` answers."""
+    for that long once, after `stall_after` answers; with `busy_poll`, it never sleeps."""
     cdef _Sink s = _Sink()
-    s.setup(host, port, body, stall_after, stall_ms, backlog)
+    s.setup(host, port, body, stall_after, stall_ms, backlog, busy_poll)
     s.serve()
