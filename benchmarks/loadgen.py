@@ -1,66 +1,20 @@
-"""Open-loop load generator: Poisson arrivals at a set rate, latency from the intended send time.
+"""Open-loop load for the benchmarks: Poisson arrivals at a set rate, latency from the intended send time, from
+the compiled generator behind `fastserve bench` (fastserve.bench.engine), with each request's outcome kept.
 
 Requests are sent when the schedule says, whether or not earlier ones have been answered (open loop), over a pool of
 keep-alive connections; when every connection is busy a request waits in the generator, and that wait counts in
-its latency, so queueing anywhere cannot hide (no coordinated omission). The generator spins on its own core between
-sends for microsecond timing, and reports its own send lag so one can see whether it kept up. Bounded in time and in
-request count; loopback only.
+its latency, so queueing anywhere cannot hide (no coordinated omission). The generator reports its own send lag so
+one can see whether it kept up. Bounded in time and in request count; loopback only.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import gc
-import time
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 LOOPBACK = "127.0.0.1"
-
-
-class _Conn(asyncio.Protocol):
-    def __init__(self, done: collections.deque[_Conn], on_answer) -> None:
-        self.transport: asyncio.Transport | None = None
-        self._buf = b""
-        self._free = done
-        self._on_answer = on_answer
-        self.index = -1
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def send(self, index: int, raw: bytes) -> None:
-        self.index = index
-        self.transport.write(raw)  # type: ignore[union-attr]
-
-    def data_received(self, data: bytes) -> None:
-        self._buf += data
-        while True:
-            end = self._buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self._buf[:end]
-            length = 0
-            pos = head.lower().find(b"content-length:")
-            if pos >= 0:
-                line_end = head.find(b"\r\n", pos)
-                length = int(head[pos + 15:line_end if line_end >= 0 else len(head)])
-            total = end + 4 + length
-            if len(self._buf) < total:
-                return
-            status = int(head[9:12])
-            self._buf = self._buf[total:]
-            index, self.index = self.index, -1
-            self._on_answer(self, index, status)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.index >= 0:
-            self._on_answer(self, self.index, 0)
-        self.transport = None
-        if self in self._free:  # closed by the server while idle (keep-alive or header timeout): not reusable
-            self._free.remove(self)
 
 
 @dataclass
@@ -109,75 +63,24 @@ class Run:
         }
 
 
-async def _open_loop(port: int, raws: list[bytes], rate: float, duration_s: float, max_requests: int,
-                     connections: int, timeout_s: float, seed: int) -> Run:
-    loop = asyncio.get_running_loop()
-    rng = np.random.default_rng(seed)
-    n = min(max_requests, int(rate * duration_s * 1.2) + 10)
-    intended = np.cumsum(rng.exponential(1.0 / rate, size=n))
-    n = int(np.searchsorted(intended, duration_s))
-    intended_ns = (intended[:n] * 1e9).astype(np.int64)
-    latency = np.zeros(n, dtype=np.int64)
-    status = np.zeros(n, dtype=np.int32)
-    lag = np.zeros(n, dtype=np.int64)
-    free: collections.deque[_Conn] = collections.deque()
-    backlog: collections.deque[int] = collections.deque()
-    clock = time.perf_counter_ns
-    pending = 0
-    t0 = 0
-
-    def send(conn: _Conn, i: int) -> None:
-        lag[i] = clock() - t0 - intended_ns[i]
-        conn.send(i, raws[i % len(raws)])
-
-    def on_answer(conn: _Conn, i: int, code: int) -> None:
-        nonlocal pending
-        latency[i] = clock() - t0 - intended_ns[i]
-        status[i] = code
-        pending -= 1
-        if conn.transport is None:
-            return
-        if backlog:
-            send(conn, backlog.popleft())
-        else:
-            free.append(conn)
-
-    for _ in range(connections):
-        _, proto = await loop.create_connection(lambda: _Conn(free, on_answer), LOOPBACK, port)
-        free.append(proto)
-    gc.freeze()  # a full collection over everything built so far would be a pause charged to the server
-    t0 = clock()
-    i = 0
-    while i < n:
-        now = clock() - t0
-        while i < n and intended_ns[i] <= now:
-            pending += 1
-            if free:
-                send(free.popleft(), i)
-            else:
-                backlog.append(i)
-            i += 1
-        await asyncio.sleep(0)  # let answers in; spins on this core for precise send times
-    deadline = clock() + int(timeout_s * 1e9)
-    while pending and clock() < deadline:
-        await asyncio.sleep(0.001)
-    elapsed = (clock() - t0) / 1e9
-    for conn in list(free):
-        if conn.transport is not None:
-            conn.transport.close()
-    gc.unfreeze()
-    unanswered = status == 0
-    latency[unanswered] = int(timeout_s * 1e9)
-    return Run(rate, n, latency / 1e3, status, lag / 1e3, max(duration_s, min(elapsed, duration_s + timeout_s)),
-               intended_ns / 1e9)
-
-
 def open_loop(port: int, raws: list[bytes], rate: float, duration_s: float = 3.0, max_requests: int = 200_000,
               connections: int = 256, timeout_s: float = 5.0, seed: int = 0) -> Run:
-    """One open-loop run at `rate` requests/s for `duration_s` (at most `max_requests`)."""
-    import uvloop
+    """One open-loop run at `rate` requests/s for `duration_s` (shortened to hold about `max_requests`); a request
+    unanswered after `timeout_s` counts as no answer (status 0)."""
+    from fastserve.bench.engine import run_trial
 
-    return uvloop.run(_open_loop(port, raws, rate, duration_s, max_requests, connections, timeout_s, seed))
+    duration_s = min(duration_s, max_requests / rate)
+    expected = rate * duration_s
+    record = int(expected + 10 * math.sqrt(expected)) + 100   # Poisson counts never reach past this
+    t = run_trial(LOOPBACK, port, raws, rate, duration_s, connections=connections, timeout_ms=timeout_s * 1e3,
+                  seed=seed, record=record)
+    r = t.records
+    assert r is not None
+    n = len(r["status"])
+    latency = np.where(r["latency_ns"] >= 0, r["latency_ns"], int(timeout_s * 1e9))
+    lag = np.where(r["send_lag_ns"] >= 0, r["send_lag_ns"], latency)
+    return Run(rate, n, latency / 1e3, r["status"].astype(np.int32), lag / 1e3, max(duration_s, t.elapsed_s),
+               r["intended_ns"] / 1e9)
 
 
 class RateSearch:

@@ -163,6 +163,24 @@ def test_a_stalled_server_shows_in_latencies_not_in_the_rate():
     assert trial.conn_wait.max >= 100 * MS  # the wait for a connection counted
 
 
+def test_records_keep_each_request_in_order_of_intended_time():
+    # the per-request outcomes the repository's benchmarks use for timelines: the requests due in the sink's
+    # 200 ms stall have latencies falling from ~200 ms as their intended times approach its end
+    rate = 2000
+    with sink(stall_after=600, stall_ms=200.0) as port:
+        trial = run_trial(LOOPBACK, port, [request()], rate, 1.0, poisson=False, connections=16, record=1500)
+    r = trial.records
+    assert r is not None and set(r) == {"intended_ns", "latency_ns", "status", "send_lag_ns"}
+    assert trial.sent == 2000 and all(len(a) == 1500 for a in r.values())  # only the first 1,500 kept
+    assert np.all(r["status"] == 200) and np.all(r["latency_ns"] > 0) and np.all(r["send_lag_ns"] >= 0)
+    assert np.all(np.diff(r["intended_ns"]) == MS // 2)  # evenly spaced, by request number
+    slow = np.flatnonzero(r["latency_ns"] > 50 * MS)
+    assert 80 <= len(slow) <= 500, len(slow)
+    worst = int(np.argmax(r["latency_ns"]))
+    assert slow[0] <= worst and r["latency_ns"][slow[-1]] < r["latency_ns"][worst]  # it falls after the stall
+    assert run_trial(LOOPBACK, free_port(), [request()], 100, 0.05).records is None  # none unless asked
+
+
 def test_answers_framed_every_way_http_allows():
     answers = {
         b"/length": [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"],
@@ -231,3 +249,5 @@ def test_arguments_checked():
         run_trial(LOOPBACK, 1, [], 10, 1)
     with pytest.raises(ValueError, match="rate"):
         run_trial(LOOPBACK, 1, [b"GET / HTTP/1.1\r\n\r\n"], 0, 1)
+    with pytest.raises(ValueError, match="record"):
+        run_trial(LOOPBACK, 1, [b"GET / HTTP/1.1\r\n\r\n"], 10, 1, record=-1)

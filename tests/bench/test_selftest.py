@@ -25,3 +25,5 @@ def test_search_reports_every_trial_and_the_ceiling_among_them():
     if passed:
         assert result["send_lag_p99_us"] < 10_000 and result["cpu_per_request_us"] > 0
     assert result["pinned"] == (result["generator_core"] is not None)
+    gaps = result["core_gaps"]  # what the machine takes from a thread spinning on the generator's core
+    assert 0 <= gaps["share"] < 1 and gaps["per_s"] >= 0 and 0 <= gaps["p50_us"] <= gaps["p99_us"] <= gaps["max_us"]

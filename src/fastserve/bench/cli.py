@@ -337,8 +337,12 @@ def _measure(args: argparse.Namespace, mode: str, runs: dict[str, Runner], crite
 
 
 def table_of_self_test(result: dict[str, Any]) -> str:
-    return "\n".join(f"{k:<24} {v:,.1f}" if isinstance(v, float) else f"{k:<24} {v}"
-                     for k, v in result.items() if k != "trials")
+    def shown(v: Any) -> str:
+        if isinstance(v, dict):
+            return "  ".join(f"{k} {shown(x)}" for k, x in v.items())
+        return f"{v:,.4g}" if isinstance(v, float) else str(v)
+
+    return "\n".join(f"{k:<24} {shown(v)}" for k, v in result.items() if k != "trials")
 
 
 def _report(args: argparse.Namespace, mode: str, measured: Measured, servers: dict[str, Any], settings: Settings,

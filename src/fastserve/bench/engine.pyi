@@ -1,3 +1,5 @@
+import numpy as np
+
 from fastserve.bench.histogram import Histogram
 from fastserve.bench.sink import sink as sink
 
@@ -18,14 +20,15 @@ class Trial:
     cpu_s: float               # this process's CPU during the trial
     spin_s: float              # of which busy-polling before intended sends
     cpu_wait_s: float          # time the generator was ready to run but other processes had its CPU (NaN: unknown)
+    records: dict[str, np.ndarray] | None  # with run_trial(record=N): intended_ns, latency_ns, status, send_lag_ns
     def __init__(self, *, offered_rate: float, duration_s: float, sent: int, written: int, answered: int,
                  statuses: dict[int, int], errors: dict[str, int], latency: Histogram, send_lag: Histogram,
                  conn_wait: Histogram, elapsed_s: float, cpu_s: float, spin_s: float,
-                 cpu_wait_s: float = ...) -> None: ...
+                 cpu_wait_s: float = ..., records: dict[str, np.ndarray] | None = ...) -> None: ...
     def achieved_rate(self) -> float: ...
     def reliable(self, bound_us: float = 100.0) -> bool: ...
     def busy_cpu_s(self) -> float: ...
 
 def run_trial(host: str, port: int, requests: list[bytes], rate: float, duration_s: float, *,
               connections: int = 64, poisson: bool = True, timeout_ms: float = 10_000.0, seed: int = 0,
-              max_in_flight: int | None = None) -> Trial: ...
+              max_in_flight: int | None = None, record: int = 0) -> Trial: ...

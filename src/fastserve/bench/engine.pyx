@@ -22,12 +22,14 @@ Linux only (epoll, epoll_pwait2): setup.py builds this module and the sink there
 
 import socket as pysocket
 
+import numpy as np
+
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.math cimport log
-from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 from fastserve.bench._net cimport *
@@ -86,6 +88,7 @@ cdef struct Conn:
     bint writing                # registered for EPOLLOUT: a request only partly written
     bint no_body                # the request is a HEAD: its answer has no body
     int64_t intended            # the request's intended send time
+    int64_t seq                 # and its number
     int64_t free_since          # when the connection came free (or connected) for it
     int64_t since               # when the connect began (a connect without a request times out too)
     const char* out
@@ -357,6 +360,14 @@ cdef class _Generator:
     cdef Histogram latency
     cdef Histogram send_lag
     cdef Histogram conn_wait
+    # with `record`: each request's outcome by number (intended send, latency from it, status, send lag), in numpy
+    # arrays kept alive by `records`
+    cdef Py_ssize_t n_record
+    cdef int64_t* rec_intended
+    cdef int64_t* rec_latency
+    cdef int32_t* rec_status
+    cdef int64_t* rec_lag
+    cdef object records
     cdef char* buffer
     cdef epoll_event events[MAX_EVENTS]
     cdef object pending_exception
@@ -402,9 +413,19 @@ cdef class _Generator:
             self.conns[i].head_cap = 0
 
     def setup(self, str host, int port, list requests, double rate, double duration_s, int connections,
-              bint poisson, double timeout_ms, uint64_t seed, max_in_flight):
+              bint poisson, double timeout_ms, uint64_t seed, max_in_flight, Py_ssize_t record):
         cdef Py_ssize_t i, total = 0, n = len(requests)
         cdef bytes raw
+        cdef int64_t[::1] intended, latency, lag
+        cdef int32_t[::1] status
+        if record > 0:
+            self.records = {"intended_ns": np.full(record, -1, np.int64), "latency_ns": np.full(record, -1, np.int64),
+                            "status": np.zeros(record, np.int32), "send_lag_ns": np.full(record, -1, np.int64)}
+            intended, latency = self.records["intended_ns"], self.records["latency_ns"]
+            status, lag = self.records["status"], self.records["send_lag_ns"]
+            self.rec_intended, self.rec_latency, self.rec_status, self.rec_lag = (
+                &intended[0], &latency[0], &status[0], &lag[0])
+            self.n_record = record
         family, _, _, _, resolved = pysocket.getaddrinfo(host, port, type=pysocket.SOCK_STREAM)[0]
         scope = resolved[3] if family == pysocket.AF_INET6 else 0
         self.address_len = fs_address(resolved[0].encode(), port, scope, &self.address)
@@ -552,12 +573,17 @@ cdef class _Generator:
             self.latency.add(now - c.intended)
         else:
             self.errors[error] += 1
+        if c.seq < self.n_record:
+            self.rec_latency[c.seq] = now - c.intended
+            self.rec_status[c.seq] = c.status if error < 0 else 0
         c.has_request = False
         self.on_wire -= 1
         self.last_done = now
 
-    cdef inline void fail_queued(self, int error, int64_t now) noexcept nogil:
+    cdef inline void fail_queued(self, int error, int64_t intended, int64_t seq, int64_t now) noexcept nogil:
         self.errors[error] += 1
+        if seq < self.n_record:
+            self.rec_latency[seq] = now - intended
         self.last_done = now
 
     cdef void assign(self, int i, int64_t intended, int64_t seq) noexcept nogil:
@@ -565,6 +591,7 @@ cdef class _Generator:
         cdef Py_ssize_t r = seq % self.n_requests
         c.has_request = True
         c.intended = intended
+        c.seq = seq
         c.out = self.data + self.offsets[r]
         c.out_left = self.lengths[r]
         c.no_body = self.heads[r]
@@ -584,6 +611,8 @@ cdef class _Generator:
             now = fs_now_ns()
             ready = c.intended if c.intended > c.free_since else c.free_since
             self.send_lag.add(now - ready)
+            if c.seq < self.n_record:
+                self.rec_lag[c.seq] = now - c.intended
             self.conn_wait.add(ready - c.intended)
             c.state = BUSY
             self.written += 1
@@ -616,7 +645,7 @@ cdef class _Generator:
             self.queue_head = (self.queue_head + 1) % self.queue_cap
             self.queue_len -= 1
             if now - intended[0] >= self.timeout_ns:
-                self.fail_queued(E_TIMEOUT, now)
+                self.fail_queued(E_TIMEOUT, intended[0], seq[0], now)
                 continue
             return True
         return False
@@ -669,10 +698,12 @@ cdef class _Generator:
         """Requests whose intended time has come join the queue (or are dropped past max_in_flight)."""
         while self.next_t <= now and self.next_t < self.end:
             self.scheduled += 1
+            if self.seq < self.n_record:
+                self.rec_intended[self.seq] = self.next_t - self.t0
             if self.max_in_flight and self.on_wire + self.queue_len >= self.max_in_flight:
-                self.fail_queued(E_DROPPED, now)
+                self.fail_queued(E_DROPPED, self.next_t, self.seq, now)
             elif self.enqueue(self.next_t, self.seq) != 0:
-                self.fail_queued(E_OTHER, now)
+                self.fail_queued(E_OTHER, self.next_t, self.seq, now)
             self.advance()
 
     cdef void dispatch(self, int64_t now) noexcept nogil:
@@ -892,7 +923,13 @@ cdef class _Generator:
                      answered=self.answered, statuses=statuses, errors=errors, latency=self.latency,
                      send_lag=self.send_lag, conn_wait=self.conn_wait,
                      elapsed_s=max(0, self.last_done - self.t0) / 1e9, cpu_s=(self.cpu1 - self.cpu0) / 1e9,
-                     spin_s=self.spin_ns / 1e9, cpu_wait_s=waited)
+                     spin_s=self.spin_ns / 1e9, cpu_wait_s=waited, records=self._records())
+
+    def _records(self):
+        if self.records is None:
+            return None
+        n = min(self.scheduled, self.n_record)
+        return {name: array[:n] for name, array in self.records.items()}
 
 
 def _cpu_wait_s():
@@ -909,7 +946,7 @@ class Trial:
     or counted in `errors` (sent == answered + sum(errors.values()))."""
 
     def __init__(self, *, offered_rate, duration_s, sent, written, answered, statuses, errors, latency, send_lag,
-                 conn_wait, elapsed_s, cpu_s, spin_s, cpu_wait_s=float("nan")):
+                 conn_wait, elapsed_s, cpu_s, spin_s, cpu_wait_s=float("nan"), records=None):
         self.offered_rate = offered_rate
         self.duration_s = duration_s
         self.sent = sent
@@ -924,6 +961,10 @@ class Trial:
         self.cpu_s = cpu_s
         self.spin_s = spin_s
         self.cpu_wait_s = cpu_wait_s
+        # with run_trial(record=N): the first N requests one by one, numpy arrays by request number:
+        # intended_ns (from the trial's start), latency_ns (from the intended time to the answer or the failure;
+        # -1 if neither came), status (0: no answer), send_lag_ns (write minus intended time; -1: never written)
+        self.records = records
 
     def achieved_rate(self) -> float:
         """Answers per second, from the first intended send to the last answer (or timeout)."""
@@ -945,14 +986,15 @@ class Trial:
 
 
 def run_trial(str host, int port, list requests, double rate, double duration_s, *, int connections=64,
-              bint poisson=True, double timeout_ms=10_000.0, seed=0, max_in_flight=None) -> Trial:
+              bint poisson=True, double timeout_ms=10_000.0, seed=0, max_in_flight=None, record=0) -> Trial:
     """Sends requests[i % len(requests)] (whole raw HTTP/1.1 requests, keep-alive) at `rate` per second for
     `duration_s`, open loop: request i is due at its intended time (Poisson arrivals, or evenly spaced with
     poisson=False) whether earlier ones were answered or not, and its latency runs from that time. Over at most
     `connections` connections, one request in flight on each; a due request with none free waits, and the wait
     counts. A request unanswered `timeout_ms` after its intended time counts as a "timeout" (its connection is
     closed); with `max_in_flight`, a request due while that many are waiting or on the wire is not sent and counts
-    as "dropped". Blocks until the last request is answered or timed out; the GIL is released meanwhile."""
+    as "dropped". With `record`, the first `record` requests' outcomes are also kept one by one (Trial.records).
+    Blocks until the last request is answered or timed out; the GIL is released meanwhile."""
     if not requests or not all(isinstance(r, bytes) and r for r in requests):
         raise ValueError("expected a non-empty list of non-empty raw requests (bytes)")
     if not rate > 0 or not duration_s >= 0:
@@ -961,7 +1003,35 @@ def run_trial(str host, int port, list requests, double rate, double duration_s,
         raise ValueError(f"expected connections >= 1 and timeout_ms > 0, got {connections} and {timeout_ms}")
     if max_in_flight is not None and max_in_flight < 1:
         raise ValueError(f"expected max_in_flight >= 1 or None, got {max_in_flight}")
+    if record < 0:
+        raise ValueError(f"expected record >= 0, got {record}")
     cdef _Generator g = _Generator()
     g.setup(host, port, requests, rate, duration_s, connections, poisson, timeout_ms, <uint64_t>seed,
-            max_in_flight)
+            max_in_flight, record)
     return g.trial(rate, duration_s)
+
+
+def machine_gaps(double seconds=1.0, double threshold_us=10.0):
+    """How often this thread, spinning on the clock with nothing else to do, loses its core for longer than
+    `threshold_us` (interrupts, the hypervisor, other tasks): {share: of the time lost in such gaps, per_s: gaps per
+    second, p50_us, p99_us, max_us: of the gaps}. A floor under any generator's send lag on this core: the requests
+    due in a gap, and those due while it catches up, wait."""
+    cdef int64_t t0, last, t, gap, lost = 0, n = 0
+    cdef int64_t limit = <int64_t>(threshold_us * 1e3)
+    cdef int64_t end
+    cdef Histogram gaps = Histogram()
+    with nogil:
+        t0 = last = fs_now_ns()
+        end = t0 + <int64_t>(seconds * 1e9)
+        while last < end:
+            t = fs_now_ns()
+            gap = t - last
+            last = t
+            if gap > limit:
+                lost += gap
+                n += 1
+                gaps.add(gap)
+    elapsed = (last - t0) / 1e9
+    return {"share": lost / 1e9 / elapsed, "per_s": n / elapsed,
+            "p50_us": gaps.percentile(50) / 1e3 if n else 0.0, "p99_us": gaps.percentile(99) / 1e3 if n else 0.0,
+            "max_us": gaps.max / 1e3 if n else 0.0}
