@@ -340,7 +340,9 @@ def table_of_self_test(result: dict[str, Any]) -> str:
     def shown(v: Any) -> str:
         if isinstance(v, dict):
             return "  ".join(f"{k} {shown(x)}" for k, x in v.items())
-        return f"{v:,.4g}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+        return str(v)
 
     return "\n".join(f"{k:<24} {shown(v)}" for k, v in result.items() if k != "trials")
 
