@@ -4,7 +4,10 @@ the compiled generator behind `fastserve bench` (fastserve.bench.engine), with e
 Requests are sent when the schedule says, whether or not earlier ones have been answered (open loop), over a pool of
 keep-alive connections; when every connection is busy a request waits in the generator, and that wait counts in
 its latency, so queueing anywhere cannot hide (no coordinated omission). The generator reports its own send lag so
-one can see whether it kept up. Bounded in time and in request count; loopback only.
+one can see whether it kept up. Each connection carries one request before a run begins (not counted): what a server
+does once per connection (an accept, a hand-over between processes) would otherwise be paid by the run's first
+requests, a share of a short run over many connections large enough to move its p99. Bounded in time and in request
+count; loopback only.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ def open_loop(port: int, raws: list[bytes], rate: float, duration_s: float = 3.0
     expected = rate * duration_s
     record = int(expected + 10 * math.sqrt(expected)) + 100   # Poisson counts never reach past this
     t = run_trial(LOOPBACK, port, raws, rate, duration_s, connections=connections, timeout_ms=timeout_s * 1e3,
-                  seed=seed, record=record)
+                  seed=seed, record=record, warm=True)
     r = t.records
     assert r is not None
     n = len(r["status"])

@@ -181,6 +181,29 @@ def test_records_keep_each_request_in_order_of_intended_time():
     assert run_trial(LOOPBACK, free_port(), [request()], 100, 0.05).records is None  # none unless asked
 
 
+def test_warm_up_keeps_each_connections_first_request_out_of_the_trial():
+    # A server slow on a connection's first request (as one that accepts at the first bytes and hands the connection
+    # to another process): with warm, that request is sent and answered before the trial, and counted nowhere.
+    seen = []
+
+    def handle(conn: socket.socket) -> None:
+        for k, _ in enumerate(read_requests(conn)):
+            seen.append(k)
+            if k == 0:
+                time.sleep(0.15)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    with python_server(handle) as port:
+        cold = run_trial(LOOPBACK, port, [request()], 200, 0.25, poisson=False, connections=4)
+        assert len(seen) == 50 and cold.latency.max >= 140 * MS  # the first requests paid for it
+        seen.clear()
+        warm = run_trial(LOOPBACK, port, [request()], 200, 0.25, poisson=False, connections=4, warm=True, record=60)
+    assert len(seen) == 54 and seen.count(0) == 4  # one more request a connection, before the trial
+    assert warm.sent == warm.answered == warm.written == warm.statuses[200] == warm.latency.count == 50
+    assert warm.latency.max < 100 * MS and no_errors(warm)
+    assert warm.records is not None and len(warm.records["status"]) == 50
+
+
 def test_answers_framed_every_way_http_allows():
     answers = {
         b"/length": [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"],

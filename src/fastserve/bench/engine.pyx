@@ -89,6 +89,7 @@ cdef struct Conn:
     bint no_body                # the request is a HEAD: its answer has no body
     int64_t intended            # the request's intended send time
     int64_t seq                 # and its number
+    bint warming                # the request is a warm-up one, sent before the trial and counted nowhere
     int64_t free_since          # when the connection came free (or connected) for it
     int64_t since               # when the connect began (a connect without a request times out too)
     const char* out
@@ -368,6 +369,8 @@ cdef class _Generator:
     cdef int32_t* rec_status
     cdef int64_t* rec_lag
     cdef object records
+    cdef bint warm                 # one request on each connection, answered before the trial begins
+    cdef int warm_left
     cdef char* buffer
     cdef epoll_event events[MAX_EVENTS]
     cdef object pending_exception
@@ -413,7 +416,7 @@ cdef class _Generator:
             self.conns[i].head_cap = 0
 
     def setup(self, str host, int port, list requests, double rate, double duration_s, int connections,
-              bint poisson, double timeout_ms, uint64_t seed, max_in_flight, Py_ssize_t record):
+              bint poisson, double timeout_ms, uint64_t seed, max_in_flight, Py_ssize_t record, bint warm):
         cdef Py_ssize_t i, total = 0, n = len(requests)
         cdef bytes raw
         cdef int64_t[::1] intended, latency, lag
@@ -470,6 +473,7 @@ cdef class _Generator:
         self.next_t = INT64_MAX                         # no arrival while the connections are opened
         self.timeout_ns = <int64_t>(timeout_ms * 1e6)
         self.max_in_flight = 0 if max_in_flight is None else max_in_flight
+        self.warm = warm
         self.latency = Histogram()
         self.send_lag = Histogram()
         self.conn_wait = Histogram()
@@ -567,6 +571,12 @@ cdef class _Generator:
     cdef void finish(self, int i, int error, int64_t now) noexcept nogil:
         """Request on `i` ends: answered (error < 0, with c.status) or failed."""
         cdef Conn* c = &self.conns[i]
+        if c.warming:
+            c.warming = False
+            c.has_request = False
+            self.on_wire -= 1
+            self.warm_left -= 1
+            return
         if error < 0:
             self.answered += 1
             self.statuses[c.status if 0 <= c.status < N_STATUS else 0] += 1
@@ -608,13 +618,14 @@ cdef class _Generator:
         cdef epoll_event ev
         cdef bint first = c.state == IDLE
         if first:
+            c.state = BUSY
+        if first and not c.warming:
             now = fs_now_ns()
             ready = c.intended if c.intended > c.free_since else c.free_since
             self.send_lag.add(now - ready)
             if c.seq < self.n_record:
                 self.rec_lag[c.seq] = now - c.intended
             self.conn_wait.add(ready - c.intended)
-            c.state = BUSY
             self.written += 1
         sent = send(c.fd, c.out, c.out_left, MSG_NOSIGNAL)
         if sent < 0:
@@ -853,6 +864,23 @@ cdef class _Generator:
                 if self.conns[i].state == CONNECTING:
                     waiting = True
                     break
+        if not self.warm:
+            return
+        # A server may do a connection's own work at its first request (an accept deferred to the first bytes, a
+        # hand-over between processes, a protocol built): done here, it is not counted in the first requests'
+        # latencies, which would weigh on the percentiles of a short trial over many connections.
+        now = fs_now_ns()
+        i = self.pop_free()
+        while i >= 0:
+            self.assign(i, now, i)   # requests[i % len(requests)]
+            self.conns[i].seq = INT64_MAX   # recorded nowhere
+            self.conns[i].warming = True
+            self.warm_left += 1
+            self.write(i)
+            i = self.pop_free()
+        while self.warm_left > 0 and fs_now_ns() < deadline:
+            self.poll(1_000_000)
+            self.sweep(fs_now_ns())
 
     cdef bint check_signals(self) noexcept with gil:
         try:
@@ -986,7 +1014,8 @@ class Trial:
 
 
 def run_trial(str host, int port, list requests, double rate, double duration_s, *, int connections=64,
-              bint poisson=True, double timeout_ms=10_000.0, seed=0, max_in_flight=None, record=0) -> Trial:
+              bint poisson=True, double timeout_ms=10_000.0, seed=0, max_in_flight=None, record=0,
+              bint warm=False) -> Trial:
     """Sends requests[i % len(requests)] (whole raw HTTP/1.1 requests, keep-alive) at `rate` per second for
     `duration_s`, open loop: request i is due at its intended time (Poisson arrivals, or evenly spaced with
     poisson=False) whether earlier ones were answered or not, and its latency runs from that time. Over at most
@@ -994,6 +1023,8 @@ def run_trial(str host, int port, list requests, double rate, double duration_s,
     counts. A request unanswered `timeout_ms` after its intended time counts as a "timeout" (its connection is
     closed); with `max_in_flight`, a request due while that many are waiting or on the wire is not sent and counts
     as "dropped". With `record`, the first `record` requests' outcomes are also kept one by one (Trial.records).
+    With `warm`, every connection first carries one request (the i-th carries requests[i % len(requests)]) answered before the trial begins and
+    counted nowhere: what a server does once per connection stays out of the trial.
     Blocks until the last request is answered or timed out; the GIL is released meanwhile."""
     if not requests or not all(isinstance(r, bytes) and r for r in requests):
         raise ValueError("expected a non-empty list of non-empty raw requests (bytes)")
@@ -1007,7 +1038,7 @@ def run_trial(str host, int port, list requests, double rate, double duration_s,
         raise ValueError(f"expected record >= 0, got {record}")
     cdef _Generator g = _Generator()
     g.setup(host, port, requests, rate, duration_s, connections, poisson, timeout_ms, <uint64_t>seed,
-            max_in_flight, record)
+            max_in_flight, record, warm)
     return g.trial(rate, duration_s)
 
 
