@@ -6,7 +6,8 @@ fastserve answering the same row with `churn`, each server pinned to core 0, the
   worker, one runtime thread, uvloop);
 - `compiled`: a connection protocol of our own in Cython on uvloop, httptools (llhttp) parsing, the answer written
   from the parser's last callback (`benchmarks/echo_protocol.pyx`, built here on first use with Cython);
-- `fastserve`: `fastserve serve models` answering the row with `churn` (the reference: what a real request costs).
+- `fastserve`: `fastserve serve models` answering the row with `churn` (the reference: what a real request costs);
+  `fastserve-compiled` the same on its compiled protocol (`--http compiled`).
 
 Per server, in alternating rounds: (1) saturation over 32 connections (every connection always busy: 32 closed-loop
 clients), its requests/s and the server's CPU per request (user + system, all threads and children); (2) the highest
@@ -49,7 +50,7 @@ from fastserve.bench.engine import run_trial
 
 SERVER_CORE, GENERATOR_CORE = 0, 1
 SLO_MS = 10.0
-SERVERS = ("asgi", "rsgi", "compiled", "fastserve")
+SERVERS = ("asgi", "rsgi", "compiled", "fastserve", "fastserve-compiled")
 BUILD = Path("/tmp/fastserve-bench-echo")
 
 
@@ -75,8 +76,9 @@ def build_compiled() -> Path:
 def start(name: str) -> Process:
     if name == "asgi":
         return start_echo(SERVER_CORE)
-    if name == "fastserve":
-        return start_fastserve(ROOT / "models", SERVER_CORE, "--poll-interval", "0")
+    if name.startswith("fastserve"):
+        http = "compiled" if name == "fastserve-compiled" else "asgi"
+        return start_fastserve(ROOT / "models", SERVER_CORE, "--poll-interval", "0", "--http", http)
     port = free_port()
     if name == "rsgi":
         cmd = [sys.executable, "-m", "granian", "--interface", "rsgi", "--host", LOOPBACK, "--port", str(port),

@@ -25,6 +25,11 @@ settings.register_profile("fastserve", suppress_health_check=[HealthCheck.too_sl
 settings.load_profile("fastserve")
 
 
+# Pooled connections idle for less than the server's keep-alive timeout (5 s): a connection the server is closing
+# for idleness is never picked for a request (the race every HTTP/1.1 client must leave to the server's side).
+CLIENT_LIMITS = httpx.Limits(keepalive_expiry=2.0)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,7 +97,7 @@ def server() -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=10.0) as c:
+    with httpx.Client(base_url=server.url, timeout=10.0, limits=CLIENT_LIMITS) as c:
         yield c
 
 

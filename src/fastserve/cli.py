@@ -65,9 +65,10 @@ def _serve(args: argparse.Namespace) -> int:
     sys.setswitchinterval(config.gil_switch_interval_s)
     app = create_app(config)
     server = build_server(app, config, loop, on_shutdown=app.begin_shutdown,
-                          stats=app.metrics.stats, admission=app.admission)
-    log.info("fastserve %s serving %s on http://%s:%d (loop=%s, http=httptools)", fastserve.__version__,
-             config.models_dir.resolve(), config.host, config.port, loop)
+                          stats=app.metrics.stats, admission=app.admission, http=args.http)
+    log.info("fastserve %s serving %s on http://%s:%d (loop=%s, http=%s)", fastserve.__version__,
+             config.models_dir.resolve(), config.host, config.port, loop,
+             "uvicorn's httptools protocol" if args.http == "asgi" else "the compiled protocol")
     server.run()
     return 0
 
@@ -179,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bytes/s a request body must average (default: %(default)s)")
     serve.add_argument("--max-header-bytes", type=int, default=limits.max_header_bytes,
                        help="request line and headers, in bytes; over it: 431 (default: %(default)s)")
+    serve.add_argument("--http", choices=("asgi", "compiled"), default=os.environ.get("FASTSERVE_HTTP", "asgi"),
+                       help="the connection protocol: uvicorn's, extended (asgi, the default; $FASTSERVE_HTTP sets "
+                            "another), or fastserve's own compiled one (compiled: its first step, the app still an "
+                            "ASGI task per request)")
     serve.add_argument("--no-door-process", dest="door_process", action="store_false",
                        help="accept connections in the serving process itself, instead of a process of their own "
                        "that holds each until its first request's headers are in (the default where Unix sockets "

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests.conftest import MODELS, Server, start_server
+from tests.conftest import CLIENT_LIMITS, MODELS, Server, start_server
 from tests.fuzz import targets
 from tests.fuzz.conftest import fuzz_settings
 
@@ -32,7 +32,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def client(fuzzed: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=fuzzed.url, timeout=10.0) as c:
+    with httpx.Client(base_url=fuzzed.url, timeout=10.0, limits=CLIENT_LIMITS) as c:
         yield c
 
 

@@ -105,6 +105,33 @@ def _headers_too_large(limits: ConnectionLimits) -> tuple[str, bytes]:
                    f"{limits.max_header_bytes} bytes or {limits.max_headers} headers")
 
 
+def rest_too_long(headers: list[tuple[bytes, bytes]], body_bytes: int) -> bool:
+    """Whether what is still to come of a request's body (`body_bytes` read) is over READ_PAST_BYTES, or not known
+    (chunked)."""
+    length, chunked = None, False
+    for name, value in headers:
+        if name == b"content-length":
+            length = value
+        elif name == b"transfer-encoding":
+            chunked = True
+    if length is None:
+        return chunked
+    try:
+        return int(length) - body_bytes > READ_PAST_BYTES
+    except ValueError:
+        return True
+
+
+def overdue(limits: ConnectionLimits, phase: int, elapsed: float, body_bytes: int) -> tuple[str, bytes] | None:
+    """The answer that closes a connection whose client is too slow (in `phase` for `elapsed` s), else None."""
+    if phase == HEADERS and elapsed > limits.header_timeout_s:
+        return _headers_overdue(limits.header_timeout_s)
+    if phase == BODY and elapsed > limits.header_timeout_s and body_bytes < limits.min_body_rate * elapsed:
+        return refusal(408, "request_timeout", f"request body arriving at {body_bytes / elapsed:.0f} bytes/s, under "
+                       f"the minimum of {limits.min_body_rate:g}")
+    return None
+
+
 def _raw_header_limit(limits: ConnectionLimits) -> int:
     return raw_header_limit(limits.max_header_bytes, limits.max_headers)
 
@@ -366,19 +393,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             super().on_response_complete()
 
     def _rest_too_long(self) -> bool:
-        """Whether what is still to come of the request's body is over READ_PAST_BYTES, or not known (chunked)."""
-        length, chunked = None, False
-        for name, value in self.headers:
-            if name == b"content-length":
-                length = value
-            elif name == b"transfer-encoding":
-                chunked = True
-        if length is None:
-            return chunked
-        try:
-            return int(length) - self.body_bytes > READ_PAST_BYTES
-        except ValueError:
-            return True
+        return rest_too_long(self.headers, self.body_bytes)
 
     def _release(self, seconds: float | None) -> None:
         gate, self.gate = self.gate, None
@@ -410,16 +425,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             cycle.keep_alive = False
 
     def overdue(self, now: float) -> tuple[str, bytes] | None:
-        """The answer that closes this connection when its client is too slow, else None."""
-        elapsed = now - self.phase_started
-        limits = self.limits
-        if self.phase == HEADERS and elapsed > limits.header_timeout_s:
-            return _headers_overdue(limits.header_timeout_s)
-        if self.phase == BODY and elapsed > limits.header_timeout_s \
-                and self.body_bytes < limits.min_body_rate * elapsed:
-            return refusal(408, "request_timeout", f"request body arriving at {self.body_bytes / elapsed:.0f} "
-                           f"bytes/s, under the minimum of {limits.min_body_rate:g}")
-        return None
+        return overdue(self.limits, self.phase, now - self.phase_started, self.body_bytes)
 
 
 class Doorman(asyncio.Protocol):
@@ -547,7 +553,7 @@ class Server(uvicorn.Server):
     def _door_protocol(self, head: bytes, waiting: int) -> asyncio.Protocol:
         protocol = self.full(config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
         protocol.head, protocol.door_waiting = head, waiting
-        protocol.stats.waiting_at_door = waiting  # fresher than the door's report each second
+        self.full.stats.waiting_at_door = waiting  # fresher than the door's report each second
         return protocol
 
     def _door_counts(self, waiting: int, refused: dict[str, int]) -> None:
@@ -611,8 +617,9 @@ class Server(uvicorn.Server):
             await asyncio.sleep(_SWEEP_S)
             now = time.monotonic()
             looked = 0
+            connection: Any  # this protocol, the compiled one (http/_protocol.pyx), a Doorman
             for connection in list(self.server_state.connections):
-                if isinstance(connection, (LimitedHttpToolsProtocol, Doorman)):
+                if hasattr(connection, "overdue"):
                     answer = connection.overdue(now)
                     looked += 1
                     if answer is not None:
@@ -628,9 +635,9 @@ class Server(uvicorn.Server):
         """Set each gate's count from the connections that hold one of its requests: whatever path a request
         takes out of the server, a place it held cannot stay taken for longer than a sweep."""
         held: dict[int, int] = {}
+        connection: Any
         for connection in self.server_state.connections:
-            if isinstance(connection, LimitedHttpToolsProtocol) and connection.gate is not None \
-                    and connection.admitted_at:
+            if getattr(connection, "gate", None) is not None and connection.admitted_at:
                 held[id(connection.gate)] = held.get(id(connection.gate), 0) + 1
         for gate in self._admission.gates.values():  # type: ignore[union-attr]
             counted = held.get(id(gate), 0)
@@ -649,11 +656,20 @@ class Server(uvicorn.Server):
 
 
 def build_server(app: Any, config: ServerConfig, loop: str, on_shutdown: Any, stats: RequestStats,
-                 admission: Admission | None) -> Server:
+                 admission: Admission | None, http: str = "asgi") -> Server:
+    """The server, its connections on uvicorn's protocol extended here (`asgi`), or on fastserve's own compiled
+    protocol (`compiled`, http/_protocol.pyx)."""
     limits = config.limits
-    protocol = type("FastserveHttpProtocol", (LimitedHttpToolsProtocol,),
-                    {"limits": limits, "max_body_bytes": config.max_body_bytes, "stats": stats,
-                     "refused_counts": stats.connections_refused, "admission": admission})
+    protocol: Any
+    if http == "compiled":
+        from fastserve.http._protocol import Settings
+
+        protocol = Settings(app, limits, config.max_body_bytes, stats, stats.connections_refused, admission,
+                            limits.keep_alive_timeout_s)
+    else:
+        protocol = type("FastserveHttpProtocol", (LimitedHttpToolsProtocol,),
+                        {"limits": limits, "max_body_bytes": config.max_body_bytes, "stats": stats,
+                         "refused_counts": stats.connections_refused, "admission": admission})
     door = config.door_process and door_supported()
     if config.door_process and not door:
         log.info("no door process on this platform (it needs Linux's Unix sequenced-packet sockets): the serving "

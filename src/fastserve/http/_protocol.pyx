@@ -1,0 +1,571 @@
+# cython: language_level=3
+"""fastserve's own HTTP/1.1 connection protocol, compiled (`fastserve serve --http compiled`): httptools (llhttp)
+parses; the request's ASGI cycle runs with no uvicorn RequestResponseCycle between the parser and the app (its body
+handed over whole, its answer framed and written here); the limits of http/protocol.py kept (header bytes and count,
+body size and parts, the connection limit, admission at the headers, the sweep's deadlines, lingering closes,
+draining at SIGTERM).
+
+This is the first step of the compiled request path: the app still runs as an ASGI task per request. The uvicorn
+protocol (`--http asgi`) stays the default until this one serves every behaviour the tests pin.
+"""
+
+import asyncio
+import http
+import time
+from collections import deque
+
+import httptools
+
+from fastserve.http.protocol import (
+    FREE_PARTS,
+    MIN_PART_BYTES,
+    Lingering,
+    _answer,
+    _headers_too_large,
+    _parts_too_small,
+    _raw_header_limit,
+    overdue,
+    refusal,
+    rest_too_long,
+)
+
+cdef enum:  # the phases of http/protocol.py: what the connection waits for from its client
+    IDLE = 0
+    HEADERS = 1
+    BODY = 2
+
+
+cdef dict _STATUS_LINES = {}
+for _status in http.HTTPStatus:
+    _STATUS_LINES[_status.value] = f"HTTP/1.1 {_status.value} {_status.phrase}\r\n".encode()
+
+
+cdef bytes _status_line(int status):
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else f"HTTP/1.1 {status} \r\n".encode()
+
+
+cdef bytes _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+cdef bytes _DATE = b""
+cdef double _DATE_AT = 0.0
+
+
+cdef bytes _date_line():
+    # one formatted Date a second, as uvicorn does
+    global _DATE, _DATE_AT
+    cdef double now = time.time()
+    if now - _DATE_AT >= 1.0:
+        _DATE_AT = now
+        _DATE = b"date: " + time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode() + b"\r\n"
+    return _DATE
+
+
+class Settings:
+    """What every connection of a server shares: set once by `build_server`."""
+
+    def __init__(self, app, limits, max_body_bytes, stats, refused_counts, admission, keep_alive_s, root_path=""):
+        self.app = app
+        self.limits = limits
+        self.max_body_bytes = max_body_bytes
+        self.stats = stats
+        self.refused_counts = refused_counts
+        self.admission = admission
+        self.keep_alive_s = keep_alive_s
+        self.root_path = root_path
+        self.draining = False  # from the listeners' close at SIGTERM: every answer closes its connection
+        self.raw_header_limit = _raw_header_limit(limits)
+
+    def __call__(self, config=None, server_state=None, app_state=None, _loop=None):
+        """A new connection's protocol, made as uvicorn makes its own."""
+        return HttpConnection(self, config, server_state, app_state, _loop)
+
+
+cdef class Cycle:
+    """One request, from its parsed head and whole body to its answer: the ASGI receive and send of its app task."""
+
+    cdef HttpConnection conn
+    cdef public dict scope
+    cdef list parts        # the body as read so far
+    cdef Py_ssize_t size
+    cdef bint body_done    # read whole (or past the limit: what came is handed over, the app refuses it)
+    cdef bint body_given
+    cdef bint expect_continue
+    cdef object body_ready # a future the app waits on for a body still coming
+    cdef public bint started
+    cdef public bint complete
+    cdef public bint keep_alive
+    cdef bint chunked
+    cdef bint head_only
+    cdef object disconnected  # an asyncio.Event, made only when the app waits past its body
+    cdef bytes head  # the answer's head, written with the first part of its body: one write (a system call) each
+
+    def __cinit__(self, HttpConnection conn, dict scope, bint keep_alive, bint expect_continue):
+        self.conn = conn
+        self.scope = scope
+        self.parts = []
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.head_only = scope["method"] == "HEAD"
+
+    cdef add(self, bytes part, Py_ssize_t limit):
+        """Part of the body; past `limit` the body so far is handed over as whole (the app refuses it)."""
+        if self.body_done:
+            return
+        self.parts.append(part)
+        self.size += len(part)
+        if self.size > limit:
+            self.keep_alive = False  # the rest is not read: the connection closes after the answer
+            self.done()
+
+    cdef done(self):
+        if not self.body_done:
+            self.body_done = True
+            if self.body_ready is not None and not self.body_ready.done():
+                self.body_ready.set_result(None)
+
+    async def receive(self):
+        if not self.body_given:
+            if not self.body_done:
+                if self.expect_continue and not self.started:
+                    self.expect_continue = False
+                    self.conn.write(_CONTINUE)
+                self.body_ready = self.conn.loop.create_future()
+                await self.body_ready
+                if not self.body_done:  # the connection was lost meanwhile
+                    return {"type": "http.disconnect"}
+            self.body_given = True
+            body = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+            self.parts = []
+            return {"type": "http.request", "body": body, "more_body": False}
+        if self.conn.transport is None or self.complete:
+            return {"type": "http.disconnect"}
+        if self.disconnected is None:
+            self.disconnected = asyncio.Event()
+        await self.disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    def lost(self):
+        if self.disconnected is not None:
+            self.disconnected.set()
+        if self.body_ready is not None and not self.body_ready.done():
+            self.body_ready.set_result(None)
+
+    async def send(self, dict message):
+        cdef str kind = message["type"]
+        cdef list parts
+        cdef bytes name, value, lower
+        cdef object length = None
+        if kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("the response has started already")
+            self.started = True
+            parts = [_status_line(message["status"]), _date_line()]
+            for name, value in message.get("headers", ()):
+                lower = name.lower()
+                if lower == b"content-length":
+                    length = value
+                elif lower == b"connection" and value.lower() == b"close":
+                    self.keep_alive = False
+                parts.append(name + b": " + value + b"\r\n")
+            # Answered before its body was read whole: kept only where the rest is short enough to read past.
+            if self.conn.settings.draining or (not self.body_done and self.conn._rest_too_long()):
+                self.keep_alive = False
+            if length is None and not self.head_only and message["status"] not in (204, 304):
+                self.chunked = True
+                parts.append(b"transfer-encoding: chunked\r\n")
+            if not self.keep_alive:
+                parts.append(b"connection: close\r\n")
+            parts.append(b"\r\n")
+            self.head = b"".join(parts)
+            return
+        if kind == "http.response.body":
+            if not self.started:
+                raise RuntimeError("a response body before its start")
+            if self.complete:
+                return
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if self.head_only:
+                body = b""
+            if self.chunked:
+                if body:
+                    body = f"{len(body):x}\r\n".encode() + body + b"\r\n"
+                if not more:
+                    body += b"0\r\n\r\n"
+            if self.head is not None:
+                body, self.head = self.head + body, None
+            if body:
+                self.conn.write(body)
+            if not more:
+                self.complete = True
+                self.conn.answered(self)
+            return
+        raise RuntimeError(f"unexpected ASGI message {kind!r}")
+
+
+cdef class HttpConnection:
+    """One client connection, made by its server's `Settings` as uvicorn makes its protocols."""
+
+    cdef public object settings
+    cdef public object transport
+    cdef object parser
+    cdef object loop
+    cdef object server_state
+    cdef object app_state
+    cdef public set connections
+    cdef public bytes head  # what the door process read of the connection before passing it
+    cdef object server_address
+    cdef object client_address
+    cdef public int door_waiting
+    # the request being read
+    cdef object url
+    cdef list headers
+    cdef Cycle reading  # the request whose body is being read (None after a shed or refused head)
+    cdef Py_ssize_t body_bytes
+    cdef Py_ssize_t body_parts_n
+    cdef Py_ssize_t header_bytes
+    cdef int header_count
+    cdef Py_ssize_t header_bytes_read
+    cdef Py_ssize_t read_parsed
+    cdef bint expect_continue
+    cdef public int phase
+    cdef public double phase_started
+    cdef bint over_capacity
+    cdef object refused  # set by a parser callback that stops the parse
+    cdef public object gate
+    cdef public double admitted_at
+    cdef bint shed
+    cdef int unanswered
+    # the request being answered, and those pipelined behind it
+    cdef public Cycle cycle
+    cdef object pending  # deque of Cycle
+    cdef object task_done
+    cdef object keep_alive_timer
+    cdef public object lingering
+    cdef bint reading_paused
+
+    def __init__(self, settings, config=None, server_state=None, app_state=None, _loop=None):
+        self.settings = settings
+        self.server_state = server_state
+        self.app_state = app_state
+        self.connections = server_state.connections
+        self.loop = _loop or asyncio.get_event_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.head = b""
+        self.pending = deque()
+        self.headers = []
+        self.phase = HEADERS
+        self.phase_started = time.monotonic()
+        self.task_done = self._task_done
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        server, client = transport.get_extra_info("sockname"), transport.get_extra_info("peername")
+        self.server_address = tuple(server[:2]) if isinstance(server, tuple) else None
+        self.client_address = tuple(client[:2]) if isinstance(client, tuple) else None
+        self.connections.add(self)
+        self.over_capacity = self.open_connections() > self.settings.limits.max_connections
+        if self.head:
+            self.data_received(self.head)
+
+    def connection_lost(self, exc):
+        self.connections.discard(self)
+        if self.lingering is not None:
+            self.lingering.end()
+        self._forget()
+        self._cancel_keep_alive()
+        if self.cycle is not None:
+            self.cycle.lost()
+        for cycle in self.pending:
+            (<Cycle>cycle).lost()
+        self.transport = None
+
+    def eof_received(self):
+        pass
+
+    def pause_writing(self):
+        pass
+
+    def resume_writing(self):
+        pass
+
+    def open_connections(self):
+        return len(self.connections) + self.door_waiting
+
+    def data_received(self, bytes data):
+        if self.lingering is not None:
+            self.lingering.heard_from()
+            return
+        self._cancel_keep_alive()
+        self.read_parsed = 0
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.refuse(refusal(400, "bad_request", "protocol upgrades are not supported"))
+            return
+        except httptools.HttpParserError as exc:
+            import traceback; traceback.print_exception(exc.__context__ or exc)
+            self.refuse(self.refused or refusal(400, "bad_request", f"invalid HTTP request: {exc}"))
+            return
+        if self.phase == HEADERS and self.lingering is None:
+            self.header_bytes_read = max(self.header_bytes_read, -len(data)) + len(data)
+            if self.header_bytes_read > self.settings.raw_header_limit:
+                self.refuse(_headers_too_large(self.settings.limits))
+
+    # --- the parser's callbacks ---------------------------------------------------------------------------------
+
+    def on_message_begin(self):
+        if self.lingering is not None:
+            raise ValueError("lingering")
+        self.url = None
+        self.headers = []
+        self.reading = None
+        self.body_bytes = self.body_parts_n = 0
+        self.expect_continue = self.shed = False
+        self.phase, self.phase_started = HEADERS, time.monotonic()
+        self.header_bytes = self.header_count = 0
+        self.header_bytes_read = -self.read_parsed
+
+    def on_url(self, bytes url):
+        self._count_header(len(url))
+        self.url = url if self.url is None else self.url + url
+
+    def on_header(self, bytes name, bytes value):
+        self.header_count += 1
+        self.read_parsed += 8
+        self._count_header(len(name) + len(value))
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_continue = True
+        self.headers.append((name, value))
+
+    cdef _count_header(self, Py_ssize_t size):
+        self.header_bytes += size
+        self.read_parsed += size
+        limits = self.settings.limits
+        if self.header_bytes > limits.max_header_bytes or self.header_count > limits.max_headers:
+            self.refused = _headers_too_large(limits)
+            raise ValueError("headers over the limit")
+
+    def on_headers_complete(self):
+        settings = self.settings
+        if self.over_capacity:
+            self.refused = refusal(503, "too_many_connections", f"the server has {self.open_connections()} open "
+                                   "connections, over its limit; try again shortly", retry_after=1)
+            raise ValueError("over capacity")
+        self.phase, self.phase_started = BODY, time.monotonic()
+        admission = settings.admission
+        # (before the body's size: an overloaded model refuses at the headers whatever is to come)
+        if admission is not None and self.cycle is None:
+            found = admission.gate(self.url)
+            if found is not None:
+                gate, v2 = found
+                if gate.full():
+                    self.shed = True
+                    close = self.expect_continue or settings.draining or self._rest_too_long()
+                    self.write(gate.answer(v2, close))
+                    if close:
+                        self.close()
+                    return
+                self.gate = gate
+        # The app starts now (its body comes whole through `receive`), as a request in flight from its headers.
+        self.unanswered += 1
+        settings.stats.received += 1
+        cycle = self.reading = Cycle(self, self._scope(), self.parser.should_keep_alive() and not settings.draining,
+                                     self.expect_continue)
+        if self.cycle is None:
+            self._start(cycle)
+        else:  # pipelined: answered in order, reading paused until it is its turn
+            self.pending.append(cycle)
+            if not self.reading_paused:
+                self.reading_paused = True
+                self.transport.pause_reading()
+
+    def on_body(self, bytes body):
+        self.body_bytes += len(body)
+        self.read_parsed += len(body) + 24
+        self.body_parts_n += 1
+        if self.body_parts_n > FREE_PARTS and self.body_parts_n * MIN_PART_BYTES > self.body_bytes:
+            self.refused = _parts_too_small()
+            raise ValueError("body parts too small")
+        if self.reading is not None:
+            self.reading.add(body, self.settings.max_body_bytes)
+
+    def on_message_complete(self):
+        self.read_parsed += 64
+        self.phase = IDLE
+        if self.lingering is not None:
+            return
+        if self.gate is not None and not self.admitted_at:
+            self.gate.in_flight += 1
+            self.admitted_at = time.monotonic()
+        if self.shed:
+            self.shed = False
+            if not self.parser.should_keep_alive():
+                self.close()
+            else:
+                self._next()
+            return
+        if self.reading is not None:
+            self.reading.done()
+            self.reading = None
+        if self.cycle is None and not self.pending and self.transport is not None:
+            self._next()  # answered before its body was read past: now idle, on the keep-alive timer
+
+    cdef dict _scope(self):
+        parsed = httptools.parse_url(self.url)
+        path = parsed.path.decode("utf-8", "surrogateescape")
+        if "%" in path:
+            from urllib.parse import unquote
+            path = unquote(path)
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": self.parser.get_http_version(),
+            "server": self.server_address,
+            "client": self.client_address,
+            "scheme": "http",
+            "method": self.parser.get_method().decode("ascii"),
+            "root_path": self.settings.root_path,
+            "path": path,
+            "raw_path": parsed.path,
+            "query_string": parsed.query or b"",
+            "headers": self.headers,
+            "state": dict(self.app_state) if self.app_state else {},
+        }
+
+    # --- answers -------------------------------------------------------------------------------------------------
+
+    cdef _start(self, Cycle cycle):
+        self.cycle = cycle
+        task = self.loop.create_task(self._run(cycle))
+        self.server_state.tasks.add(task)
+        task.add_done_callback(self.task_done)
+
+    def _task_done(self, task):
+        self.server_state.tasks.discard(task)
+
+    async def _run(self, Cycle cycle):
+        try:
+            await self.settings.app(cycle.scope, cycle.receive, cycle.send)
+        except BaseException as exc:
+            import logging
+            logging.getLogger("fastserve.http").error("exception in the ASGI application", exc_info=exc)
+            if not cycle.started:
+                await cycle.send({"type": "http.response.start", "status": 500,
+                                  "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                              (b"content-length", b"21")]})
+                await cycle.send({"type": "http.response.body", "body": b"Internal Server Error"})
+            elif not cycle.complete:
+                cycle.keep_alive = False
+                self.close()
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if not cycle.started and self.transport is not None:
+                cycle.keep_alive = False
+                await cycle.send({"type": "http.response.start", "status": 500,
+                                  "headers": [(b"content-length", b"0")]})
+                await cycle.send({"type": "http.response.body", "body": b""})
+            elif not cycle.complete and self.transport is not None:
+                cycle.keep_alive = False
+                self.close()
+
+    cdef write(self, bytes data):
+        if self.transport is not None and self.lingering is None:
+            self.transport.write(data)
+
+    cdef answered(self, Cycle cycle):
+        """The cycle's answer is out: the next pipelined request, or keep-alive, or the close."""
+        if self.gate is not None:
+            self._release(time.monotonic() - self.admitted_at)
+        if self.unanswered:
+            self.unanswered -= 1
+            self.settings.stats.received -= 1
+        self.cycle = None
+        if self.transport is None:
+            return
+        if not cycle.keep_alive:
+            self.close()
+            return
+        if not cycle.body_done and self._rest_too_long():  # answered early; too much of its body still to come
+            self._linger()
+            return
+        self._next()
+
+    cdef _next(self):
+        if self.pending:
+            self._start(self.pending.popleft())
+            if not self.pending and self.reading_paused:
+                self.reading_paused = False
+                self.transport.resume_reading()
+            return
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        if self.phase == IDLE:
+            self.keep_alive_timer = self.loop.call_later(self.settings.keep_alive_s, self._keep_alive_over)
+
+    def _keep_alive_over(self):
+        self.keep_alive_timer = None
+        if self.transport is not None and self.cycle is None and self.phase == IDLE:
+            self.transport.close()
+
+    cdef _cancel_keep_alive(self):
+        if self.keep_alive_timer is not None:
+            self.keep_alive_timer.cancel()
+            self.keep_alive_timer = None
+
+    cdef bint _rest_too_long(self):
+        return rest_too_long(self.headers, self.body_bytes)
+
+    # --- closes --------------------------------------------------------------------------------------------------
+
+    def refuse(self, answer):
+        """Answer and close a connection whose request has not been read whole."""
+        if self.transport is not None and self.lingering is None \
+                and _answer(self.transport, self.settings.refused_counts, answer):
+            self._linger()
+
+    def close(self):
+        if self.transport is None or self.transport.is_closing() or self.lingering is not None:
+            return
+        if self.phase == IDLE:
+            self.transport.close()
+        else:
+            self._linger()
+
+    cdef _linger(self):
+        self.phase = IDLE
+        self.lingering = Lingering(self.transport)
+        self._forget()
+        self.pending.clear()
+        if self.cycle is not None:
+            self.cycle.lost()
+
+    cdef _release(self, seconds):
+        gate, self.gate = self.gate, None
+        if self.admitted_at:
+            self.admitted_at = 0.0
+            gate.release(seconds)
+
+    cdef _forget(self):
+        if self.gate is not None:
+            self._release(None)
+        self.settings.stats.received -= self.unanswered
+        self.unanswered = 0
+
+    def shutdown(self):
+        """At SIGTERM (uvicorn's Server.shutdown): the request under way closes its connection once answered; an
+        idle connection is left to its keep-alive timer, so a client sending on it meanwhile is answered."""
+        if self.cycle is not None:
+            self.cycle.keep_alive = False
+        for cycle in self.pending:
+            cycle.keep_alive = False
+
+    def overdue(self, double now):
+        if self.lingering is not None or self.transport is None:
+            return None
+        return overdue(self.settings.limits, self.phase, now - self.phase_started, self.body_bytes)
