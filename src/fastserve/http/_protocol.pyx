@@ -16,6 +16,8 @@ from collections import deque
 
 import httptools
 
+from fastserve.http.predict import predict_target
+from fastserve.http.v2 import infer_target
 from fastserve.http.protocol import (
     FREE_PARTS,
     MIN_PART_BYTES,
@@ -98,6 +100,8 @@ cdef class Cycle:
     cdef bint head_only
     cdef object disconnected  # an asyncio.Event, made only when the app waits past its body
     cdef bytes head  # the answer's head, written with the first part of its body: one write (a system call) each
+    cdef object coro    # on the prediction routes: the app's coroutine, stepped here, no Task
+    cdef object wakeup  # self._wakeup, bound once
 
     def __cinit__(self, HttpConnection conn, dict scope, bint keep_alive, bint expect_continue):
         self.conn = conn
@@ -143,6 +147,27 @@ cdef class Cycle:
             self.disconnected = asyncio.Event()
         await self.disconnected.wait()
         return {"type": "http.disconnect"}
+
+    cdef step(self):
+        """Runs the coroutine until it waits; what it waits on wakes it: a Task's work, without the Task."""
+        try:
+            waited = self.coro.send(None)
+        except StopIteration:
+            self.coro = None
+            return
+        except BaseException:
+            self.coro = None
+            raise
+        if waited is None:  # a bare yield (asyncio.sleep(0)): again on the loop's next turn
+            self.conn.loop.call_soon(self.wakeup, None)
+        elif getattr(waited, "_asyncio_future_blocking", False):
+            waited._asyncio_future_blocking = False
+            waited.add_done_callback(self.wakeup)
+        else:
+            self.coro.throw(RuntimeError(f"a request's coroutine yielded {waited!r}, not a future"))
+
+    def _wakeup(self, future):
+        self.step()
 
     def lost(self):
         if self.disconnected is not None:
@@ -243,6 +268,7 @@ cdef class HttpConnection:
     cdef object keep_alive_timer
     cdef public object lingering
     cdef bint reading_paused
+    cdef Cycle deferred  # a request whose headers this read brought: it starts once the read is parsed
 
     def __init__(self, settings, config=None, server_state=None, app_state=None, _loop=None):
         self.settings = settings
@@ -303,12 +329,17 @@ cdef class HttpConnection:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
+            self.deferred = None
             self.refuse(refusal(400, "bad_request", "protocol upgrades are not supported"))
             return
         except httptools.HttpParserError as exc:
-            import traceback; traceback.print_exception(exc.__context__ or exc)
+            self.deferred = None
             self.refuse(self.refused or refusal(400, "bad_request", f"invalid HTTP request: {exc}"))
             return
+        if self.deferred is not None:
+            # Started once the read is parsed: a request whose body came in the same read is answered at once.
+            cycle, self.deferred = self.deferred, None
+            self._run_cycle(cycle)
         if self.phase == HEADERS and self.lingering is None:
             self.header_bytes_read = max(self.header_bytes_read, -len(data)) + len(data)
             if self.header_bytes_read > self.settings.raw_header_limit:
@@ -376,7 +407,7 @@ cdef class HttpConnection:
         cycle = self.reading = Cycle(self, self._scope(), self.parser.should_keep_alive() and not settings.draining,
                                      self.expect_continue)
         if self.cycle is None:
-            self._start(cycle)
+            self.cycle = self.deferred = cycle
         else:  # pipelined: answered in order, reading paused until it is its turn
             self.pending.append(cycle)
             if not self.reading_paused:
@@ -440,7 +471,18 @@ cdef class HttpConnection:
 
     cdef _start(self, Cycle cycle):
         self.cycle = cycle
-        task = self.loop.create_task(self._run(cycle))
+        self._run_cycle(cycle)
+
+    cdef _run_cycle(self, Cycle cycle):
+        path = cycle.scope["path"]
+        if predict_target(path) is not None or infer_target(path) is not None:
+            cycle.coro = self._run(cycle)
+            cycle.wakeup = cycle._wakeup
+            # First run after the loop has read every connection ready now, as a Task's would: requests that came
+            # together are counted before any runs, and batch (one run alone each would cost more).
+            self.loop.call_soon(cycle.wakeup, None)
+            return
+        task = self.loop.create_task(self._run(cycle))  # the other routes: Starlette's, as an ASGI task
         self.server_state.tasks.add(task)
         task.add_done_callback(self.task_done)
 
