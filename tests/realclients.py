@@ -11,6 +11,7 @@ bounded time), so that every library reads the answer every time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import math
 import re
@@ -212,8 +213,10 @@ class Crowd:
     """Every one of admission's places for the SLO model held, so that a request to it is refused at its headers.
 
     The model has one instance. `LONG` requests of `LONG_ROWS` rows (about 0.3-0.5 s of its time each) take it
-    in turn, and hold no place: each comes pipelined behind a one-row request on its connection, and a request
-    that arrives while an earlier one on its connection is being answered is not gated. Once they are queued,
+    in turn, and hold no place: each comes pipelined behind a health check on its connection, and a request that
+    arrives while an earlier one on its connection is being answered is not gated. (A health check, not a request
+    to the model: one queued behind the long request of the connection before would keep this connection's reading
+    paused for that run, and the long requests would not all be in.) Once they are queued,
     one-row requests, each on a connection of its own, take every place and wait in the queue behind them. While
     at least two of the long ones are unanswered, nothing admitted can have been answered (an answer seen here
     may have been written a moment ago, never a whole run ago): the places stay taken."""
@@ -224,7 +227,7 @@ class Crowd:
         self.url, self.port = url, port
         x = np.random.default_rng(0).normal(size=(self.LONG_ROWS, _ROW.size)).astype("<f4")
         self._one = raw_request(SLO_PREDICT, ONE_ROW)
-        self._long = self._one + raw_request(SLO_PREDICT, msgpack.packb(
+        self._long = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + raw_request(SLO_PREDICT, msgpack.packb(
             {"inputs": {"dtype": "float32", "shape": list(x.shape), "data": x.tobytes()}}), "application/msgpack")
         self.longs: list[socket.socket] = []
         self.holders: list[socket.socket] = []
@@ -267,11 +270,13 @@ class Crowd:
         # while a request under test is on its way.
         self._wait_for(lambda v: v.get("fastserve_admission_in_flight", 0) == 0 and v["fastserve_queue_rows"] == 0,
                        "places still held, or requests still queued")
+        with contextlib.closing(self._send(self._one)) as s:  # admission's gate for the model, made at its first
+            read_answer(s)                                      # request: its limit is read below
         self.longs = [self._send(self._long) for _ in range(self.LONG)]
-        for s in self.longs:  # the one-row request in front of each long one: answered, its place given back
+        for s in self.longs:  # the health check in front of each long one: answered
             status, _, body = read_answer(s)
             if status != 200:
-                raise RuntimeError(f"a one-row request to {SLO_MODEL} was answered {status}: {body[:200]!r}")
+                raise RuntimeError(f"the health check before a long request was answered {status}: {body[:200]!r}")
         # The long ones are read, decoded and queued (but one, which may be running) before anything else comes,
         # so that the one-row requests that take the places queue behind them.
         self._wait_for(lambda v: v["fastserve_queue_rows"] >= (self._unanswered() - 1) * self.LONG_ROWS,

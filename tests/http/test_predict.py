@@ -109,3 +109,23 @@ def test_content_type_parameters_are_ignored(client, golden):
     r = client.post("/v1/models/churn/predict", headers={"content-type": "application/json; charset=utf-8"},
                     content=orjson.dumps({"inputs": row}))
     assert r.status_code == 200
+
+
+def test_a_request_pipelined_behind_a_short_one_keeps_its_connection(server):
+    # The health check is answered while the predict pipelined behind it is still sending its 2 MB body: that body
+    # is the predict's own, read whole and answered in its turn, not a reason to close the connection.
+    import socket
+
+    from tests.realclients import read_answer
+
+    body = b'{"inputs": [[' + b", ".join([b"0.5"] * 22) + b"]]}" + b" " * (2 * 1024 * 1024)
+    head = (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            b"POST /v1/models/churn_mlp/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode())
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(head + body[:65536])
+        assert read_answer(s)[0] == 200  # the health check, with most of the predict's body still to come
+        s.sendall(body[65536:])
+        status, _, answer = read_answer(s)
+        assert status == 200, answer[:200]
+        assert b'"probabilities"' in answer

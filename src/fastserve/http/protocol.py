@@ -387,8 +387,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.unanswered:  # (not for a request shed at its headers, never counted)
             self.unanswered -= 1
             self.stats.received -= 1
-        if self.lingering is None and self.phase == BODY and self._rest_too_long():
-            self._linger()  # answered early, and too much of the body is still to come to read past
+        # Answered early, and too much of its body still to come to read past (a body being read while a request is
+        # pipelined is that request's: it is read whole, and answered in its turn).
+        if self.lingering is None and self.phase == BODY and not self.pipeline and self._rest_too_long():
+            self._linger()
         if self.lingering is None:  # (else nothing more is read: no keep-alive, no pipelined request)
             super().on_response_complete()
 
