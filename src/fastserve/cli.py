@@ -180,10 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bytes/s a request body must average (default: %(default)s)")
     serve.add_argument("--max-header-bytes", type=int, default=limits.max_header_bytes,
                        help="request line and headers, in bytes; over it: 431 (default: %(default)s)")
-    serve.add_argument("--http", choices=("asgi", "compiled"), default=os.environ.get("FASTSERVE_HTTP", "asgi"),
-                       help="the connection protocol: uvicorn's, extended (asgi, the default; $FASTSERVE_HTTP sets "
-                            "another), or fastserve's own compiled one (compiled: its first step, the app still an "
-                            "ASGI task per request)")
+    serve.add_argument("--http", choices=("compiled", "asgi"), default=os.environ.get("FASTSERVE_HTTP", "compiled"),
+                       help="the connection protocol: fastserve's own, compiled (the default; $FASTSERVE_HTTP sets "
+                            "another), or uvicorn's, extended (asgi)")
     serve.add_argument("--no-door-process", dest="door_process", action="store_false",
                        help="accept connections in the serving process itself, instead of a process of their own "
                        "that holds each until its first request's headers are in (the default where Unix sockets "

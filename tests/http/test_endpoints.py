@@ -110,3 +110,9 @@ def test_a_failed_version_is_reported_and_others_serve(mixed_repository):
     finally:
         log = srv.stop()
     assert "zipmapped v1: failed to load" in log
+
+
+def test_the_default_server_speaks_the_compiled_protocol(server, client):
+    # (tests/http/test_asgi_protocol.py runs the http tests again on uvicorn's)
+    assert client.get("/healthz").status_code == 200
+    assert "http=the compiled protocol" in server.log.read_text()

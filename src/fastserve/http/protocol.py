@@ -658,9 +658,9 @@ class Server(uvicorn.Server):
 
 
 def build_server(app: Any, config: ServerConfig, loop: str, on_shutdown: Any, stats: RequestStats,
-                 admission: Admission | None, http: str = "asgi") -> Server:
-    """The server, its connections on uvicorn's protocol extended here (`asgi`), or on fastserve's own compiled
-    protocol (`compiled`, http/_protocol.pyx)."""
+                 admission: Admission | None, http: str = "compiled") -> Server:
+    """The server, its connections on fastserve's own compiled protocol (`compiled`, http/_protocol.pyx), or on
+    uvicorn's protocol extended here (`asgi`)."""
     limits = config.limits
     protocol: Any
     if http == "compiled":

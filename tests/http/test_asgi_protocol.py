@@ -1,5 +1,5 @@
-"""The compiled connection protocol (`fastserve serve --http compiled`, http/_protocol.pyx) held to the tests of the
-default one: the modules imported below run again here, and every server they start speaks the compiled protocol
+"""uvicorn's protocol, extended (`fastserve serve --http asgi`, http/protocol.py), held to the tests of the default,
+compiled one: the modules imported below run again here, and every server they start speaks uvicorn's protocol
 ($FASTSERVE_HTTP, read by `fastserve serve`, set for this module's duration)."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from tests.http.test_v2 import *  # noqa: F403
 
 
 @pytest.fixture(scope="module", autouse=True)
-def compiled_protocol() -> Iterator[None]:
+def asgi_protocol() -> Iterator[None]:
     before = os.environ.get("FASTSERVE_HTTP")
-    os.environ["FASTSERVE_HTTP"] = "compiled"
+    os.environ["FASTSERVE_HTTP"] = "asgi"
     try:
         yield
     finally:
@@ -33,7 +33,7 @@ def compiled_protocol() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def server(compiled_protocol: None) -> Iterator[Server]:
+def server(asgi_protocol: None) -> Iterator[Server]:
     srv = start_server(MODELS)
     yield srv
     srv.stop()
@@ -45,9 +45,8 @@ def client(server: Server) -> Iterator[httpx.Client]:
         yield c
 
 
-def test_the_server_speaks_the_compiled_protocol(server: Server, client: httpx.Client) -> None:
+def test_the_server_speaks_uvicorns_protocol(server: Server, client: httpx.Client) -> None:
     assert client.get("/healthz").status_code == 200
-    assert "http=the compiled protocol" in server.log.read_text()
-    # its own framing: one write per answer, head and body together, with the Date a client may rely on
+    assert "http=uvicorn's httptools protocol" in server.log.read_text()
     answer = client.get("/v1/models")
     assert answer.status_code == 200 and "date" in answer.headers
