@@ -1,16 +1,14 @@
 # cython: language_level=3
-"""fastserve's own HTTP/1.1 connection protocol, compiled (`fastserve serve --http compiled`): httptools (llhttp)
-parses; the request's ASGI cycle runs with no uvicorn RequestResponseCycle between the parser and the app (its body
-handed over whole, its answer framed and written here); the limits of http/protocol.py kept (header bytes and count,
-body size and parts, the connection limit, admission at the headers, the sweep's deadlines, lingering closes,
-draining at SIGTERM).
-
-This is the first step of the compiled request path: the app still runs as an ASGI task per request. The uvicorn
-protocol (`--http asgi`) stays the default until this one serves every behaviour the tests pin.
+"""fastserve's own HTTP/1.1 connection protocol, compiled, the default (`--http asgi` serves on uvicorn's instead):
+httptools (llhttp) parses; the request's ASGI cycle runs with no uvicorn RequestResponseCycle between the parser and
+the app (its body handed over whole, its answer framed and written here in one piece, the prediction routes with no
+asyncio Task); the limits of http/protocol.py kept (header bytes and count, body size and parts, the connection
+limit, admission at the headers, the sweep's deadlines, lingering closes, draining at SIGTERM).
 """
 
 import asyncio
 import http
+import logging
 import time
 from collections import deque
 
@@ -30,6 +28,9 @@ from fastserve.http.protocol import (
     refusal,
     rest_too_long,
 )
+
+log = logging.getLogger("fastserve.http")
+
 
 cdef enum:  # the phases of http/protocol.py: what the connection waits for from its client
     IDLE = 0
@@ -493,8 +494,7 @@ cdef class HttpConnection:
         try:
             await self.settings.app(cycle.scope, cycle.receive, cycle.send)
         except BaseException as exc:
-            import logging
-            logging.getLogger("fastserve.http").error("exception in the ASGI application", exc_info=exc)
+            log.error("exception in the ASGI application", exc_info=exc)
             if not cycle.started:
                 await cycle.send({"type": "http.response.start", "status": 500,
                                   "headers": [(b"content-type", b"text/plain; charset=utf-8"),
