@@ -209,6 +209,8 @@ cdef class Cycle:
                 raise RuntimeError("a response body before its start")
             if self.complete:
                 return
+            if self.conn.write_paused and self.conn.transport is not None:  # a client slow to read: wait for it
+                await self.conn.drained()
             body = message.get("body", b"")
             more = message.get("more_body", False)
             if self.head_only:
@@ -270,6 +272,8 @@ cdef class HttpConnection:
     cdef public object lingering
     cdef bint reading_paused
     cdef Cycle deferred  # a request whose headers this read brought: it starts once the read is parsed
+    cdef public bint write_paused  # the transport's buffer is over its high-water mark
+    cdef object drain_waiter
 
     def __init__(self, settings, config=None, server_state=None, app_state=None, _loop=None):
         self.settings = settings
@@ -307,16 +311,30 @@ cdef class HttpConnection:
             self.cycle.lost()
         for cycle in self.pending:
             (<Cycle>cycle).lost()
+        self._wake_writer()
         self.transport = None
 
     def eof_received(self):
         pass
 
     def pause_writing(self):
-        pass
+        self.write_paused = True
 
     def resume_writing(self):
-        pass
+        self.write_paused = False
+        self._wake_writer()
+
+    cdef _wake_writer(self):
+        if self.drain_waiter is not None:
+            if not self.drain_waiter.done():
+                self.drain_waiter.set_result(None)
+            self.drain_waiter = None
+
+    def drained(self):
+        """A future done once the transport takes writes again (or the connection is gone)."""
+        if self.drain_waiter is None:
+            self.drain_waiter = self.loop.create_future()
+        return self.drain_waiter
 
     def open_connections(self):
         return len(self.connections) + self.door_waiting
