@@ -14,7 +14,7 @@ import queue
 import threading
 from collections.abc import Callable, Coroutine
 from time import monotonic_ns
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,8 +24,19 @@ from fastserve.exceptions import ClientGone, DeadlineUnmeetable, InvalidInput, M
 from fastserve.runtime import ModelSession
 
 Outputs = dict[str, np.ndarray]
-# (input rows, future of the request's outputs)
-_Item = tuple[np.ndarray, "asyncio.Future[Outputs]"]
+
+
+class Waiter(Protocol):
+    """What waits for a queued request's outputs: an asyncio future, or a connection's request that answers from
+    the batch's completion (http/_protocol.pyx). Called on the loop only."""
+
+    def done(self) -> bool: ...
+    def set_result(self, outputs: Outputs) -> None: ...
+    def set_exception(self, error: BaseException) -> None: ...
+
+
+# (input rows, what waits for the request's outputs)
+_Item = tuple[np.ndarray, Waiter]
 _STOP = object()
 log = logging.getLogger("fastserve.batching")
 INLINE_MAX_ROWS = 64
@@ -126,16 +137,36 @@ class Batcher:
         Raises QueueFull or DeadlineUnmeetable when refused, at once or from the queue. `disconnected`, when given,
         is awaited while the request waits in the queue; if it returns first, the request is dropped unrun.
         """
-        rows = len(x)
-        if rows > self.options.max_batch_size and self.options.oversize == "refuse":
-            raise InvalidInput(f"batch of {rows} rows is over this model's max_batch_size of "
-                               f"{self.options.max_batch_size} - at `$.inputs`",
-                               detail={"path": "$.inputs", "rows": rows, "max_batch_size": self.options.max_batch_size})
         loop = self._loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Outputs] = loop.create_future()
+        result, ticket = self.enter(x, deadline_ns, alone, fut)
+        if result is not None:
+            return result
+        if fut.done() or disconnected is None:
+            return await fut
+        watcher: asyncio.Task[Any] = loop.create_task(disconnected())  # only waiting requests pay for it
+        watcher.add_done_callback(lambda _: self.abandon(ticket))
+        try:
+            return await fut
+        finally:
+            watcher.cancel()
+
+    def enter(self, x: np.ndarray, deadline_ns: int, alone: bool, waiter: Waiter) -> tuple[Outputs | None, int]:
+        """Run `x` at once and return (its outputs, -1) when it is the only request (`alone`) and every instance
+        is idle, else queue it and return (None, its ticket for `abandon`): `waiter` gets the outputs (or the error)
+        from the batch's completion, on the loop. Raises a refusal (oversized, queue full, deadline unmeetable)."""
+        rows = len(x)
+        options = self.options
+        if rows > options.max_batch_size and options.oversize == "refuse":
+            raise InvalidInput(f"batch of {rows} rows is over this model's max_batch_size of "
+                               f"{options.max_batch_size} - at `$.inputs`",
+                               detail={"path": "$.inputs", "rows": rows, "max_batch_size": options.max_batch_size})
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         now = monotonic_ns()
         q = self.queue
         # (With batching off no companion can join: any request finding the batcher idle may take the fast path.)
-        if ((alone or self.options.max_batch_size == 1) and rows <= INLINE_MAX_ROWS and q.queued_requests == 0
+        if ((alone or options.max_batch_size == 1) and rows <= INLINE_MAX_ROWS and q.queued_requests == 0
                 and q.in_flight == 0 and self._short.estimate(rows) < self._inline_max_ns
                 and (deadline_ns == NO_DEADLINE or now + q.run_time.estimate(rows) <= deadline_ns)):
             # Fast path: the only request, every instance idle: run it here, with no queue, future or hand-off.
@@ -143,44 +174,37 @@ class Batcher:
             q.ran_alone(rows, now, monotonic_ns() - now)
             if self.observe is not None:
                 self.observe(x, result)
-            return result
+            return result, -1
         ticket = next(self._tickets)
         status = q.push(ticket, rows, now, deadline_ns)
         if status != 0:
             backlog = q.backlog_ns(now)
             if status == QUEUE_FULL:
                 raise QueueFull(f"{self.label}: queue full ({q.queued_rows} rows waiting, limit "
-                                f"{self.options.max_queue_rows}); retry later", retry_after_s=_retry_after_s(backlog))
+                                f"{options.max_queue_rows}); retry later", retry_after_s=_retry_after_s(backlog))
             if status == CANNOT_MEET_DEADLINE:
                 left = deadline_ns - now
                 why = (f"{left / 1e6:.2f} ms left, {backlog / 1e6:.2f} ms of work queued" if left > 0
                        else f"it passed {-left / 1e6:.2f} ms ago")
                 raise DeadlineUnmeetable(f"{self.label}: cannot answer within the request's deadline ({why}); "
                                          "retry later", retry_after_s=_retry_after_s(backlog))
-        fut: asyncio.Future[Outputs] = loop.create_future()
-        self._pending[ticket] = (x, fut)
+        self._pending[ticket] = (x, waiter)
         if self._free and not self._kicked:  # else the next finished batch schedules
             if self._short.estimate(q.queued_rows) < self._inline_max_ns:
                 # The batch would run here, holding the loop: first the requests already ready on it join it.
                 self._kicked = True
-                loop.call_soon(self._kick)
+                self._loop.call_soon(self._kick)
             else:  # a worker runs it while the loop reads on: at once
                 self._schedule()
-        if fut.done() or disconnected is None:
-            return await fut
-        watcher: asyncio.Task[Any] = loop.create_task(disconnected())  # only waiting requests pay for it
-        watcher.add_done_callback(lambda _: self._abandon(ticket))
-        try:
-            return await fut
-        finally:
-            watcher.cancel()
+        return None, ticket
 
     def _kick(self) -> None:
         self._kicked = False
         self._schedule()
 
-    def _abandon(self, ticket: int) -> None:
-        """The client left: drop its request if it has not started (a running batch cannot be stopped)."""
+    def abandon(self, ticket: int) -> None:
+        """The client left: drop its request if it has not started (a running batch cannot be stopped); its waiter
+        gets ClientGone."""
         item = self._pending.get(ticket)
         if item is not None and self.queue.cancel(ticket):
             del self._pending[ticket]

@@ -14,8 +14,10 @@ from collections import deque
 
 import httptools
 
-from fastserve.http.predict import predict_target
-from fastserve.http.v2 import infer_target
+from fastserve.exceptions import ClientGone
+from fastserve.http.predict import NativeWire, predict_target
+from fastserve.http.serving import CLIENT_CLOSED, Prediction, check_declared, check_read
+from fastserve.http.v2.infer import V2Wire, infer_target
 from fastserve.http.protocol import (
     FREE_PARTS,
     MIN_PART_BYTES,
@@ -84,10 +86,17 @@ class Settings:
 
 
 cdef class Cycle:
-    """One request, from its parsed head and whole body to its answer: the ASGI receive and send of its app task."""
+    """One request, from its parsed head and whole body to its answer. A prediction (`predict`, V2 `infer`) is
+    answered here, from the batch's completion (it is the batcher's waiter), with no coroutine, Task or ASGI message;
+    any other route runs as an ASGI app task, with this cycle's receive and send."""
 
     cdef HttpConnection conn
-    cdef public dict scope
+    cdef str method
+    cdef str path
+    cdef object url        # httptools' parsed URL
+    cdef list headers
+    cdef object http_version
+    cdef public dict scope  # made for the routes that take one (not the predictions)
     cdef list parts        # the body as read so far
     cdef Py_ssize_t size
     cdef bint body_done    # read whole (or past the limit: what came is handed over, the app refuses it)
@@ -101,16 +110,22 @@ cdef class Cycle:
     cdef bint head_only
     cdef object disconnected  # an asyncio.Event, made only when the app waits past its body
     cdef bytes head  # the answer's head, written with the first part of its body: one write (a system call) each
-    cdef object coro    # on the prediction routes: the app's coroutine, stepped here, no Task
-    cdef object wakeup  # self._wakeup, bound once
+    # a prediction
+    cdef object prediction  # http/serving.Prediction
+    cdef bint waits_for_body
+    cdef bint gone         # the connection was lost (or lingers): nothing more is written
+    cdef object batcher    # where the request is queued (with its ticket), to leave it if the client goes
+    cdef long long ticket
 
-    def __cinit__(self, HttpConnection conn, dict scope, bint keep_alive, bint expect_continue):
+    def __cinit__(self, HttpConnection conn, str method, str path, object url, list headers, object http_version,
+                  bint keep_alive, bint expect_continue):
         self.conn = conn
-        self.scope = scope
+        self.method, self.path, self.url, self.headers, self.http_version = method, path, url, headers, http_version
         self.parts = []
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
-        self.head_only = scope["method"] == "HEAD"
+        self.head_only = method == "HEAD"
+        self.ticket = -1
 
     cdef add(self, bytes part, Py_ssize_t limit):
         """Part of the body; past `limit` the body so far is handed over as whole (the app refuses it)."""
@@ -120,13 +135,21 @@ cdef class Cycle:
         self.size += len(part)
         if self.size > limit:
             self.keep_alive = False  # the rest is not read: the connection closes after the answer
-            self.done()
+            self.whole()
 
-    cdef done(self):
+    cdef whole(self):
         if not self.body_done:
             self.body_done = True
             if self.body_ready is not None and not self.body_ready.done():
                 self.body_ready.set_result(None)
+            if self.waits_for_body:
+                self.waits_for_body = False
+                self.conn.loop.call_soon(self.run_prediction)  # (not inside the parser's callback)
+
+    cdef bytes body(self):
+        body = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        self.parts = []
+        return body
 
     async def receive(self):
         if not self.body_given:
@@ -139,9 +162,7 @@ cdef class Cycle:
                 if not self.body_done:  # the connection was lost meanwhile
                     return {"type": "http.disconnect"}
             self.body_given = True
-            body = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
-            self.parts = []
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": self.body(), "more_body": False}
         if self.conn.transport is None or self.complete:
             return {"type": "http.disconnect"}
         if self.disconnected is None:
@@ -149,32 +170,110 @@ cdef class Cycle:
         await self.disconnected.wait()
         return {"type": "http.disconnect"}
 
-    cdef step(self):
-        """Runs the coroutine until it waits; what it waits on wakes it: a Task's work, without the Task."""
-        try:
-            waited = self.coro.send(None)
-        except StopIteration:
-            self.coro = None
-            return
-        except BaseException:
-            self.coro = None
-            raise
-        if waited is None:  # a bare yield (asyncio.sleep(0)): again on the loop's next turn
-            self.conn.loop.call_soon(self.wakeup, None)
-        elif getattr(waited, "_asyncio_future_blocking", False):
-            waited._asyncio_future_blocking = False
-            waited.add_done_callback(self.wakeup)
-        else:
-            self.coro.throw(RuntimeError(f"a request's coroutine yielded {waited!r}, not a future"))
-
-    def _wakeup(self, future):
-        self.step()
-
     def lost(self):
+        self.gone = True
         if self.disconnected is not None:
             self.disconnected.set()
         if self.body_ready is not None and not self.body_ready.done():
             self.body_ready.set_result(None)
+        if self.prediction is not None and not self.complete:
+            if self.batcher is not None:
+                self.batcher.abandon(self.ticket)  # answers set_exception(ClientGone) unless its batch runs
+            elif self.waits_for_body:
+                self.waits_for_body = False
+                self.set_exception(ClientGone("client disconnected while sending its body"))
+
+    # --- a prediction, answered here ------------------------------------------------------------------------------
+
+    def begin_prediction(self):
+        """At the request's turn on its connection (a loop turn after its headers, so that requests read together are
+        all counted before any runs, and batch): its headers, then its body once whole."""
+        if self.gone:
+            self.end_prediction(CLIENT_CLOSED)
+            return
+        p = self.prediction
+        try:
+            check_declared(p.head(self.method, self.headers), self.conn.settings.max_body_bytes)
+        except Exception as exc:
+            self.set_exception(exc)
+            return
+        if self.body_done:
+            self.run_prediction()
+            return
+        if self.expect_continue:
+            self.expect_continue = False
+            self.conn.write(_CONTINUE)
+        self.waits_for_body = True
+
+    def run_prediction(self):
+        if self.gone:
+            self.end_prediction(CLIENT_CLOSED)
+            return
+        p = self.prediction
+        try:
+            check_read(self.size, self.conn.settings.max_body_bytes)
+            batcher, x, deadline, alone = p.prepare(self.body(), self.headers)
+            outputs, ticket = batcher.enter(x, deadline, alone, self)
+        except Exception as exc:
+            self.set_exception(exc)
+            return
+        if outputs is not None:
+            self.set_result(outputs)
+        else:
+            self.batcher, self.ticket = batcher, ticket
+
+    # the batcher's waiter (batching.Waiter)
+    def done(self):
+        return self.complete
+
+    def set_result(self, outputs):
+        self.batcher = None
+        try:
+            body, headers = self.prediction.answer(outputs)
+        except Exception as exc:
+            self.set_exception(exc)
+            return
+        self.reply(200, body, headers)
+
+    def set_exception(self, error):
+        self.batcher = None
+        if isinstance(error, ClientGone):
+            self.end_prediction(CLIENT_CLOSED)
+            return
+        try:
+            status, body, headers = self.prediction.error(error)
+        except Exception:
+            log.exception("answering an error failed")
+            status, body, headers = 500, b"Internal Server Error", [(b"content-type", b"text/plain; charset=utf-8")]
+        self.reply(status, body, headers)
+
+    cdef reply(self, int status, bytes body, list headers):
+        cdef list parts
+        if self.complete:
+            return
+        self.end_prediction(status)
+        self.started = True
+        parts = [_status_line(status), _date_line(), b"content-length: %d\r\n" % len(body)]
+        for name, value in headers:
+            parts.append(name + b": " + value + b"\r\n")
+        if self.conn.settings.draining or (not self.body_done and self.conn._rest_too_long()):
+            self.keep_alive = False
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        if not self.head_only:
+            parts.append(body)
+        self.complete = True
+        if not self.gone:
+            self.conn.write(b"".join(parts))
+        self.conn.answered(self)
+
+    cdef end_prediction(self, int status):
+        p, self.prediction = self.prediction, None
+        if p is not None:
+            p.end(status)
+
+    # --- any other route: its ASGI send ---------------------------------------------------------------------------
 
     async def send(self, dict message):
         cdef str kind = message["type"]
@@ -423,7 +522,14 @@ cdef class HttpConnection:
         # The app starts now (its body comes whole through `receive`), as a request in flight from its headers.
         self.unanswered += 1
         settings.stats.received += 1
-        cycle = self.reading = Cycle(self, self._scope(), self.parser.should_keep_alive() and not settings.draining,
+        url = httptools.parse_url(self.url)
+        path = url.path.decode("utf-8", "surrogateescape")
+        if "%" in path:
+            from urllib.parse import unquote
+            path = unquote(path)
+        parser = self.parser
+        cycle = self.reading = Cycle(self, parser.get_method().decode("ascii"), path, url, self.headers,
+                                     parser.get_http_version(), parser.should_keep_alive() and not settings.draining,
                                      self.expect_continue)
         if self.cycle is None:
             self.cycle = self.deferred = cycle
@@ -459,30 +565,25 @@ cdef class HttpConnection:
                 self._next()
             return
         if self.reading is not None:
-            self.reading.done()
+            self.reading.whole()
             self.reading = None
         if self.cycle is None and not self.pending and self.transport is not None:
             self._next()  # answered before its body was read past: now idle, on the keep-alive timer
 
-    cdef dict _scope(self):
-        parsed = httptools.parse_url(self.url)
-        path = parsed.path.decode("utf-8", "surrogateescape")
-        if "%" in path:
-            from urllib.parse import unquote
-            path = unquote(path)
+    cdef dict _scope(self, Cycle cycle):
         return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": self.parser.get_http_version(),
+            "http_version": cycle.http_version,
             "server": self.server_address,
             "client": self.client_address,
             "scheme": "http",
-            "method": self.parser.get_method().decode("ascii"),
+            "method": cycle.method,
             "root_path": self.settings.root_path,
-            "path": path,
-            "raw_path": parsed.path,
-            "query_string": parsed.query or b"",
-            "headers": self.headers,
+            "path": cycle.path,
+            "raw_path": cycle.url.path,
+            "query_string": cycle.url.query or b"",
+            "headers": cycle.headers,
             "state": dict(self.app_state) if self.app_state else {},
         }
 
@@ -493,14 +594,24 @@ cdef class HttpConnection:
         self._run_cycle(cycle)
 
     cdef _run_cycle(self, Cycle cycle):
-        path = cycle.scope["path"]
-        if predict_target(path) is not None or infer_target(path) is not None:
-            cycle.coro = self._run(cycle)
-            cycle.wakeup = cycle._wakeup
-            # First run after the loop has read every connection ready now, as a Task's would: requests that came
-            # together are counted before any runs, and batch (one run alone each would cost more).
-            self.loop.call_soon(cycle.wakeup, None)
+        if self.write_paused and self.transport is not None:
+            # A client slow to read its answers: the next request starts once the transport takes writes again.
+            self.drained().add_done_callback(lambda _: self._run_cycle(cycle))
             return
+        path = cycle.path
+        target = predict_target(path)
+        wire = None
+        if target is not None:
+            wire = NativeWire()
+        else:
+            target = infer_target(path)
+            if target is not None:
+                wire = V2Wire()
+        if wire is not None:
+            cycle.prediction = Prediction(self.settings.app, wire, target[0], target[1], path)
+            self.loop.call_soon(cycle.begin_prediction)
+            return
+        cycle.scope = self._scope(cycle)
         task = self.loop.create_task(self._run(cycle))  # the other routes: Starlette's, as an ASGI task
         self.server_state.tasks.add(task)
         task.add_done_callback(self.task_done)

@@ -27,6 +27,7 @@ from fastserve.http.inputs import Inputs, timeout_ms
 from fastserve.routing.router import choose
 
 if TYPE_CHECKING:
+    from fastserve.batching import Batcher
     from fastserve.http.app import App
     from fastserve.registry import LoadedModel, LoadedVersion
 
@@ -71,23 +72,34 @@ def model_path(path: str, root: str, action: str) -> tuple[str, str | None] | No
     return None
 
 
+def check_declared(content_length: bytes | None, limit: int) -> None:
+    """Refuse a body from its Content-Length, before any of it is read."""
+    if content_length is None:
+        return
+    try:
+        declared = int(content_length)
+    except ValueError:
+        raise RequestError(f"invalid Content-Length {content_length.decode('latin-1')!r}") from None
+    if declared > limit:
+        raise BodyTooLarge(f"body of {declared} bytes is over the limit of {limit} bytes",
+                           detail={"limit": limit, "declared": declared})
+
+
+def check_read(size: int, limit: int) -> None:
+    """Refuse a body whose bytes, counted as they came, passed the limit."""
+    if size > limit:
+        raise BodyTooLarge(f"body is over the limit of {limit} bytes", detail={"limit": limit})
+
+
 async def read_body(receive: Any, content_length: bytes | None, limit: int) -> bytes:
     """The whole body, refused from its Content-Length, or while counting bytes, once over `limit`."""
-    if content_length is not None:
-        try:
-            declared = int(content_length)
-        except ValueError:
-            raise RequestError(f"invalid Content-Length {content_length.decode('latin-1')!r}") from None
-        if declared > limit:
-            raise BodyTooLarge(f"body of {declared} bytes is over the limit of {limit} bytes",
-                               detail={"limit": limit, "declared": declared})
+    check_declared(content_length, limit)
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientGone("client disconnected while sending its body")
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
-        if len(body) > limit:
-            raise BodyTooLarge(f"body is over the limit of {limit} bytes", detail={"limit": limit})
+        check_read(len(body), limit)
         return body
     chunks, size = [body], len(body)
     while True:
@@ -96,8 +108,7 @@ async def read_body(receive: Any, content_length: bytes | None, limit: int) -> b
             raise ClientGone("client disconnected while sending its body")
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"body is over the limit of {limit} bytes", detail={"limit": limit})
+        check_read(size, limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -109,63 +120,110 @@ async def send_bytes(send: Any, status: int, body: bytes, headers: Headers) -> N
     await send({"type": "http.response.body", "body": body})
 
 
+class Prediction:
+    """One prediction request on `name` (and `version` when the path names one) in `wire`'s format, in the steps its
+    connection drives: `head` at the headers, `prepare` once the body is whole (what the batcher takes), then
+    `answer` with the outputs or `error` with what went wrong, and `end` once, with the status sent.
+
+    The ASGI route (`serve`) and the compiled protocol (http/_protocol.pyx, which answers from the batch's
+    completion with no coroutine) drive the same steps."""
+
+    __slots__ = ("app", "arrived_ns", "model", "model_label", "name", "on_canary", "path", "raw", "started",
+                 "stats", "target", "timeout_header", "version", "version_label", "wire", "x")
+
+    def __init__(self, app: App, wire: Wire, name: str, version: str | None, path: str) -> None:
+        self.started = perf_counter()
+        self.arrived_ns = monotonic_ns()
+        self.app, self.wire, self.name, self.version, self.path = app, wire, name, version, path
+        self.stats = stats = app.metrics.stats
+        stats.in_flight += 1
+        self.model_label = self.version_label = ""
+        self.timeout_header: bytes | None = None
+        self.model: LoadedModel | None = None
+        self.target: LoadedVersion | None = None
+        self.on_canary = False
+        self.x: np.ndarray | None = None
+        self.raw: np.ndarray | None = None
+
+    def head(self, method: str, headers: Headers) -> bytes | None:
+        """Read the headers; returns the Content-Length. Raises a refusal."""
+        content_length, self.timeout_header = self.wire.start(headers)
+        if method != "POST":
+            raise MethodNotAllowed(f"{self.path} takes POST, got {method}", allow="POST")
+        return content_length
+
+    def prepare(self, body: bytes, headers: Headers) -> tuple[Batcher, np.ndarray, int, bool]:
+        """The whole body into (the chosen version's batcher, the input matrix, its deadline, whether it is the only
+        request in the server). Raises a refusal."""
+        self.model = model = self.app.registry.model(self.name)
+        payload = self.wire.decode(body, model)
+        self.target, self.on_canary = target, _ = choose(model, self.version, payload, headers)
+        self.model_label, self.version_label = target.model, str(target.number)
+        self.x, timeout, self.raw = self.wire.inputs(target)
+        if self.timeout_header is not None:
+            timeout = _header_timeout(self.timeout_header, timeout)
+        batcher: Batcher = target.batcher  # type: ignore[assignment]
+        stats = self.stats
+        return (batcher, self.x, batcher.deadline_ns(self.arrived_ns, timeout),
+                stats.in_flight == 1 and stats.received <= 1)
+
+    def answer(self, outputs: Outputs) -> tuple[bytes, Headers]:
+        """The run's outputs: drift, the canary's guard, the shadows' copies; the answer's body and headers."""
+        target, model = self.target, self.model
+        if self.raw is not None:
+            target.drift.observe_fields(self.raw)  # type: ignore[union-attr]
+        if self.version is None:
+            if model.canary is not None:  # type: ignore[union-attr]
+                _guard(model, self.on_canary, self.started, False, outputs.get("label"))  # type: ignore[arg-type]
+            if model.shadows and not self.on_canary:  # type: ignore[union-attr]
+                for runner in model.shadows.values():  # type: ignore[union-attr]
+                    runner.offer(self.x, outputs)  # type: ignore[arg-type]
+        return self.wire.answer(target, outputs)  # type: ignore[arg-type]
+
+    def error(self, exc: BaseException) -> tuple[int, bytes, Headers]:
+        """The answer to what `prepare`, the batcher or `answer` raised: (status, body, headers)."""
+        if not isinstance(exc, FastserveError):
+            log.error("unexpected error serving %s", self.path, exc_info=exc)
+            status, body, content_type = self.wire.error(FastserveError("internal error; see the server log"))
+            return status, body, [(b"content-type", content_type)]
+        model = self.model
+        if isinstance(exc, InferenceError) and model is not None and model.canary is not None \
+                and self.version is None and self.target is not None:
+            _guard(model, self.on_canary, self.started, True, None)
+        status, body, content_type = self.wire.error(exc)
+        if status == 500:  # refusals (4xx, overload 503s) are the client's to see, not the log's
+            log.error("%s: %s", self.path, exc.message)
+        return status, body, [(b"content-type", content_type), *error_headers(exc, status)]
+
+    def end(self, status: int) -> None:
+        stats = self.stats
+        stats.in_flight -= 1
+        stats.observe(self.model_label, self.version_label, status, perf_counter() - self.started)
+
+
 async def serve(app: App, scope: Scope, receive: Any, send: Any, wire: Wire, name: str, version: str | None) -> None:
     """Answer one prediction request on `name` (and `version` when the path names one) in `wire`'s format."""
-    started = perf_counter()
-    arrived_ns = monotonic_ns()
-    stats = app.metrics.stats
-    stats.in_flight += 1
-    model_label = version_label = ""
+    p = Prediction(app, wire, name, version, scope["path"])
     status = 500
     try:
         try:
-            content_length, timeout_header = wire.start(scope["headers"])
-            if scope["method"] != "POST":
-                raise MethodNotAllowed(f"{scope['path']} takes POST, got {scope['method']}", allow="POST")
+            headers = scope["headers"]
+            content_length = p.head(scope["method"], headers)
             body = await read_body(receive, content_length, app.config.max_body_bytes)
-            model = app.registry.model(name)
-            payload = wire.decode(body, model)
-            target, on_canary = choose(model, version, payload, scope["headers"])
-            model_label, version_label = target.model, str(target.number)
-            x, timeout, raw = wire.inputs(target)
-            if timeout_header is not None:
-                timeout = _header_timeout(timeout_header, timeout)
-            batcher = target.batcher
-            try:
-                outputs = await batcher.submit(x, batcher.deadline_ns(arrived_ns, timeout),  # type: ignore[union-attr]
-                                               alone=stats.in_flight == 1 and stats.received <= 1,
-                                               disconnected=receive)
-            except InferenceError:
-                if model.canary is not None and version is None:
-                    _guard(model, on_canary, started, True, None)
-                raise
-            if raw is not None:
-                target.drift.observe_fields(raw)  # type: ignore[union-attr]
-            if version is None:
-                if model.canary is not None:
-                    _guard(model, on_canary, started, False, outputs.get("label"))
-                if model.shadows and not on_canary:
-                    for runner in model.shadows.values():
-                        runner.offer(x, outputs)
-            answer, headers = wire.answer(target, outputs)
+            batcher, x, deadline, alone = p.prepare(body, headers)
+            outputs = await batcher.submit(x, deadline, alone=alone, disconnected=receive)
+            answer, answer_headers = p.answer(outputs)
         except ClientGone:
             status = CLIENT_CLOSED
             return
-        except FastserveError as exc:
-            status, answer, content_type = wire.error(exc)
-            if status == 500:  # refusals (4xx, overload 503s) are the client's to see, not the log's
-                log.error("%s: %s", scope["path"], exc.message)
-            await send_bytes(send, status, answer, [(b"content-type", content_type), *error_headers(exc, status)])
+        except Exception as exc:
+            status, answer, answer_headers = p.error(exc)
+            await send_bytes(send, status, answer, answer_headers)
             return
         status = 200
-        await send_bytes(send, 200, answer, headers)
-    except Exception:
-        log.exception("unexpected error serving %s", scope["path"])
-        status, answer, content_type = wire.error(FastserveError("internal error; see the server log"))
-        await send_bytes(send, status, answer, [(b"content-type", content_type)])
+        await send_bytes(send, 200, answer, answer_headers)
     finally:
-        stats.in_flight -= 1
-        stats.observe(model_label, version_label, status, perf_counter() - started)
+        p.end(status)
 
 
 def _guard(model: LoadedModel, on_canary: bool, started: float, error: bool, labels: Any) -> None:
