@@ -98,13 +98,25 @@ def test_full_batch_goes_at_once_and_requests_stay_whole():
 
 
 def test_waits_for_companions_while_they_keep_coming():
-    q = BatchQueue(64, 1024, 1 * MS, run_time=model(fixed_ns=50_000))  # a run (50 us) outlasts the 10 us gaps
+    q = BatchQueue(256, 1024, 1 * MS, run_time=model(fixed_ns=50_000))  # a run (50 us) outlasts the 10 us gaps
     for t in range(4):  # arrivals every 10 us
         q.push(t, 1, t * 10 * US, NO_DEADLINE)
-    wait = q.wait_ns(30 * US)
-    assert 0 < wait <= 1 * MS - 0  # until the oldest has waited max_delay
-    assert wait == 1 * MS - 30 * US
-    assert q.wait_ns(1 * MS) == 0  # the oldest waited max_delay
+    assert q.wait_ns(30 * US) == 40 * US  # while the next is due (four mean gaps): then it looks again
+    q.push(4, 1, 70 * US, NO_DEADLINE)
+    assert q.wait_ns(70 * US) == 64 * US  # they keep coming (the mean gap grew to 16 us)
+    for t in range(5, 95):  # ... until the oldest has waited max_delay
+        q.push(t, 1, (t + 3) * 10 * US, NO_DEADLINE)
+    assert q.wait_ns(975 * US) == 25 * US
+    assert q.wait_ns(1 * MS) == 0
+
+
+def test_stops_waiting_once_requests_stop_coming():
+    # A closed loop: 8 clients send together, microseconds apart, then nothing until they are answered.
+    q = BatchQueue(64, 1024, 1 * MS, run_time=model(fixed_ns=50_000))
+    for t in range(8):
+        q.push(t, 1, t * 2 * US, NO_DEADLINE)
+    assert q.wait_ns(14 * US) == 8 * US
+    assert q.wait_ns(22 * US) == 0  # four mean gaps with no arrival: none is coming, the batch goes
 
 
 def test_does_not_wait_when_arrivals_are_too_rare_to_help():

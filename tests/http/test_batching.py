@@ -188,19 +188,20 @@ def _raw_request(port: int, body: bytes) -> socket.socket:
 
 
 def test_client_that_leaves_while_queued_leaves_no_work_behind(tmp_path):
-    """Requests of 8,192 rows (a run of 15-40 ms) arriving 5 ms apart: waiting for companions pays, so the batcher
-    holds them (max_delay 1.5 s); one client hangs up meanwhile: its request is dropped unrun, the others answered."""
-    copy_model("churn_mlp", tmp_path, config="[inputs]\nmax_rows = 8192\n[batching]\nmax_batch_size = 65536\n"
-                                             "max_queue_rows = 65536\nmax_delay_us = 1500000\n")
+    """Requests of 8,192 rows (a run of 15-40 ms) arriving 5 ms apart: waiting for companions pays while they keep
+    coming, so the batcher holds them (max_delay 1.5 s); one client hangs up meanwhile: its request is dropped unrun,
+    the others answered."""
+    copy_model("churn_mlp", tmp_path, config="[inputs]\nmax_rows = 8192\n[batching]\nmax_batch_size = 262144\n"
+                                             "max_queue_rows = 262144\nmax_delay_us = 1500000\n")
     srv = start_server(tmp_path)
     try:
         body = tensor_body(np.ones((8192, 22), dtype=np.float32))
         socks = []
-        for _ in range(6):
+        for i in range(24):  # 120 ms of arrivals; the fourth client leaves after 100 ms, while they still come
             socks.append(_raw_request(srv.port, body))
             time.sleep(0.005)
-        time.sleep(0.1)
-        socks.pop(3).close()
+            if i == 19:
+                socks.pop(3).close()
         replies = []
         for s in socks:
             s.settimeout(20)
@@ -211,7 +212,7 @@ def test_client_that_leaves_while_queued_leaves_no_work_behind(tmp_path):
         srv.stop()
     assert all(r.startswith(b"HTTP/1.1 200") for r in replies), replies
     assert metric(text, "fastserve_shed_requests_total", reason="cancelled") == 1
-    assert metric(text, "fastserve_batch_size_rows_sum") == 5 * 8192  # the five that stayed, in batches
+    assert metric(text, "fastserve_batch_size_rows_sum") == 23 * 8192  # the others, in batches
     assert metric(text, "fastserve_requests_total", code="499") == 1
 
 
