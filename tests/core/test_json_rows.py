@@ -89,6 +89,39 @@ def test_reads_the_common_body() -> None:
     assert x is not None and x.dtype == np.float64 and x[0, 0] == 0.1
 
 
+def test_negative_zero_is_signed_only_as_a_float() -> None:
+    x = json_rows(b'{"inputs": [[-0, -0.0, -0e1]]}', WIDTH, MAX_ROWS, False)  # the decoder: int 0, -0.0, -0.0
+    assert x is not None and [bool(np.signbit(v)) for v in x[0]] == [False, True, True]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_numbers_read_as_the_decoder_reads_them(seed: int) -> None:
+    # Decimal strings of every length, fraction and exponent, both ways of reading them (the fast path's exact
+    # products and strtod).
+    rng = np.random.default_rng(seed)
+    texts = []
+    for _ in range(5_000):
+        digits = "".join(rng.choice(list("0123456789"), size=int(rng.integers(1, 18)))).lstrip("0") or "0"
+        fraction = "." + "".join(rng.choice(list("0123456789"), size=int(rng.integers(1, 16)))) if rng.random() < .6 \
+            else ""
+        exponent = f"e{int(rng.integers(-40, 16))}" if rng.random() < 0.4 else ""  # (within the float32 range)
+        texts.append(("-" if rng.random() < 0.5 else "") + digits + fraction + exponent)
+    body = b'{"inputs": [' + b",".join(b"[" + t.encode() + b"]" for t in texts) + b"]}"
+    for dtype in (np.float32, np.float64):
+        fast = json_rows(body, 1, len(texts), dtype is np.float32)
+        expected = general_rows(body, dtype)
+        assert fast is not None
+        np.testing.assert_array_equal(fast, expected)
+        assert (np.signbit(fast) == np.signbit(expected)).all()
+
+
+def general_rows(body: bytes, dtype: type) -> np.ndarray:
+    rows = orjson.loads(body)["inputs"]
+    out = np.empty((len(rows), len(rows[0])), dtype=dtype)
+    fill_rows(rows, out, False, "$.inputs")
+    return out
+
+
 @pytest.mark.parametrize("body", [
     b'{"inputs": []}', b'{"inputs": [[1, 2]]}', b'{"inputs": [[1, 2, 3, 4]]}', b'{"inputs": [[1, 2, 3]], "x": 1}',
     b'{"inputs": [[1, 2, 1e400]]}', b'{"inputs": [[1, 2, 1e39]]}', b'{"inputs": [[1, 2, 3]]} x',

@@ -136,42 +136,74 @@ cdef inline Py_ssize_t _ws(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) n
     return i
 
 
-cdef inline Py_ssize_t _digits(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
-    while i < n and 48 <= p[i] <= 57:
-        i += 1
-    return i
+cdef double[23] _POW10 = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+                          1e17, 1e18, 1e19, 1e20, 1e21, 1e22]
 
 
 cdef Py_ssize_t _number(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, double* value) noexcept nogil:
-    """A JSON number at p[i] (its grammar exactly: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?) into `value`
-    (strtod: correctly rounded, as the JSON decoder and int-to-float are); the index past it, or -1."""
-    cdef Py_ssize_t start = i, j
+    """A JSON number at p[i] (its grammar exactly: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?) into `value`,
+    correctly rounded, as the JSON decoder and int-to-float are; the index past it, or -1.
+
+    Up to 15 significant digits and a power of ten within 1e22 (the common case), the digits as an integer and the
+    power are both exact doubles, so one multiplication or division rounds correctly (Clinger's fast path); other
+    numbers go through strtod."""
+    cdef Py_ssize_t start = i, j, digits = 0
+    cdef unsigned long long mantissa = 0
+    cdef int exponent = 0, exp_value = 0
+    cdef bint negative = False, exp_negative = False, integer = True
     cdef char buf[NUMBER_MAX + 1]
     if i < n and p[i] == 45:  # -
+        negative = True
         i += 1
     if i >= n:
         return -1
     if p[i] == 48:  # 0
         i += 1
     elif 49 <= p[i] <= 57:
-        i = _digits(p, i, n)
+        while i < n and 48 <= p[i] <= 57:
+            if digits < 19:
+                mantissa = mantissa * 10 + (p[i] - 48)
+            digits += 1
+            i += 1
     else:
         return -1
     if i < n and p[i] == 46:  # .
-        j = _digits(p, i + 1, n)
+        j = i + 1
+        while j < n and 48 <= p[j] <= 57:
+            if digits == 0 and p[j] == 48:  # leading zeros of a fraction are not significant
+                exponent -= 1
+            else:
+                if digits < 19:
+                    mantissa = mantissa * 10 + (p[j] - 48)
+                    exponent -= 1
+                digits += 1
+            j += 1
         if j == i + 1:
             return -1
         i = j
+        integer = False
     if i < n and (p[i] == 101 or p[i] == 69):  # e E
+        integer = False
         i += 1
         if i < n and (p[i] == 43 or p[i] == 45):
+            exp_negative = p[i] == 45
             i += 1
-        j = _digits(p, i, n)
+        j = i
+        while j < n and 48 <= p[j] <= 57:
+            if exp_value < 100000:
+                exp_value = exp_value * 10 + (p[j] - 48)
+            j += 1
         if j == i:
             return -1
         i = j
+        exponent += -exp_value if exp_negative else exp_value
     if i - start > NUMBER_MAX:
         return -1
+    if digits <= 15 and -22 <= exponent <= 22:
+        value[0] = <double>mantissa * _POW10[exponent] if exponent >= 0 else <double>mantissa / _POW10[-exponent]
+        if negative and not (integer and mantissa == 0):  # `-0` is the integer 0 to the decoder: no sign
+            value[0] = -value[0]
+        return i
     memcpy(buf, p + start, i - start)
     buf[i - start] = 0
     value[0] = strtod(buf, NULL)
