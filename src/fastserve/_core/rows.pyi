@@ -12,6 +12,10 @@ def first_non_finite(x: npt.NDArray[np.float32] | npt.NDArray[np.float64]) -> in
 
 def shown(value: object) -> str: ...
 
+def msgpack_tensor(
+    body: bytes, width: int, max_rows: int, float32: bool
+) -> npt.NDArray[np.float32] | npt.NDArray[np.float64] | None: ...
+
 def json_rows(
     body: bytes, width: int, max_rows: int, float32: bool
 ) -> npt.NDArray[np.float32] | npt.NDArray[np.float64] | None: ...

@@ -118,8 +118,11 @@ cpdef Py_ssize_t first_non_finite(const real[:, ::1] x) noexcept:
 
 # --- a body of rows, from its bytes ----------------------------------------------------------------------------------
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdlib cimport free, realloc, strtod
 from libc.string cimport memcmp, memcpy
+
+import sys
 
 import numpy as np
 
@@ -218,20 +221,23 @@ cdef void _cast_into(const double* values, real[:, ::1] out) noexcept:
             k += 1
 
 
-cpdef object json_rows(const unsigned char[::1] body, Py_ssize_t width, Py_ssize_t max_rows, bint float32):
+cpdef object json_rows(bytes body, Py_ssize_t width, Py_ssize_t max_rows, bint float32):
     """The matrix of a JSON body that is exactly `{"inputs": [[number, ...], ...]}` with rows of `width` finite
     numbers (in the float32 range when `float32`), from 1 to `max_rows` of them: the common request, read in one pass
     over its bytes with no Python object per value. None for any other body, which then takes the general way (the
     JSON decoder, then `fill_rows`), where whatever is wrong with it is told; so this reads exactly what that way
     would, and the same numbers (correctly rounded to a double, then cast)."""
-    cdef Py_ssize_t n = body.shape[0], i = 0, rows = 0, j, cap = 0, count = 0
+    cdef Py_ssize_t n, i = 0, rows = 0, j, cap = 0, count = 0
     cdef const unsigned char* p
     cdef double* values = NULL
     cdef double* grown
     cdef double x
+    if body is None:
+        return None
+    n = PyBytes_GET_SIZE(body)
     if n == 0 or width < 1 or max_rows < 1:
         return None
-    p = &body[0]
+    p = <const unsigned char*>PyBytes_AS_STRING(body)
     try:
         i = _ws(p, 0, n)
         if i >= n or p[i] != 123:  # {
@@ -289,3 +295,112 @@ cpdef object json_rows(const unsigned char[::1] body, Py_ssize_t width, Py_ssize
         return out64
     finally:
         free(values)
+
+
+# msgpack: the common raw tensor body
+cdef bint _LITTLE_ENDIAN = sys.byteorder == "little"  # raw tensors are little-endian: viewed, not converted, here
+
+
+cdef Py_ssize_t _msgpack_str(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, Py_ssize_t* length) noexcept nogil:
+    """The index of a fixstr's bytes at p[i] (its length in `length`), or -1 for anything else."""
+    if i >= n or (p[i] & 0xe0) != 0xa0:
+        return -1
+    length[0] = p[i] & 0x1f
+    if i + 1 + length[0] > n:
+        return -1
+    return i + 1
+
+
+cdef Py_ssize_t _msgpack_uint(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, Py_ssize_t* value) noexcept nogil:
+    """The index past an unsigned integer (positive fixint, uint8/16/32) at p[i] (into `value`), or -1."""
+    if i >= n:
+        return -1
+    if p[i] < 0x80:
+        value[0] = p[i]
+        return i + 1
+    if p[i] == 0xcc and i + 1 < n:
+        value[0] = p[i + 1]
+        return i + 2
+    if p[i] == 0xcd and i + 2 < n:
+        value[0] = (<Py_ssize_t>p[i + 1] << 8) | p[i + 2]
+        return i + 3
+    if p[i] == 0xce and i + 4 < n:
+        value[0] = ((<Py_ssize_t>p[i + 1] << 24) | (<Py_ssize_t>p[i + 2] << 16) | (<Py_ssize_t>p[i + 3] << 8)
+                    | p[i + 4])
+        return i + 5
+    return -1
+
+
+cpdef object msgpack_tensor(bytes body, Py_ssize_t width, Py_ssize_t max_rows, bint float32):
+    """The matrix of a msgpack body that is exactly `{"inputs": {"dtype", "shape", "data"}}` (the three keys in any
+    order) holding a raw little-endian tensor of the model's own dtype (`float32`, else `float64`), of shape
+    [1 to `max_rows`, `width`], every value finite: a read-only view of the body's bytes, as the general way gives.
+    None for any other body, which then takes the general way (the msgpack decoder), where whatever is wrong with it
+    is told."""
+    cdef Py_ssize_t n, i, k, length, rows = -1, columns = -1, data_at = -1, data_len = -1, itemsize
+    cdef const unsigned char* p
+    cdef bint dtype_seen = False
+    cdef bytes want = b"float32" if float32 else b"float64"
+    if body is None or width < 1 or max_rows < 1 or not _LITTLE_ENDIAN:
+        return None
+    n = PyBytes_GET_SIZE(body)
+    p = <const unsigned char*>PyBytes_AS_STRING(body)
+    itemsize = 4 if float32 else 8
+    if n < 2 or p[0] != 0x81:  # a map of one key
+        return None
+    i = _msgpack_str(p, 1, n, &length)
+    if i < 0 or length != 6 or memcmp(p + i, b"inputs", 6):
+        return None
+    i += 6
+    if i >= n or p[i] != 0x83:  # a map of three keys
+        return None
+    i += 1
+    for k in range(3):
+        i = _msgpack_str(p, i, n, &length)
+        if i < 0:
+            return None
+        if length == 5 and not memcmp(p + i, b"dtype", 5) and not dtype_seen:
+            dtype_seen = True
+            i = _msgpack_str(p, i + 5, n, &length)
+            if i < 0 or length != 7 or memcmp(p + i, <const char*>want, 7):
+                return None
+            i += 7
+        elif length == 5 and not memcmp(p + i, b"shape", 5) and rows < 0:
+            i += 5
+            if i >= n or p[i] != 0x92:  # an array of two
+                return None
+            i = _msgpack_uint(p, i + 1, n, &rows)
+            if i < 0:
+                return None
+            i = _msgpack_uint(p, i, n, &columns)
+            if i < 0:
+                return None
+        elif length == 4 and not memcmp(p + i, b"data", 4) and data_at < 0:
+            i += 4
+            if i >= n:
+                return None
+            if p[i] == 0xc4 and i + 1 < n:
+                data_len, i = p[i + 1], i + 2
+            elif p[i] == 0xc5 and i + 2 < n:
+                data_len, i = (<Py_ssize_t>p[i + 1] << 8) | p[i + 2], i + 3
+            elif p[i] == 0xc6 and i + 4 < n:
+                data_len = ((<Py_ssize_t>p[i + 1] << 24) | (<Py_ssize_t>p[i + 2] << 16) | (<Py_ssize_t>p[i + 3] << 8)
+                            | p[i + 4])
+                i += 5
+            else:
+                return None
+            if data_len > n - i:
+                return None
+            data_at = i
+            i += data_len
+        else:
+            return None
+    if i != n or not dtype_seen or rows < 1 or rows > max_rows or columns != width or data_len != rows * width * itemsize:
+        return None
+    x = np.frombuffer(body, dtype="<f4" if float32 else "<f8", count=rows * width, offset=data_at).reshape(rows, width)
+    if float32:
+        if first_non_finite[float](x) >= 0:
+            return None
+    elif first_non_finite[double](x) >= 0:
+        return None
+    return x

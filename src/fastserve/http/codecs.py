@@ -20,6 +20,11 @@ _MEDIA = {
     "application/vnd.msgpack": MSGPACK,
 }
 CONTENT_TYPE_HEADER = {JSON: b"application/json", MSGPACK: b"application/msgpack"}
+# Formats of the Content-Type and Accept values already read: clients send the same few, and a request is spared
+# their parsing. Bounded: past it, values are parsed each time.
+_READ_TYPES: dict[bytes, str] = {}
+_READ_ACCEPTS: dict[tuple[bytes, str], str] = {}
+_READ_MAX = 256
 
 
 def _media_type(value: str) -> str:
@@ -30,6 +35,9 @@ def request_format(content_type: bytes | None) -> str:
     """The body's format from its Content-Type; a missing one is taken as JSON."""
     if content_type is None:
         return JSON
+    fmt = _READ_TYPES.get(content_type)
+    if fmt is not None:
+        return fmt
     media = _media_type(content_type.decode("latin-1"))
     fmt = _MEDIA.get(media)
     if fmt is None:
@@ -37,6 +45,8 @@ def request_format(content_type: bytes | None) -> str:
             f"Content-Type {media!r} is not supported; send application/json or application/msgpack",
             detail={"content_type": media},
         )
+    if len(_READ_TYPES) < _READ_MAX:
+        _READ_TYPES[content_type] = fmt
     return fmt
 
 
@@ -44,6 +54,15 @@ def response_format(accept: bytes | None, default: str) -> str:
     """The answer's format from Accept (q-values honoured); `*/*` or no Accept answers in `default`."""
     if accept is None:
         return default
+    fmt = _READ_ACCEPTS.get((accept, default))
+    if fmt is None:
+        fmt = _accepted(accept, default)
+        if len(_READ_ACCEPTS) < _READ_MAX:
+            _READ_ACCEPTS[accept, default] = fmt
+    return fmt
+
+
+def _accepted(accept: bytes, default: str) -> str:
     choices: list[tuple[float, int, str]] = []
     for i, part in enumerate(accept.decode("latin-1").split(",")):
         media, *params = (p.strip() for p in part.split(";"))

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastserve._core.rows import json_rows
+from fastserve._core.rows import json_rows, msgpack_tensor
 from fastserve.exceptions import FastserveError, NotAcceptable
 from fastserve.http.codecs import CONTENT_TYPE_HEADER, JSON, MSGPACK, decode, encode, request_format, response_format
 from fastserve.http.errors import error_body, status_for
@@ -60,13 +60,14 @@ class NativeWire:
         if primary is not None:
             session: ModelSession = primary.session  # type: ignore[assignment]
             options = primary.config.inputs
-            if self.body_fmt == JSON and model.canary is None and session.input_dtype in _ROW_DTYPES:
-                # The common body, `{"inputs": [[...], ...]}`, read from its bytes into the matrix: no object per
-                # value, nothing to bound or scan for duplicate keys. Any other body goes the general way.
-                self.rows = json_rows(body, session.n_features, row_limit(session, options),
-                                      session.input_dtype == _FLOAT32)
-                if self.rows is not None and session.fixed_batch in (None, len(self.rows)):
-                    self.body, self.rows_for = body, primary
+            if model.canary is None and session.input_dtype in _ROW_DTYPES:
+                # The common bodies, JSON `{"inputs": [[...], ...]}` and a msgpack raw tensor of the model's dtype,
+                # read from their bytes into the matrix: no object per value, nothing to bound or scan for duplicate
+                # keys. Any other body goes the general way.
+                read = json_rows if self.body_fmt == JSON else msgpack_tensor
+                rows = read(body, session.n_features, row_limit(session, options), session.input_dtype == _FLOAT32)
+                if rows is not None and session.fixed_batch in (None, len(rows)):
+                    self.rows, self.body, self.rows_for = rows, body, primary
                     return None
             refuse_oversized(body, self.body_fmt == MSGPACK, session, options, primary.field_count, "$")
         self.decoded = decode(body, self.body_fmt)
