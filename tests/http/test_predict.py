@@ -129,3 +129,54 @@ def test_a_request_pipelined_behind_a_short_one_keeps_its_connection(server):
         status, _, answer = read_answer(s)
         assert status == 200, answer[:200]
         assert b'"probabilities"' in answer
+
+
+def test_a_client_that_does_not_read_its_answers_holds_its_next_requests_back(server):
+    # 120 pipelined predicts of 4,096 rows (answers of ~170 KB each) from a client that reads nothing: once the
+    # socket's buffers and the transport's are full, the server starts no more of them, rather than piling answers
+    # up in its memory; once the client reads, every one is answered, in order.
+    import re
+    import socket
+    import threading
+    import time
+
+    import httpx
+
+    x = np.full((4096, 22), 0.5, dtype=np.float32)
+    body = msgpack.packb({"inputs": {"dtype": "float32", "shape": [4096, 22], "data": x.tobytes()}})
+    request = (b"POST /v1/models/churn/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/msgpack\r\n"
+               b"Accept: application/json\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    n = 120
+
+    def answered() -> int:
+        text = httpx.get(f"{server.url}/metrics").text
+        found = re.search(r'^fastserve_requests_total\{code="200",model="churn",version="1"\} (\S+)$', text, re.M)
+        return int(float(found.group(1))) if found else 0
+
+    before = answered()
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # (no autotuning to tens of MB)
+        s.connect(("127.0.0.1", server.port))
+        threading.Thread(target=s.sendall, args=(request * n,), daemon=True).start()
+        counts = [-1]
+        for _ in range(150):  # until the count has not moved for a second
+            time.sleep(0.2)
+            counts.append(answered() - before)
+            if len(counts) > 6 and counts[-1] == counts[-6]:
+                break
+        held_at = counts[-1]
+        buffered = b""
+        statuses = []
+        s.settimeout(30)
+        while len(statuses) < n:
+            while b"\r\n\r\n" not in buffered:
+                buffered += s.recv(1 << 20)
+            head, _, buffered = buffered.partition(b"\r\n\r\n")
+            length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
+            while len(buffered) < length:
+                buffered += s.recv(1 << 20)
+            answer, buffered = buffered[:length], buffered[length:]
+            statuses.append(int(head.split()[1]))
+            assert answer.startswith(b'{"model":"churn"'), answer[:200]
+    assert 0 < held_at < n // 2, f"{held_at} of {n} answered while the client read nothing"
+    assert statuses == [200] * n
