@@ -180,3 +180,29 @@ def test_a_client_that_does_not_read_its_answers_holds_its_next_requests_back(se
             assert answer.startswith(b'{"model":"churn"'), answer[:200]
     assert 0 < held_at < n // 2, f"{held_at} of {n} answered while the client read nothing"
     assert statuses == [200] * n
+
+
+def test_a_client_that_leaves_while_sending_its_body_is_counted_and_the_server_serves_on(server, client, golden):
+    # Headers and the first bytes of a predict's body, then the client hangs up: the request is counted as closed by
+    # its client (499) once, and the next request is answered.
+    import re
+    import socket
+    import time
+
+    def closed() -> float:
+        text = client.get("/metrics").text
+        return sum(float(v) for v in re.findall(r'^fastserve_requests_total\{code="499"[^}]*\} (\S+)$', text, re.M))
+
+    before = closed()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /v1/models/churn/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b'Content-Length: 100000\r\n\r\n{"inputs": [[')
+        time.sleep(0.3)  # its turn has come: it waits for the rest of its body
+    for _ in range(100):
+        if closed() > before:
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert closed() == before + 1
+    r = client.post("/v1/models/churn/predict", json={"inputs": golden["churn"]["inputs"][:1].tolist()})
+    assert r.status_code == 200, r.text
