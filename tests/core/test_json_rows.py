@@ -147,3 +147,23 @@ def test_time_is_linear_in_the_body() -> None:
     small, large = body(200), body(2_000)
     judge("json_rows", len(small), len(large), ratio(lambda: json_rows(small, 100, 10 ** 6, False),
                                                       lambda: json_rows(large, 100, 10 ** 6, False), cold=False))
+
+
+def test_numbers_halfway_between_two_doubles_round_as_the_decoder_rounds_them() -> None:
+    # The hardest numbers to read: 16-19 digits exactly halfway between two doubles (and one unit either side),
+    # as integers, as decimals (the halfway integer over a power of ten: not exact in any binary format) and with
+    # an exponent; each must round as the decoder rounds it (to even at halfway).
+    rng = np.random.default_rng(11)
+    texts = []
+    for d in rng.uniform(2.0 ** 53, 1e19, size=3_000):
+        d = float(int(d))
+        halfway = int(d) + int(np.spacing(d)) // 2
+        for v in (halfway - 1, halfway, halfway + 1):
+            s = str(v)
+            k = int(rng.integers(1, min(len(s), 27)))
+            texts += [s, s[:-k] + "." + s[-k:], f"{s}e-{int(rng.integers(1, 9))}"]
+    body = b'{"inputs": [' + b",".join(b"[" + t.encode() + b"]" for t in texts) + b"]}"
+    for dtype in (np.float32, np.float64):
+        fast = json_rows(body, 1, len(texts), dtype is np.float32)
+        assert fast is not None
+        np.testing.assert_array_equal(fast, general_rows(body, dtype))

@@ -139,6 +139,20 @@ cdef inline Py_ssize_t _ws(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) n
     return i
 
 
+cdef extern from "float.h":
+    int LDBL_MANT_DIG
+
+# Up to 19 digits and a power of ten within 1e27, both are exact in a long double of 64 mantissa bits (x86's): their
+# product or quotient is within 2^-64 of the value, and when every number within 2^-62 of it rounds to the same
+# double, that double is the value correctly rounded. Elsewhere (and where a long double is no wider than a double)
+# strtod decides.
+cdef bint _WIDE = LDBL_MANT_DIG >= 64
+cdef long double[28] _POW10_WIDE
+cdef long double _MARGIN = 1.0 / 4611686018427387904.0  # 2^-62
+_POW10_WIDE[0] = 1.0
+for _k in range(1, 28):
+    _POW10_WIDE[_k] = _POW10_WIDE[_k - 1] * 10
+
 cdef double[23] _POW10 = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
                           1e17, 1e18, 1e19, 1e20, 1e21, 1e22]
 
@@ -147,11 +161,14 @@ cdef Py_ssize_t _number(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, doub
     """A JSON number at p[i] (its grammar exactly: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?) into `value`,
     correctly rounded, as the JSON decoder and int-to-float are; the index past it, or -1.
 
-    Up to 15 significant digits and a power of ten within 1e22 (the common case), the digits as an integer and the
-    power are both exact doubles, so one multiplication or division rounds correctly (Clinger's fast path); other
-    numbers go through strtod."""
+    Up to 15 significant digits and a power of ten within 1e22, the digits as an integer and the power are both
+    exact doubles, so one multiplication or division rounds correctly (Clinger's fast path); up to 19 digits (a
+    double written in full has 17) and a power within 1e27, the same in a long double, kept where its margin shows
+    the rounding (`_WIDE`); other numbers go through strtod."""
     cdef Py_ssize_t start = i, j, digits = 0
     cdef unsigned long long mantissa = 0
+    cdef long double wide
+    cdef double low
     cdef int exponent = 0, exp_value = 0
     cdef bint negative = False, exp_negative = False, integer = True
     cdef char buf[NUMBER_MAX + 1]
@@ -207,6 +224,13 @@ cdef Py_ssize_t _number(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, doub
         if negative and not (integer and mantissa == 0):  # `-0` is the integer 0 to the decoder: no sign
             value[0] = -value[0]
         return i
+    if _WIDE and digits <= 19 and -27 <= exponent <= 27 and mantissa != 0:
+        wide = (<long double>mantissa * _POW10_WIDE[exponent] if exponent >= 0
+                else <long double>mantissa / _POW10_WIDE[-exponent])
+        low = <double>(wide * (1 - _MARGIN))
+        if low == <double>(wide * (1 + _MARGIN)):
+            value[0] = -low if negative else low
+            return i
     memcpy(buf, p + start, i - start)
     buf[i - start] = 0
     value[0] = strtod(buf, NULL)
