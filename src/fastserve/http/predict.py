@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 import numpy as np
 
+from fastserve._core.answers import msgpack_arrays
 from fastserve._core.rows import json_rows, msgpack_tensor
 from fastserve.exceptions import FastserveError, NotAcceptable
 from fastserve.http.codecs import CONTENT_TYPE_HEADER, JSON, MSGPACK, decode, encode, request_format, response_format
@@ -25,6 +28,20 @@ _ROW_DTYPES = (_FLOAT32, np.dtype(np.float64))
 def predict_target(path: str) -> tuple[str, str | None] | None:
     """(model, version or None) for `/v1/models/{name}[/versions/{v}]/predict`, else None."""
     return model_path(path, "/v1/models/", "/predict")
+
+
+def msgpack_answer(model: str, version: int, outputs: Outputs) -> bytes | None:
+    """The answer in msgpack with its output arrays written in C (_core.answers): byte for byte what msgpack writes
+    from them as lists, three times faster; None for outputs it does not write (msgpack then does)."""
+    arrays = msgpack_arrays(outputs)
+    return None if arrays is None else _answer_head(model, version) + arrays
+
+
+@functools.lru_cache(maxsize=1024)
+def _answer_head(model: str, version: int) -> bytes:
+    """`{"model": model, "version": version, "outputs": ` in msgpack: the answer's map of three, up to its outputs."""
+    return b"\x83" + b"".join(msgpack.packb(v, use_bin_type=True) for v in ("model", model, "version", version,
+                                                                            "outputs"))
 
 
 class NativeWire:
@@ -82,7 +99,9 @@ class NativeWire:
                               target.config.inputs, target.transform, target.sketches_raw_fields)
 
     def answer(self, target: LoadedVersion, outputs: Outputs) -> tuple[bytes, Headers]:
-        body = encode({"model": target.model, "version": target.number, "outputs": outputs}, self.fmt)
+        body = msgpack_answer(target.model, target.number, outputs) if self.fmt == MSGPACK else None
+        if body is None:
+            body = encode({"model": target.model, "version": target.number, "outputs": outputs}, self.fmt)
         return body, [(b"content-type", CONTENT_TYPE_HEADER[self.fmt]),
                       (b"x-model-version", str(target.number).encode())]
 
