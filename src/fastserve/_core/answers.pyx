@@ -113,18 +113,19 @@ cpdef object msgpack_arrays(dict outputs):
     cdef const char* data
     if len(outputs) > 15:
         return None
-    keys = []
+    taken = []  # (name's bytes, array, kind of values): each array looked at once
     for name, value in outputs.items():
         if type(name) is not str or type(value) is not cnp.ndarray:
             return None
         array = <cnp.ndarray>value
-        if _kind(array) == 0 or not cnp.PyArray_IS_C_CONTIGUOUS(array) or not cnp.PyArray_ISNOTSWAPPED(array) \
-                or not 1 <= array.ndim <= 2 or (sizeof(int) != 4 and _kind(array) == I32):
+        kind = _kind(array)
+        if kind == 0 or not cnp.PyArray_IS_C_CONTIGUOUS(array) or not cnp.PyArray_ISNOTSWAPPED(array) \
+                or not 1 <= array.ndim <= 2 or (sizeof(int) != 4 and kind == I32):
             return None
         key = (<str>name).encode("utf-8")
         if len(key) > 31:
             return None
-        keys.append(key)
+        taken.append((key, array, kind))
         size += 1 + len(key) + MAX_ITEM * (1 + cnp.PyArray_SIZE(array) + (array.shape[0] if array.ndim == 2 else 0))
     p = <char*>malloc(size)
     if p == NULL:
@@ -132,12 +133,11 @@ cpdef object msgpack_arrays(dict outputs):
     try:
         p[0] = <char>(0x80 | len(outputs))
         at = 1
-        for key, value in zip(keys, outputs.values()):
+        for key, value, kind in taken:
             array = <cnp.ndarray>value
             p[at] = <char>(0xa0 | len(key))
             memcpy(p + at + 1, <const char*>(<bytes>key), len(key))
             at += 1 + len(key)
-            kind = _kind(array)
             data = <const char*>cnp.PyArray_DATA(array)
             if array.ndim == 1:
                 at = _array_head(p, at, array.shape[0])
