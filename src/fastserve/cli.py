@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import fastserve
@@ -19,9 +20,9 @@ log = logging.getLogger("fastserve")
 _FILES_BESIDES_CONNECTIONS = 256  # models, logs, the door's channel, worker threads' wake-up pipes
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+def _setup_logging(level: str, process: str = "") -> None:
+    logging.basicConfig(level=level.upper(), format=f"%(asctime)s %(levelname)s {process}%(name)s: %(message)s",
+                        stream=sys.stderr, force=True)
 
 
 def _admin_token(path: str | None) -> str | None:
@@ -38,6 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
     from fastserve.malloc import keep_freed_blocks
     from fastserve.open_files import raise_open_files_limit
 
+    workers = _workers(args.workers)
     config = ServerConfig(
         models_dir=Path(args.models_dir) if args.models_dir else default_models_dir(),
         host=args.host,
@@ -52,10 +54,20 @@ def _serve(args: argparse.Namespace) -> int:
         poll_interval_s=args.poll_interval,
         admin_token=_admin_token(args.admin_token_file),
         door_process=args.door_process,
+        workers=workers,
     )
     if not config.models_dir.is_dir():
         raise ConfigError(f"models directory {str(config.models_dir)!r} does not exist; pass MODELS_DIR "
                           "(e.g. `fastserve serve ./models`) or set FASTSERVE_MODELS_DIR")
+    if workers > 1 and args.worker is None:
+        from fastserve.http.door import door_supported
+        from fastserve.workers.supervisor import serve_with_workers
+
+        if not config.door_process or not door_supported():
+            raise ConfigError("--workers > 1 needs the door process, which passes each connection to a worker "
+                              "(Linux); without it, run one server per core behind a load balancer, or --workers 1")
+        sys.setswitchinterval(config.gil_switch_interval_s)
+        return serve_with_workers(config, args.argv, workers, args.balance)
     log.info("%s", keep_freed_blocks())  # before the models load: their buffers come from the same heap
     # Each connection is a file, and the door process (started later) holds those waiting for their headers.
     log.info("%s", raise_open_files_limit(config.limits.max_connections + _FILES_BESIDES_CONNECTIONS))
@@ -63,14 +75,40 @@ def _serve(args: argparse.Namespace) -> int:
     # Batches finish on worker threads that need the GIL back from the event loop; at the default 5 ms switch
     # interval they may wait that long for it, which alone would break a 10 ms latency target.
     sys.setswitchinterval(config.gil_switch_interval_s)
-    app = create_app(config)
-    server = build_server(app, config, loop, on_shutdown=app.begin_shutdown,
-                          stats=app.metrics.stats, admission=app.admission, http=args.http)
-    log.info("fastserve %s serving %s on http://%s:%d (loop=%s, http=%s)", fastserve.__version__,
-             config.models_dir.resolve(), config.host, config.port, loop,
-             "uvicorn's httptools protocol" if args.http == "asgi" else "the compiled protocol")
+    worker = None
+    if args.worker is not None:  # a worker process of a supervisor (workers/supervisor.py)
+        from fastserve.http.door_process import die_with_parent
+
+        die_with_parent()
+        _setup_logging(args.log_level, f"[worker {args.worker}] ")
+        worker = (args.worker, args.control_dir)
+        # The connection limit is the server's: each worker takes its share (the door spreads connections evenly).
+        config = replace(config, limits=replace(config.limits, max_connections=-(-config.limits.max_connections
+                                                                                  // workers)))
+    app = create_app(config, worker)
+    server = build_server(app, config, loop, on_shutdown=app.begin_shutdown, stats=app.metrics.stats,
+                          admission=app.admission, http=args.http,
+                          join=os.path.join(args.control_dir, "door.sock") if worker else None)
+    if worker is None:
+        log.info("fastserve %s serving %s on http://%s:%d (loop=%s, http=%s)", fastserve.__version__,
+                 config.models_dir.resolve(), config.host, config.port, loop,
+                 "uvicorn's httptools protocol" if args.http == "asgi" else "the compiled protocol")
     server.run()
     return 0
+
+
+def _workers(value: str) -> int:
+    from fastserve.workers.cores import usable_cores
+
+    if value == "auto":
+        return usable_cores()
+    try:
+        workers = int(value)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise ConfigError(f"--workers must be a number >= 1 or `auto`, got {value!r}")
+    return workers
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -196,6 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--admin-token-file", default=None,
                        help="file holding the admin API token (default: $FASTSERVE_ADMIN_TOKEN; no token = no admin "
                        "API)")
+    serve.add_argument("--workers", default="1",
+                       help="serving processes: N, or `auto` (one per usable core, within the CPU affinity and a "
+                       "container's CPU quota: the production setting). More than one run under a supervisor that "
+                       "owns the repository and the decisions, behind the door process (default: 1)")
+    serve.add_argument("--balance", choices=("connections", "requests"), default="connections",
+                       help="with --workers: each connection goes to the worker with the fewest open connections, or "
+                       "the fewest requests in flight (default: %(default)s)")
+    serve.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
+    serve.add_argument("--control-dir", default=None, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
 
     models = sub.add_parser("models", help="check a repository, or see and change a running server's versions")
@@ -258,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["models"] and (len(argv) == 1 or argv[1] not in calls):
         argv.insert(1, "check")  # `fastserve models [MODELS_DIR]` checks a repository, as it always has
     args = build_parser().parse_args(argv)
+    args.argv = argv
     _setup_logging(args.log_level)
     try:
         return int(args.run(args))

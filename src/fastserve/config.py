@@ -184,6 +184,7 @@ class ServerConfig:
     poll_interval_s: float = 2.0  # how often the repository is checked for new, changed or removed versions; 0 = never
     admin_token: str | None = None  # the admin API is off without one
     door_process: bool = True  # connections accepted, and held until their first headers, by a process of their own
+    workers: int = 1  # serving processes; more than one: under a supervisor, behind the door process
 
 
 def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConfig:
@@ -347,11 +348,15 @@ def load_model_config(model_dir: Path) -> ModelConfig:
     return parse_model_config(data, model_dir.name, str(path))
 
 
-def with_device(config: ModelConfig, device: str | None) -> ModelConfig:
-    """The server-wide `--device` overrides each model's own choice."""
-    if device is None:
-        return config
-    return replace(config, runtime=replace(config.runtime, device=device))
+def for_server(config: ModelConfig, device: str | None, max_threads: int | None = None) -> ModelConfig:
+    """The server-wide `--device` overrides each model's own choice; with worker processes, each session's intra-op
+    threads are capped at `max_threads` (0, onnxruntime's "one per core", becomes the cap)."""
+    runtime = config.runtime
+    if device is not None:
+        runtime = replace(runtime, device=device)
+    if max_threads is not None and not 0 < runtime.intra_op_threads <= max_threads:
+        runtime = replace(runtime, intra_op_threads=max_threads)
+    return config if runtime is config.runtime else replace(config, runtime=runtime)
 
 
 def default_models_dir() -> Path:

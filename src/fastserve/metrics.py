@@ -89,6 +89,12 @@ class RequestStats:
         hist.observe(seconds)
 
 
+def build_info() -> Metric:
+    info = GaugeMetricFamily("fastserve_build_info", "fastserve build", labels=["version", "core", "python"])
+    info.add_metric([fastserve.__version__, "compiled", platform.python_version()], 1)
+    return info
+
+
 class _Collector:
     def __init__(self, stats: RequestStats, registry: Registry, admission: Admission) -> None:
         self._stats = stats
@@ -96,10 +102,12 @@ class _Collector:
         self._admission = admission
 
     def collect(self) -> Iterator[Metric]:
-        info = GaugeMetricFamily("fastserve_build_info", "fastserve build", labels=["version", "core", "python"])
-        info.add_metric([fastserve.__version__, "compiled", platform.python_version()], 1)
-        yield info
+        yield build_info()
+        yield from self.serving()
+        yield from self.control()
 
+    def serving(self) -> Iterator[Metric]:
+        """What each serving process counts: with worker processes, the supervisor sums them."""
         requests = CounterMetricFamily("fastserve_requests", "Prediction requests answered, by status code",
                                        labels=["model", "version", "code"])
         for (model, version, code), n in sorted(self._stats.requests.items()):
@@ -134,7 +142,12 @@ class _Collector:
                                         "report, each second)")
         connections.add_metric([], len(self._stats.connections) + self._stats.waiting_at_door)
         yield connections
+        yield from self._batching()
+        yield from self._admitted()
 
+    def control(self) -> Iterator[Metric]:
+        """The registry's state, routing and drift: with worker processes, the supervisor's (it merges the workers'
+        evidence and sketches into them)."""
         ready = GaugeMetricFamily("fastserve_model_version_ready", "1 when the version is loaded and can serve",
                                   labels=["model", "version", "provider"])
         load = GaugeMetricFamily("fastserve_model_version_load_seconds", "Time to load and warm the version",
@@ -150,8 +163,6 @@ class _Collector:
         yield from self._lifecycle()
         yield from self._routing()
         yield from self._drift()
-        yield from self._batching()
-        yield from self._admitted()
 
     def _admitted(self) -> Iterator[Metric]:
         refused = CounterMetricFamily("fastserve_admission_refused", "Requests to a model with a latency SLO answered "
@@ -273,14 +284,26 @@ class _Collector:
         yield from (sizes, wait, run, queued, running, shed)
 
 
+def control_families(registry: Registry) -> list[Metric]:
+    """The registry's state, routing and drift families (a supervisor's, which serves nothing itself)."""
+    return list(_Collector(RequestStats(), registry, None).control())  # type: ignore[arg-type]
+
+
 class Metrics:
     """The server's metrics registry: request counts, latency, model state, process figures."""
 
     def __init__(self, registry: Registry, admission: Admission) -> None:
         self.stats = RequestStats()
         self.prometheus = CollectorRegistry(auto_describe=False)
-        self.prometheus.register(_Collector(self.stats, registry, admission))
+        self._collector = _Collector(self.stats, registry, admission)
+        self.prometheus.register(self._collector)
         self.prometheus.register(ProcessCollector(namespace="fastserve", registry=None))
 
     def render(self) -> bytes:
         return generate_latest(self.prometheus)
+
+    def serving(self) -> Iterator[Metric]:
+        return self._collector.serving()
+
+    def control(self) -> Iterator[Metric]:
+        return self._collector.control()

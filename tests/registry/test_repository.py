@@ -1,8 +1,10 @@
 """Reading a model repository and its configs."""
 
+import dataclasses
+
 import pytest
 
-from fastserve.config import BatchingOptions, ModelConfig, RuntimeOptions, load_model_config, with_device
+from fastserve.config import BatchingOptions, ModelConfig, RuntimeOptions, for_server, load_model_config
 from fastserve.exceptions import ConfigError
 from fastserve.registry import scan
 from tests.conftest import MODELS, write_tiny_model
@@ -84,5 +86,9 @@ def test_full_config_is_read(tmp_path):
     assert c.runtime == RuntimeOptions("cpu", 4, 2, True, "basic", False, 200)
     assert c.inputs.allow_non_finite is True and c.inputs.max_rows == 16
     assert c.batching == BatchingOptions(32, 500, 64, 10.0, 2, "refuse")
-    assert with_device(c, "cuda").runtime.device == "cuda"
-    assert with_device(c, None) is c
+    assert for_server(c, "cuda").runtime.device == "cuda"
+    assert for_server(c, None) is c
+    # Worker processes share the cores: intra-op threads capped, 0 ("one per core") taken as the cap.
+    assert for_server(c, None, 2).runtime.intra_op_threads == 2 and for_server(c, None, 8) is c
+    every_core = dataclasses.replace(c, runtime=dataclasses.replace(c.runtime, intra_op_threads=0))
+    assert for_server(every_core, None, 3).runtime.intra_op_threads == 3

@@ -23,14 +23,14 @@ def tensor(x):
     return msgpack.packb({"inputs": {"dtype": "float32", "shape": list(x.shape), "data": x.tobytes()}})
 
 
-def repository(tmp_path, config, **versions):
-    """Model `m` with formula versions: `v1={}`, `v2={"xor_column": 1}`..."""
+def repository(tmp_path, config, *server_args, start=start_server, **versions):
+    """Model `m` with formula versions: `v1={}`, `v2={"xor_column": 1}`..., served by `start`."""
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "fastserve.toml").write_text('[versions]\npolicy = "all"\n' + config)
     for name, options in versions.items():
         formula_models.write(tmp_path / "m" / name[1:], **options)
     (tmp_path / "token").write_text(TOKEN)
-    return start_server(tmp_path, "--admin-token-file", str(tmp_path / "token"), "--poll-interval", "0")
+    return start(tmp_path, "--admin-token-file", str(tmp_path / "token"), "--poll-interval", "0", *server_args)
 
 
 def fire(srv, bodies, connections=8, headers=None):

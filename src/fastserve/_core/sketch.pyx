@@ -115,6 +115,20 @@ cdef class BinnedSketch:
             np.add(mine, theirs, out=mine)
         self.rows += other.rows
 
+    def state(self):
+        """(rows, copies of the counters): what `add_state` adds into a sketch with the same edges, in another
+        process."""
+        return self.rows, [a.copy() for a in self._counters()]
+
+    def add_state(self, Py_ssize_t rows, list counters not None):
+        """Add a `state()` of a sketch with the same edges."""
+        mine = self._counters()
+        if len(counters) != len(mine) or any(np.shape(t) != m.shape for m, t in zip(mine, counters)):
+            raise ValueError("only the state of a sketch with the same edges adds")
+        for m, t in zip(mine, counters):
+            np.add(m, t, out=m, casting="unsafe")
+        self.rows += rows
+
     def reset(self):
         for array in self._counters():
             array[...] = 0

@@ -152,7 +152,12 @@ class _Section:
 
 
 class DriftMonitor:
-    """Per serving version. `observe` runs on the event loop after each batch; its cost is the sketch update."""
+    """Per serving version. `observe` runs on the event loop after each batch; its cost is the sketch update.
+
+    In a worker process (`--workers N`) windows are not closed here: the supervisor takes each worker's counts
+    (`take`), adds them into its own monitor of the version (`add`), and closes the windows of all traffic there."""
+
+    closes_windows = True  # False in worker processes
 
     def __init__(self, profile: dict[str, Any], options: DriftOptions, label: str,
                  fields: tuple[str, ...] | None = None) -> None:
@@ -226,11 +231,33 @@ class DriftMonitor:
             if len(columns) == len(self.predictions.names):
                 self.predictions.window.update(np.ascontiguousarray(np.column_stack(list(columns.values())),
                                                                     dtype=np.float32))
+        self._close_if_due()
+
+    def _close_if_due(self) -> None:
         rows = self._window_rows
-        if rows >= self.options.window_rows or (
+        if self.closes_windows and (rows >= self.options.window_rows or (
                 self.options.window_seconds > 0 and rows >= self.options.min_rows
-                and time.monotonic() - self._opened >= self.options.window_seconds):
+                and time.monotonic() - self._opened >= self.options.window_seconds)):
             self.close_window()
+
+    def take(self) -> dict[str, Any]:
+        """The current window's counts, handed over and reset (a worker's, for its supervisor)."""
+        self.flush()
+        taken = {"rows": self._window_rows, "inputs": self.inputs.window.state(),
+                 "predictions": self.predictions.window.state() if self.predictions else None}
+        self._window_rows = 0
+        for section in (self.inputs, self.predictions):
+            if section is not None:
+                section.window.reset()
+        return taken
+
+    def add(self, taken: dict[str, Any]) -> None:
+        """A worker's `take()`, counted in this window; closed when due."""
+        self.inputs.window.add_state(*taken["inputs"])
+        if self.predictions is not None and taken["predictions"] is not None:
+            self.predictions.window.add_state(*taken["predictions"])
+        self._window_rows += taken["rows"]
+        self._close_if_due()
 
     def close_window(self) -> dict[str, Any]:
         """Score the window against the reference, fold it into the total, start the next one."""

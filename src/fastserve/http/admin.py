@@ -16,6 +16,7 @@ from fastserve.config import sticky_key_error
 from fastserve.exceptions import AdminDisabled, InvalidInput, MalformedBody, Unauthorized, VersionNotFound
 from fastserve.http.endpoints import JSONResponse
 from fastserve.http.serving import read_body
+from fastserve.registry.operations import perform
 from fastserve.registry.repository import version_number
 
 
@@ -29,7 +30,15 @@ def _authorized(request: Request) -> Any:
     scheme, _, credentials = given.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(credentials.strip().encode(), token.encode()):
         raise Unauthorized("missing or wrong admin token: send `Authorization: Bearer <token>`")
-    return app.registry
+    return app
+
+
+async def _operate(app: Any, operation: str, *args: Any) -> Response:
+    """Run the operation here, or, in a worker process, in the supervisor, which applies it in every worker before
+    it answers."""
+    if app.control is not None:
+        return JSONResponse(await app.control.operate(operation, *args))
+    return JSONResponse(await perform(app.registry, operation, *args))
 
 
 def _version(request: Request) -> int:
@@ -41,23 +50,19 @@ def _version(request: Request) -> int:
 
 
 async def load(request: Request) -> Response:
-    model = await _authorized(request).load_version(request.path_params["name"], _version(request))
-    return JSONResponse(model.status())
+    return await _operate(_authorized(request), "load_version", request.path_params["name"], _version(request))
 
 
 async def unload(request: Request) -> Response:
-    model = await _authorized(request).unload_version(request.path_params["name"], _version(request))
-    return JSONResponse(model.status())
+    return await _operate(_authorized(request), "unload_version", request.path_params["name"], _version(request))
 
 
 async def promote(request: Request) -> Response:
-    model = await _authorized(request).promote(request.path_params["name"], _version(request))
-    return JSONResponse(model.status())
+    return await _operate(_authorized(request), "promote", request.path_params["name"], _version(request))
 
 
 async def rollback(request: Request) -> Response:
-    model = await _authorized(request).rollback(request.path_params["name"])
-    return JSONResponse(model.status())
+    return await _operate(_authorized(request), "rollback", request.path_params["name"])
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -91,46 +96,41 @@ def _checked(body: dict[str, Any], keys: dict[str, tuple[type, ...]]) -> dict[st
 async def set_canary(request: Request) -> Response:
     """Body: {"version": 3, "weight": 0.1, "sticky_key": "user_id" | "header:X-User-Id"}; a weight alone changes
     the current canary's weight (0 stops it)."""
-    registry = _authorized(request)
+    app = _authorized(request)
     body = _checked(await _body(request), {"version": (int,), "weight": (int, float), "sticky_key": (str,)})
     sticky = body.get("sticky_key")
     why = sticky_key_error(sticky) if sticky is not None else None
     if why is not None:  # a header name is sent as latin-1 by HTTP: anything else can never match
         raise InvalidInput(f"{why} - at `$.sticky_key`", detail={"path": "$.sticky_key"})
     weight = body.get("weight")
-    model = await registry.set_canary(request.path_params["name"], body.get("version"),
-                                      float(weight) if weight is not None else None, body.get("sticky_key"))
-    return JSONResponse(model.status())
+    return await _operate(app, "set_canary", request.path_params["name"], body.get("version"),
+                          float(weight) if weight is not None else None, body.get("sticky_key"))
 
 
 async def remove_canary(request: Request) -> Response:
-    return JSONResponse((await _authorized(request).remove_canary(request.path_params["name"])).status())
+    return await _operate(_authorized(request), "remove_canary", request.path_params["name"])
 
 
 async def promote_canary(request: Request) -> Response:
-    return JSONResponse((await _authorized(request).promote_canary(request.path_params["name"])).status())
+    return await _operate(_authorized(request), "promote_canary", request.path_params["name"])
 
 
 async def add_shadow(request: Request) -> Response:
     """Body: {"sample": 0.5} (default 1.0)."""
-    registry = _authorized(request)
+    app = _authorized(request)
     body = _checked(await _body(request), {"sample": (int, float)})
     sample = body.get("sample")
-    model = await registry.add_shadow(request.path_params["name"], _version(request),
-                                      float(sample) if sample is not None else 1.0)
-    return JSONResponse(model.status())
+    return await _operate(app, "add_shadow", request.path_params["name"], _version(request),
+                          float(sample) if sample is not None else 1.0)
 
 
 async def remove_shadow(request: Request) -> Response:
-    model = await _authorized(request).remove_shadow(request.path_params["name"], _version(request))
-    return JSONResponse(model.status())
+    return await _operate(_authorized(request), "remove_shadow", request.path_params["name"], _version(request))
 
 
 async def reload(request: Request) -> Response:
     """Read the repository and every config now, as the watcher would on its next poll."""
-    registry = _authorized(request)
-    await registry.sync()
-    return JSONResponse({"models": [m.status() for _, m in sorted(registry.models.items())]})
+    return await _operate(_authorized(request), "reload")
 
 
 def _by_method(**endpoints: Any) -> Any:

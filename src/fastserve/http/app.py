@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +20,8 @@ from fastserve.http.admission import Admission
 from fastserve.http.predict import handle_predict, predict_target
 from fastserve.metrics import Metrics
 from fastserve.registry import Registry
+from fastserve.workers.cores import threads_per_worker
+from fastserve.workers.worker import WorkerControl
 
 log = logging.getLogger("fastserve")
 
@@ -29,9 +31,15 @@ class App:
     Starlette. Models load in the background after start-up, so /healthz answers at once and
     /readyz tells when every model can serve."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, worker: tuple[int, str] | None = None) -> None:
+        """`worker`: (its index, the supervisor's directory) in a worker process of `--workers N`: the registry
+        follows the supervisor's plans, and the views of the whole server come from the supervisor."""
         self.config = config
-        self.registry = Registry(config.models_dir, config.device)
+        self.control: WorkerControl | None = None
+        max_threads = threads_per_worker(config.workers) if config.workers > 1 else None
+        self.registry = Registry(config.models_dir, config.device, max_threads)
+        if worker is not None:
+            self.control = WorkerControl(self, worker[0], os.path.join(worker[1], "control.sock"))
         self.admission = Admission(self.registry)  # used by the HTTP protocol, at each request's headers
         self.metrics = Metrics(self.registry, self.admission)
         self._loading: asyncio.Task[None] | None = None  # loads, then watches the repository
@@ -74,6 +82,14 @@ class App:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
+        if self.control is not None:  # the supervisor's plan, its versions loaded, before connections come
+            await self.control.start()
+            try:
+                yield
+            finally:
+                self.control.close()
+                self.registry.close()
+            return
         self.registry.discover()  # fail start-up at once on a missing directory or a broken config
         self._loading = asyncio.create_task(self._load())
         try:
@@ -86,25 +102,8 @@ class App:
             self.registry.close()
 
     async def _load(self) -> None:
-        await self.registry.load_all()
-        states = ", ".join(f"{m.name}: {'ready' if m.ready else 'NOT READY'}" for m in self.registry.models.values())
-        log.info("models loaded from %s (%s)", self.config.models_dir, states or "no models found")
-        # What loading made (modules, sessions, configs) leaves the cycle collector's sight: its full collections,
-        # which stop the event loop, then scan only what serving allocates (25 ms on the bundled models without
-        # this). Reference counting still frees a version unloaded later.
-        gc.collect()
-        gc.freeze()
-        interval = self.config.poll_interval_s
-        if interval <= 0:
-            return
-        log.info("watching %s for new, changed and removed versions every %g s", self.config.models_dir, interval)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.registry.sync()
-            except Exception:  # a bad moment on disk must not stop the watching
-                log.exception("checking the model repository failed; trying again in %g s", interval)
+        await self.registry.load_and_watch(self.config.poll_interval_s)
 
 
-def create_app(config: ServerConfig) -> App:
-    return App(config)
+def create_app(config: ServerConfig, worker: tuple[int, str] | None = None) -> App:
+    return App(config, worker)

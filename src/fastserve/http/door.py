@@ -1,6 +1,7 @@
 """The serving process's side of the door process (http/door_process.py): starts it on the listening sockets, turns
 each connection it passes into a protocol of the serving loop with the head that came, and starts it again should it
-die or stop reporting."""
+die or stop reporting. A worker process (`--workers N`) instead connects to the door its supervisor runs, and reports
+its load for the door's choice of worker."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from collections.abc import Callable
 
 import fastserve
 from fastserve.config import ConnectionLimits
-from fastserve.http.door_process import HANDOVER, PART_BYTES
+from fastserve.http.door_process import HANDOVER, LOAD, PART_BYTES
 
 log = logging.getLogger("fastserve.http")
 
@@ -26,6 +27,7 @@ _RESTART_DELAY_S = 1.0
 _CLOSE_WAIT_S = 2.0
 _SILENT_S = 10.0  # a door that has not reported for this long (it reports each second) is stuck: it is restarted
 _MESSAGE_BYTES = 1 + HANDOVER.size + PART_BYTES
+_LOAD_EVERY_S = 0.01  # how often a worker tells the door its load, when it changed
 
 
 def door_supported() -> bool:
@@ -46,12 +48,22 @@ class _Passing:
 
 class Door:
     """`make_protocol(head, waiting)` builds the protocol of a connection passed with `head`, its first bytes, while
-    the door held `waiting` others; `on_counts(waiting, refused)` takes the door's counts each second."""
+    the door held `waiting` others; `on_counts(waiting, refused, lost)` takes the door's counts each second."""
 
     def __init__(self, listeners: list[socket.socket], limits: ConnectionLimits, answers: dict[str, bytes],
                  make_protocol: Callable[[bytes, int], asyncio.Protocol],
-                 on_counts: Callable[[int, dict[str, int]], None]) -> None:
+                 on_counts: Callable[[int, dict[str, int], int], None], *, join: str | None = None,
+                 load: Callable[[], tuple[int, int]] | None = None, workers: socket.socket | None = None,
+                 balance: str = "connections") -> None:
+        """`join`: a worker's: the path where the supervisor's door takes workers' channels; `load()` gives the
+        worker's open connections and requests in flight, for the door's choice. `workers`: the supervisor's: the
+        socket listening at that path (the door passes connections to the workers, and its reports here)."""
         self.listeners = listeners
+        self.join = join
+        self.workers = workers
+        self.balance = balance
+        self.load = load
+        self._loaded: tuple[int, int] | None = None
         self.limits = limits
         self.answers = answers
         self.make_protocol = make_protocol
@@ -68,10 +80,17 @@ class Door:
 
     def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if self.join is not None:
+            self._join()
+            return
+        if self.workers is not None:  # the supervisor's: the door's reports come on a channel joined as the workers'
+            ours, theirs = None, self.workers
+        else:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds = [listener.fileno() for listener in self.listeners]
         config = {
-            "listener_fds": fds, "channel_fd": theirs.fileno(), "nice": _NICE,
+            "listener_fds": fds, "nice": _NICE, "balance": self.balance,
+            "channel_fd" if ours is not None else "workers_fd": theirs.fileno(),
             "handover_timeout_s": _HANDOVER_TIMEOUT_S, "header_timeout_s": self.limits.header_timeout_s,
             "max_header_bytes": self.limits.max_header_bytes, "max_headers": self.limits.max_headers,
             "answers": {reason: base64.b64encode(raw).decode() for reason, raw in self.answers.items()},
@@ -86,19 +105,57 @@ class Door:
             with self.process.stdin:  # its configuration: read at its start, before it accepts
                 self.process.stdin.write(json.dumps(config).encode())
         finally:
-            theirs.close()
-        ours.setblocking(False)
-        self.channel = ours
-        self.loop.add_reader(ours.fileno(), self._receive)
-        self.reported = self.loop.time()
+            if ours is not None:
+                theirs.close()
+        if ours is None:
+            self._join(b"R", self.workers.getsockname())  # type: ignore[union-attr]
+        else:
+            ours.setblocking(False)
+            self.channel = ours
+            self.loop.add_reader(ours.fileno(), self._receive)
+            self.reported = self.loop.time()
         log.info("door process %d accepts connections on %s", self.process.pid,
                  ", ".join(str(listener.getsockname()[:2]) for listener in self.listeners))
+
+    def _join(self, kind: bytes = b"W", path: str | None = None) -> None:
+        """A channel to the supervisor's door, a worker's (`W`) or the supervisor's own (`R`, its reports): tried
+        again until the door is there."""
+        assert self.loop is not None
+        path = path or self.join
+        assert path is not None
+        channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            channel.connect(path)
+            channel.send(kind)
+        except OSError:
+            channel.close()
+            if not self.closing:
+                self.loop.call_later(0.1, self._join, kind, path)
+            return
+        channel.setblocking(False)
+        self.channel = channel
+        self.loop.add_reader(channel.fileno(), self._receive)
+        self.reported = self.loop.time()
+        self._loaded = None
+        self._report_load()
+
+    def _report_load(self) -> None:
+        if self.channel is None or self.load is None:
+            return
+        load = self.load()
+        if load != self._loaded:
+            try:
+                self.channel.send(b"L" + LOAD.pack(*load))
+                self._loaded = load
+            except OSError:  # a full queue: the next look tells it; the channel's end is read by _receive
+                pass
+        self.loop.call_later(_LOAD_EVERY_S, self._report_load)  # type: ignore[union-attr]
 
     def check(self) -> None:
         """Restart a door that is alive but stuck (each sweep): it would accept nothing while the server looks
         ready."""
         assert self.loop is not None
-        if self.channel is None or self.process is None or self.closing \
+        if self.join is not None or self.channel is None or self.process is None or self.closing \
                 or self.loop.time() - self.reported <= _SILENT_S:
             return
         self._receive()  # (after a stall of the serving loop, its reports may be waiting unread)
@@ -140,7 +197,7 @@ class Door:
             elif kind == b"S":
                 self.reported = self.loop.time()  # type: ignore[union-attr]
                 counts = json.loads(message[1:])
-                self.on_counts(counts["waiting"], counts["refused"])
+                self.on_counts(counts["waiting"], counts.get("refused", {}), counts.get("lost", 0))
                 if counts.get("stopped") and self.closing:
                     self.stopped.set()
             elif kind == b"C":
@@ -186,17 +243,21 @@ class Door:
             self.closed.set()
             self.stopped.set()
             return
+        if self.join is not None:  # the supervisor starts its door again: the worker joins it then
+            log.warning("the door process went away; joining it again once it is back")
+            self.loop.call_later(0.1, self._join)
+            return
         if self.process is not None:  # (its end of the channel closes as it exits: at once, or killed now)
             if self.process.poll() is None:
                 self.process.kill()
             status = self.process.wait()
         log.error("the door process exited with status %s; starting it again in %g s (connections wait in the "
                   "listening socket's backlog meanwhile)", status, _RESTART_DELAY_S)
-        self.on_counts(0, {})
+        self.on_counts(0, {}, 0)
         self.loop.call_later(_RESTART_DELAY_S, self._restart)
 
     def _restart(self) -> None:
-        if self.closing:
+        if self.closing or self.join is not None:
             return
         try:
             self.start()

@@ -10,11 +10,17 @@ loop preempts it whenever a request is ready.
 Run by http/door.py as `python -m fastserve.http.door_process`, its configuration (JSON) on stdin. Standard library
 only: it starts in a few tens of milliseconds and holds a few MB.
 
-Messages to the serving process, one per datagram: `C` + HANDOVER (the head's length, and how many connections the
+Messages to a serving process, one per datagram: `C` + HANDOVER (the head's length, and how many connections the
 door holds at that moment, for the connection limit) + the head's first part, with the connection's descriptor;
 `H` + a further part of that head, for a head longer than one datagram (each belongs to the `C` before it); `S` +
 JSON counts each second (connections waiting, refusals by reason, whether it has stopped accepting), which also tell
-the serving process the door is alive. Nothing comes back: the channel's end tells the door the serving process is gone.
+the serving process the door is alive. The channel's end tells the door the serving process is gone.
+
+With worker processes (`fastserve serve --workers N`) the door also listens on a Unix socket of the supervisor's
+(`workers_fd`): each worker connects a channel there and says `W`; the supervisor connects one and says `R` (it gets
+the reports, the refusal and lost-connection counts among them, and no connections). A worker sends `L` + LOAD (its
+open connections and requests in flight) as they change; each connection goes to the worker with the fewest (`balance`),
+counting what was passed to it since its last report.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ WAIT, HAND_OVER, TOO_LARGE = 0, 1, 2
 READ_BYTES = 16 * 1024
 PART_BYTES = 32 * 1024  # of a head, per datagram: well under a Unix socket's send buffer
 HANDOVER = struct.Struct("=II")  # the head's length, the connections the door holds
+LOAD = struct.Struct("=II")  # a worker's open connections and requests in flight
+BALANCES = ("connections", "requests")
 _SWEEP_S = 1.0
 _ACCEPTS_PER_TURN = 256  # then reads of connections already accepted get a turn
 LINGER_S, LINGER_IDLE_S = 5.0, 2.0  # as the serving process's lingering close (http/protocol.py)
@@ -81,12 +89,27 @@ class HeaderBlock:
         return TOO_LARGE if len(received) > self.limit else WAIT
 
 
+class _Channel:
+    """A serving process the door passes connections to (`serves`), or that takes its reports (`reports`)."""
+
+    __slots__ = ("load", "passed", "reports", "serves", "sock")
+
+    def __init__(self, sock: socket.socket, serves: bool, reports: bool) -> None:
+        self.sock, self.serves, self.reports = sock, serves, reports
+        self.load = (0, 0)  # as last reported (LOAD)
+        self.passed = 0  # connections passed since that report
+
+    def weight(self, balance: str) -> int:
+        return self.passed + (self.load[0] if balance == "connections" else self.load[1])
+
+
 class _Waiting:
-    __slots__ = ("block", "polled", "since", "sock")
+    __slots__ = ("block", "complete", "polled", "since", "sock")
 
     def __init__(self, sock: socket.socket, limit: int, since: float) -> None:
         self.sock, self.block, self.since = sock, HeaderBlock(limit), since
         self.polled = False
+        self.complete = 0.0  # when its head was complete while no worker was there to take it
 
 
 class _Lingering:
@@ -104,12 +127,20 @@ class _Lingering:
 
 
 class Door:
-    """The accept loop: one epoll over the listening sockets, the channel to the serving process and
+    """The accept loop: one epoll over the listening sockets, the channels to the serving processes and
     every connection waiting for its head."""
 
-    def __init__(self, listeners: list[socket.socket], channel: socket.socket, config: dict[str, Any]) -> None:
+    def __init__(self, listeners: list[socket.socket], channel: socket.socket | None, config: dict[str, Any],
+                 workers: socket.socket | None = None) -> None:
         self.listeners = {listener.fileno(): listener for listener in listeners}
-        self.channel = channel
+        self.channels: dict[int, _Channel] = {}
+        if channel is not None:  # the one serving process: it takes the connections and the reports
+            self.channels[channel.fileno()] = _Channel(channel, serves=True, reports=True)
+        self.workers = workers  # where worker processes connect their channels
+        self.joining: dict[int, socket.socket] = {}  # channels connected that have not said what they are
+        self.balance = config.get("balance", "connections")
+        self.lost = 0  # connections held by serving processes that went away (since the last report)
+        self.unpassed: dict[int, _Waiting] = {}  # heads complete while no worker was there to take them
         self.limit = raw_header_limit(config["max_header_bytes"], config["max_headers"])
         self.header_timeout_s = float(config["header_timeout_s"])
         self.handover_timeout_s = float(config["handover_timeout_s"])
@@ -119,8 +150,6 @@ class Door:
         self.refused: dict[str, int] = {}  # since the last report
         self.poller = select.epoll()
         self.accepting = True
-        self.writable = select.poll()
-        self.writable.register(channel.fileno(), select.POLLOUT)
         self.stop_at: float | None = None  # set at SIGTERM: when the door leaves, whatever still waits
         # SIGTERM wakes the loop through this pipe; the loop then stops (not the handler, which could run anywhere).
         self.signals, wakeup = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -140,10 +169,10 @@ class Door:
         self.report()  # tells the serving process the listener is closed: its answers may now close connections
 
     def run(self) -> None:
-        listeners, channel = self.listeners, self.channel.fileno()
-        for fd in listeners:
+        for fd in [*self.listeners, *self.channels]:
             self.poller.register(fd, select.POLLIN)
-        self.poller.register(channel, select.POLLIN)
+        if self.workers is not None:
+            self.poller.register(self.workers.fileno(), select.POLLIN)
         self.poller.register(self.signals, select.POLLIN)
         now = time.monotonic()
         next_sweep, next_linger = now + _SWEEP_S, now + _LINGER_TICK_S
@@ -152,9 +181,12 @@ class Door:
             for fd, _events in self.poller.poll(wait):
                 if fd in self.listeners:
                     self.accept(self.listeners[fd])
-                elif fd == channel:
-                    if not self.read_channel():
-                        return  # the serving process is gone
+                elif fd in self.channels:
+                    self.read_channel(fd)
+                elif fd in self.joining:
+                    self.join(fd)
+                elif self.workers is not None and fd == self.workers.fileno():
+                    self.accept_worker()
                 elif fd == self.signals:
                     if os.read(self.signals, 64) and self.stop_at is None:
                         self.stop()
@@ -164,6 +196,8 @@ class Door:
                     waiting = self.waiting.get(fd)
                     if waiting is not None:
                         self.read(fd, waiting)
+            if self.workers is None and not self.channels:
+                return  # the serving process is gone
             now = time.monotonic()
             if now >= next_linger:
                 next_linger = now + _LINGER_TICK_S
@@ -176,12 +210,14 @@ class Door:
                     self.accepting = True
                     for fd in self.listeners:
                         self.poller.modify(fd, select.POLLIN)
-            if self.stop_at is not None and (not self.waiting or now >= self.stop_at):
-                for fd, waiting in list(self.waiting.items()):
+            if self.stop_at is not None and ((not self.waiting and not self.unpassed) or now >= self.stop_at):
+                for fd, waiting in [*self.waiting.items(), *self.unpassed.items()]:
                     self.refuse(fd, waiting, "shutting_down")
                 self.report()
-                self.poller.unregister(channel)
-                self.channel.close()  # nothing more to pass: the serving process goes on with its shutdown
+                for fd, channel in list(self.channels.items()):
+                    self.poller.unregister(fd)
+                    channel.sock.close()  # nothing more to pass: the serving processes go on with their shutdown
+                self.channels = {}
                 self.linger_out()
                 return
 
@@ -227,39 +263,62 @@ class Door:
             self.refuse(fd, waiting, "headers_too_large")
         return state == WAIT
 
+    def choose(self) -> _Channel | None:
+        """The serving process that takes the next connection: the one with the fewest open connections (or
+        requests in flight), counting those passed since its last report; None when none is there."""
+        best: _Channel | None = None
+        for channel in self.channels.values():
+            if channel.serves and (best is None or channel.weight(self.balance) < best.weight(self.balance)):
+                best = channel
+        return best
+
     def hand_over(self, fd: int, waiting: _Waiting) -> None:
         self.forget(fd)
         head = bytes(waiting.block.received)
         sock = waiting.sock
         deadline = time.monotonic() + self.handover_timeout_s
-        try:
-            # The descriptor goes with the first part: a part can only belong to the connection passed before it,
-            # and a head cut short (a part not sent) is dropped by the serving process at the next connection.
-            self.send(b"C" + HANDOVER.pack(len(head), self.held()) + head[:PART_BYTES], deadline, fd)
-            for start in range(PART_BYTES, len(head), PART_BYTES):
-                self.send(b"H" + head[start:start + PART_BYTES], deadline)
-        except TimeoutError:
-            # The serving process has not taken a connection for the channel's timeout: it is stalled. The client
-            # is told so rather than left waiting on a connection nobody reads.
-            self.answer(sock, "server_busy")
-            self.linger(sock)
-            return
-        except OSError:  # the serving process is gone (the loop ends at the channel's end) or the client is
-            pass
+        while True:
+            channel = self.choose()
+            if channel is None:  # (workers only: all being replaced) it waits for one, within the handover timeout
+                waiting.complete = waiting.complete or time.monotonic()
+                self.unpassed[fd] = waiting
+                return
+            try:
+                # The descriptor goes with the first part: a part can only belong to the connection passed before
+                # it, and a head cut short (a part not sent) is dropped by the serving process at the next one.
+                self.send(channel, b"C" + HANDOVER.pack(len(head), self.held()) + head[:PART_BYTES], deadline, fd)
+                for start in range(PART_BYTES, len(head), PART_BYTES):
+                    self.send(channel, b"H" + head[start:start + PART_BYTES], deadline)
+                channel.passed += 1
+                break
+            except TimeoutError:
+                # The serving process has not taken a connection for the channel's timeout: it is stalled. The
+                # client is told so rather than left waiting on a connection nobody reads.
+                self.answer(sock, "server_busy")
+                self.linger(sock)
+                return
+            except OSError:
+                # The serving process is gone (its channel's end not read yet): with workers, the connection goes
+                # to another; with one serving process, the loop ends at the channel's end.
+                self.end_channel(channel.sock.fileno())
+                if self.workers is None:
+                    break
         sock.close()  # the serving process holds its own descriptor of it now
 
-    def send(self, message: bytes, deadline: float, fd: int | None = None) -> None:
-        """One datagram to the serving process, waiting until `deadline` while its queue is full."""
+    def send(self, channel: _Channel, message: bytes, deadline: float, fd: int | None = None) -> None:
+        """One datagram to a serving process, waiting until `deadline` while its queue is full."""
         while True:
             try:
                 if fd is None:
-                    self.channel.send(message)
+                    channel.sock.send(message)
                 else:
-                    socket.send_fds(self.channel, [message], [fd])
+                    socket.send_fds(channel.sock, [message], [fd])
                 return
             except BlockingIOError:
                 left = deadline - time.monotonic()
-                if left <= 0 or not self.writable.poll(left * 1000):
+                writable = select.poll()
+                writable.register(channel.sock.fileno(), select.POLLOUT)
+                if left <= 0 or not writable.poll(left * 1000):
                     raise TimeoutError from None
 
     def forget(self, fd: int) -> None:
@@ -277,7 +336,19 @@ class Door:
 
     def held(self) -> int:
         """Connections the door holds (lingering ones too: each holds a descriptor), for the connection limit."""
-        return len(self.waiting) + len(self.lingering)
+        return len(self.waiting) + len(self.lingering) + len(self.unpassed)
+
+    def pass_unpassed(self, now: float) -> None:
+        """Heads that waited for a worker: passed once one is there, answered 503 past the handover timeout."""
+        for fd, waiting in list(self.unpassed.items()):
+            if self.choose() is not None:
+                del self.unpassed[fd]
+                self.waiting[fd] = waiting  # (hand_over forgets it from there)
+                self.hand_over(fd, waiting)
+            elif now - waiting.complete >= self.handover_timeout_s:
+                del self.unpassed[fd]
+                self.answer(waiting.sock, "server_busy")
+                self.linger(waiting.sock)
 
     def linger(self, sock: socket.socket) -> None:
         try:
@@ -326,24 +397,77 @@ class Door:
         for fd, waiting in list(self.waiting.items()):
             if waiting.since < deadline:
                 self.refuse(fd, waiting, "request_timeout")
+        self.pass_unpassed(now)
         self.report()
 
     def report(self) -> None:
-        report = {"waiting": self.held(), "refused": self.refused, "stopped": self.stop_at is not None}
-        try:
-            self.channel.send(b"S" + json.dumps(report).encode())
-        except OSError:
-            return  # a full queue: the next report says it; gone: the channel's end is read next
-        self.refused = {}
+        """Each second, to every channel: the counts go to the one that reports (the serving process, or the
+        supervisor), so that a sum over the processes counts them once."""
+        report: dict[str, Any] = {"waiting": self.held(), "stopped": self.stop_at is not None}
+        counted = False
+        for channel in list(self.channels.values()):
+            message = {**report, "refused": self.refused, "lost": self.lost} if channel.reports else report
+            try:
+                channel.sock.send(b"S" + json.dumps(message).encode())
+            except OSError:
+                continue  # a full queue: the next report says it; gone: the channel's end is read next
+            counted = counted or channel.reports
+        if counted:
+            self.refused, self.lost = {}, 0
 
-    def read_channel(self) -> bool:
-        """False when the serving process is gone (it sends nothing else)."""
+    def read_channel(self, fd: int) -> None:
+        """A worker's load (`L`), or the channel's end: the serving process is gone, with the connections it held."""
+        channel = self.channels[fd]
+        while True:
+            try:
+                message = channel.sock.recv(64)
+            except BlockingIOError:
+                return
+            except OSError:
+                message = b""
+            if not message:
+                self.end_channel(fd)
+                return
+            if message[:1] == b"L" and len(message) == 1 + LOAD.size:
+                channel.load, channel.passed = LOAD.unpack_from(message, 1), 0
+
+    def end_channel(self, fd: int) -> None:
+        """A serving process gone: the connections it held are lost (counted)."""
+        channel = self.channels.pop(fd, None)
+        if channel is None:
+            return
+        self.poller.unregister(fd)
+        channel.sock.close()
+        if channel.serves:
+            self.lost += channel.load[0] + channel.passed
+
+    def accept_worker(self) -> None:
+        assert self.workers is not None
+        while True:
+            try:
+                sock, _address = self.workers.accept()
+            except BlockingIOError:
+                return
+            except OSError:
+                continue
+            sock.setblocking(False)
+            self.joining[sock.fileno()] = sock
+            self.poller.register(sock.fileno(), select.POLLIN)
+
+    def join(self, fd: int) -> None:
+        """A channel's first message says what it is: `W` a worker, `R` the supervisor (reports only)."""
+        sock = self.joining.pop(fd)
         try:
-            return bool(self.channel.recv(64))
-        except BlockingIOError:
-            return True
+            kind = sock.recv(64)[:1]
         except OSError:
-            return False
+            kind = b""
+        if kind not in (b"W", b"R"):
+            self.poller.unregister(fd)
+            sock.close()
+            return
+        self.channels[fd] = _Channel(sock, serves=kind == b"W", reports=kind == b"R")
+        if kind == b"W":
+            self.pass_unpassed(time.monotonic())
 
 
 def main() -> int:
@@ -355,10 +479,27 @@ def main() -> int:
     listeners = [socket.socket(fileno=int(fd)) for fd in config["listener_fds"]]
     for listener in listeners:
         listener.setblocking(False)
-    channel = socket.socket(fileno=int(config["channel_fd"]))
-    channel.setblocking(False)
-    Door(listeners, channel, config).run()
+    channel = workers = None
+    if config.get("channel_fd") is not None:
+        channel = socket.socket(fileno=int(config["channel_fd"]))
+        channel.setblocking(False)
+    if config.get("workers_fd") is not None:
+        workers = socket.socket(fileno=int(config["workers_fd"]))
+        workers.setblocking(False)
+        die_with_parent()  # (with one serving process, the channel's end tells the door it is gone)
+    Door(listeners, channel, config, workers).run()
     return 0
+
+
+def die_with_parent() -> None:
+    """Linux: this process is killed when the one that started it dies (a supervisor killed leaves no orphans)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # it died before the line above
+        os._exit(1)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from fastserve.exceptions import FastserveError
 from fastserve.http.errors import error_body, error_headers, is_v2, status_for, v2_error_body, v2_status_for
 from fastserve.http.openapi import document_bytes
 from fastserve.metrics import PROMETHEUS_CONTENT_TYPE
+from fastserve.registry.operations import drift_report, listing
 
 
 class JSONResponse(Response):
@@ -26,26 +27,21 @@ def _app(request: Request) -> Any:
     return request.app.state.fastserve
 
 
+# In a worker process (`--workers N`) the views of the whole server come from the supervisor (`app.control`).
+
 async def list_models(request: Request) -> Response:
-    registry = _app(request).registry
-    return JSONResponse({"models": [
-        {"name": m.name, "ready": m.ready, "primary": m.primary.number if m.primary else None,
-         "versions": [{"version": v.number, "state": v.state} for _, v in sorted(m.versions.items())]}
-        for _, m in sorted(registry.models.items())
-    ]})
+    app = _app(request)
+    return JSONResponse(await app.control.view("listing") if app.control else listing(app.registry))
 
 
 async def model_status(request: Request) -> Response:
-    return JSONResponse(_app(request).registry.model(request.path_params["name"]).status())
+    app, name = _app(request), request.path_params["name"]
+    return JSONResponse(await app.control.view("status", name) if app.control else app.registry.model(name).status())
 
 
 async def model_drift(request: Request) -> Response:
-    """Per version: its drift status, the last window's scores per column, and the scores since load."""
-    model = _app(request).registry.model(request.path_params["name"])
-    return JSONResponse({"model": model.name, "versions": [
-        {"version": n, "state": v.state, "drift": v.drift.report() if v.drift else None,
-         **({} if v.drift else {"why": "no profile.json in the version folder, or [drift] enabled = false"})}
-        for n, v in sorted(model.versions.items())]})
+    app, name = _app(request), request.path_params["name"]
+    return JSONResponse(await app.control.view("drift", name) if app.control else drift_report(app.registry, name))
 
 
 async def healthz(request: Request) -> Response:
@@ -62,7 +58,9 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(_app(request).metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
+    app = _app(request)
+    text = await app.control.view("metrics") if app.control else app.metrics.render()
+    return Response(text, media_type=PROMETHEUS_CONTENT_TYPE)
 
 
 async def openapi_document(request: Request) -> Response:

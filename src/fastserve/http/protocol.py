@@ -105,6 +105,28 @@ def _headers_too_large(limits: ConnectionLimits) -> tuple[str, bytes]:
                    f"{limits.max_header_bytes} bytes or {limits.max_headers} headers")
 
 
+def door_answers(limits: ConnectionLimits) -> dict[str, bytes]:
+    """What the door process answers itself, by reason."""
+    return dict([_headers_overdue(limits.header_timeout_s), _headers_too_large(limits), _door_stalled(),
+                 _shutting_down()])
+
+
+def bind_listeners(host: str, port: int, backlog: int) -> list[socket.socket]:
+    """A listening socket on each address the host name has, as uvicorn's own create_server binds; OSError when
+    one cannot listen (those already made are closed)."""
+    listeners: list[socket.socket] = []
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, _, _, _, address in dict.fromkeys((f, t, p, c, a) for f, t, p, c, a in found):
+            listeners.append(socket.create_server(address, family=family, backlog=backlog))
+    except OSError:
+        for listener in listeners:
+            listener.close()
+        raise
+    _defer_accepts(listeners)
+    return listeners
+
+
 def rest_too_long(headers: list[tuple[bytes, bytes]], body_bytes: int) -> bool:
     """Whether what is still to come of a request's body (`body_bytes` read) is over READ_PAST_BYTES, or not known
     (chunked)."""
@@ -503,8 +525,11 @@ class Server(uvicorn.Server):
     listens itself once the lifespan has started and leaves the accepting to the door process (http/door.py)."""
 
     def __init__(self, config: uvicorn.Config, on_shutdown: Any, admission: Admission | None = None,
-                 door_process: bool = True, full: type[LimitedHttpToolsProtocol] = LimitedHttpToolsProtocol) -> None:
+                 door_process: bool = True, full: type[LimitedHttpToolsProtocol] = LimitedHttpToolsProtocol,
+                 join: str | None = None) -> None:
+        """`join`: a worker process's: where the supervisor's door takes its channel (it listens on nothing)."""
         super().__init__(config)
+        self._join = join
         self.full = full  # the connections' protocol, with the limits
         self._on_shutdown = on_shutdown  # called at once on SIGTERM/SIGINT: readiness turns false
         self._admission = admission
@@ -515,37 +540,28 @@ class Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
-        if not self._door_process or sockets is not None:
+        if self._join is None and (not self._door_process or sockets is not None):
             await super().startup(sockets)
             _defer_accepts([listener for server in self.servers for listener in server.sockets])
             return
         await super().startup(sockets=[])  # the lifespan; the door process accepts the connections
-        listeners = await self._bind()
-        _defer_accepts(listeners)
         limits = self.full.limits
-        # (reason, answer) pairs: the door answers these itself.
-        answers = dict([_headers_overdue(limits.header_timeout_s), _headers_too_large(limits), _door_stalled(),
-                        _shutting_down()])
-        self.door = Door(listeners, limits, answers, self._door_protocol, self._door_counts)
+        if self._join is not None:
+            stats = self.full.stats
+            self.door = Door([], limits, {}, self._door_protocol, self._door_counts, join=self._join,
+                             load=lambda: (len(self.server_state.connections), stats.received))
+            self.door.start()
+            return
+        try:
+            listeners = bind_listeners(self.config.host, self.config.port, self.config.backlog)
+        except OSError as exc:
+            await self._fail_start(f"cannot listen on {self.config.host}:{self.config.port}: {exc}")
+        self.door = Door(listeners, limits, door_answers(limits), self._door_protocol, self._door_counts)
         try:
             self.door.start()
         except OSError as exc:
             await self._fail_start(f"cannot start the door process ({exc}); `fastserve serve --no-door-process` "
                                    "accepts connections in the serving process instead")
-
-    async def _bind(self) -> list[socket.socket]:
-        """A listening socket on each address the host name has, as uvicorn's own create_server binds."""
-        config = self.config
-        listeners: list[socket.socket] = []
-        try:
-            found = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-            for family, _, _, _, address in dict.fromkeys((f, t, p, c, a) for f, t, p, c, a in found):
-                listeners.append(socket.create_server(address, family=family, backlog=config.backlog))
-        except OSError as exc:
-            for listener in listeners:
-                listener.close()
-            await self._fail_start(f"cannot listen on {config.host}:{config.port}: {exc}")
-        return listeners
 
     async def _fail_start(self, message: str) -> NoReturn:
         log.error("%s", message)
@@ -555,10 +571,13 @@ class Server(uvicorn.Server):
     def _door_protocol(self, head: bytes, waiting: int) -> asyncio.Protocol:
         protocol = self.full(config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
         protocol.head, protocol.door_waiting = head, waiting
-        self.full.stats.waiting_at_door = waiting  # fresher than the door's report each second
+        if self._join is None:  # (a worker's: the supervisor counts the door's connections, once)
+            self.full.stats.waiting_at_door = waiting  # fresher than the door's report each second
         return protocol
 
-    def _door_counts(self, waiting: int, refused: dict[str, int]) -> None:
+    def _door_counts(self, waiting: int, refused: dict[str, int], lost: int = 0) -> None:
+        if self._join is not None:  # (a worker's: the supervisor gets the counts)
+            return
         self.full.stats.waiting_at_door = waiting
         counts = self.full.refused_counts
         for reason, n in refused.items():
@@ -582,7 +601,7 @@ class Server(uvicorn.Server):
     async def _close_listeners(self) -> None:
         if self.door is not None:
             await self.door.close()
-        else:
+        elif self._join is None:  # (a worker stopped before it joined the door has no listener)
             await self._take_backlog()
             for server in self.servers:
                 server.close()
@@ -658,7 +677,7 @@ class Server(uvicorn.Server):
 
 
 def build_server(app: Any, config: ServerConfig, loop: str, on_shutdown: Any, stats: RequestStats,
-                 admission: Admission | None, http: str = "compiled") -> Server:
+                 admission: Admission | None, http: str = "compiled", join: str | None = None) -> Server:
     """The server, its connections on fastserve's own compiled protocol (`compiled`, http/_protocol.pyx), or on
     uvicorn's protocol extended here (`asgi`)."""
     limits = config.limits
@@ -685,6 +704,6 @@ def build_server(app: Any, config: ServerConfig, loop: str, on_shutdown: Any, st
         proxy_headers=False,  # nothing here reads the client's address: the middleware would rewrite it for nothing
         timeout_keep_alive=limits.keep_alive_timeout_s,  # type: ignore[arg-type]  # uvicorn takes a float too
         timeout_graceful_shutdown=config.shutdown_grace_s,  # type: ignore[arg-type]
-    ), on_shutdown, admission, door, protocol)
+    ), on_shutdown, admission, door, protocol, join)
     stats.connections = server.server_state.connections
     return server

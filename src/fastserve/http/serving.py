@@ -234,10 +234,7 @@ def _guard(model: LoadedModel, on_canary: bool, started: float, error: bool, lab
     evidence = canary.observe(on_canary, perf_counter() - started, error,
                               labels.tolist() if labels is not None else ())
     if evidence is not None:
-        model.canary_rollbacks += 1
-        model.event("canary_rolled_back", canary.version, "; ".join(evidence["reasons"]))
-        log.warning("%s: canary v%d pulled back (weight 0): %s", model.name, canary.version,
-                    "; ".join(evidence["reasons"]))
+        model.canary_tripped(evidence)
 
 
 def _header_timeout(value: bytes, body_timeout: float | None) -> float:

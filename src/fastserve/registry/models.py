@@ -18,7 +18,7 @@ from fastserve.drift.monitor import DriftMonitor
 from fastserve.drift.profile import PROFILE_FILE, read_profile
 from fastserve.exceptions import FastserveError, ModelLoadError
 from fastserve.features import describe, load_transform
-from fastserve.registry import gate
+from fastserve.registry.gate import check as gate_check
 from fastserve.registry.repository import MODEL_FILE, folder_fingerprint
 from fastserve.routing.canary import Canary
 from fastserve.routing.shadow import ShadowRunner
@@ -76,8 +76,9 @@ class LoadedVersion:
     def label(self) -> str:
         return f"{self.model} v{self.number}"
 
-    def load(self) -> None:
-        """Load, warm, gate, and start the batcher. Blocking: runs on a worker thread, never on the event loop."""
+    def load(self, gate: bool = True) -> None:
+        """Load, warm, gate, and start the batcher. Blocking: runs on a worker thread, never on the event loop.
+        `gate=False` in a worker process: the supervisor gated the version already."""
         started = time.perf_counter()
         self.error = self.gate = None
         self.fingerprint = folder_fingerprint(self.path)
@@ -93,8 +94,8 @@ class LoadedVersion:
             best = session.warm_up(warm_up_sizes(self.config.batching.max_batch_size))
             self.warmup_seconds = time.perf_counter() - warm_started
             self.state = GATING
-            why = gate.check(self.path, session, transform, self.config.gate, self.config.batching.latency_slo_ms,
-                             best)
+            why = gate_check(self.path, session, transform, self.config.gate, self.config.batching.latency_slo_ms,
+                             best) if gate else None
             if why is not None:
                 raise ModelLoadError(f"{self.label}: validation gate failed: {why}", detail={"gate": why})
         except FastserveError as exc:
@@ -229,6 +230,14 @@ class LoadedModel:
         if detail:
             entry["detail"] = detail
         self.events.append(entry)
+
+    def canary_tripped(self, evidence: dict[str, Any]) -> None:
+        """The canary's guard pulled it back (weight 0): counted, and why recorded."""
+        assert self.canary is not None
+        self.canary_rollbacks += 1
+        self.event("canary_rolled_back", self.canary.version, "; ".join(evidence["reasons"]))
+        log.warning("%s: canary v%d pulled back (weight 0): %s", self.name, self.canary.version,
+                    "; ".join(evidence["reasons"]))
 
     def choose_primary(self) -> None:
         """The promoted version when ready, else the configured primary when ready, else the newest ready one that

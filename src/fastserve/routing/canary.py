@@ -30,7 +30,9 @@ def key_point(key: Any) -> float:
 class Canary:
     """Runtime state: changed by the admin API and the guard, read on every request of the model."""
 
-    def __init__(self, options: CanaryOptions, guard: GuardOptions) -> None:
+    def __init__(self, options: CanaryOptions, guard: GuardOptions, *, judge: bool = True) -> None:
+        """`judge=False`: a worker's, which keeps the evidence for its supervisor's guard (`take_evidence`)."""
+        self.judge = judge
         self.version = options.version
         self.weight = options.weight
         self.sticky_key = options.sticky_key
@@ -76,13 +78,28 @@ class Canary:
         now = time.monotonic()
         self.windows[on_canary].add({"requests": 1, "errors": int(error)}, now, latency_s=latency_s, labels=labels)
         self._since_check += 1
-        if not self.guard.enabled or self.weight <= 0 or (self._since_check < 32 and now - self._checked < 0.5):
+        if not self.judge or not self.guard.enabled or self.weight <= 0 or (
+                self._since_check < 32 and now - self._checked < 0.5):
             return None
         self._checked, self._since_check = now, 0
         return self.check(now)
 
+    def take_evidence(self) -> dict[bool, list[tuple[int, dict[str, Any]]]]:
+        return {side: window.take() for side, window in self.windows.items()}
+
+    def add_evidence(self, evidence: dict[bool, list[tuple[int, dict[str, Any]]]]) -> None:
+        """A worker's answers since its last report, counted as this process's own."""
+        for side, buckets in evidence.items():
+            self.windows[side].merge(buckets)
+            self._since_check += int(sum(b["sums"].get("requests", 0) for _, b in buckets))
+
+    def pending(self) -> bool:
+        """Whether answers came since the guard last looked (a supervisor's, after merging its workers')."""
+        return self._since_check > 0
+
     def check(self, now: float | None = None) -> dict[str, Any] | None:
         g = self.guard
+        self._since_check = 0
         primary, canary = self.windows[False].read(now), self.windows[True].read(now)
         n_p, n_c = primary["sums"].get("requests", 0), canary["sums"].get("requests", 0)
         if n_p < g.min_requests or n_c < g.min_requests:

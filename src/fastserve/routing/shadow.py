@@ -143,6 +143,15 @@ class ShadowRunner:
         return {"version": self.number, "sample": self.sample,
                 "window": _figures(window, self.window.seconds), "total": _figures(total, None)}
 
+    def take(self) -> list[tuple[int, dict[str, Any]]]:
+        """A worker's comparisons since it was last asked, for its supervisor's `merge`."""
+        with self._lock:
+            return self.window.take()
+
+    def merge(self, buckets: list[tuple[int, dict[str, Any]]]) -> None:
+        with self._lock:
+            self.window.merge(buckets)
+
     def stop(self) -> None:
         with self._lock:
             self._stopped = True

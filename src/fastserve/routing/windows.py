@@ -15,6 +15,11 @@ import numpy as np
 LATENCY_BOUNDS_S = np.geomspace(1e-5, 100.0, 96)
 
 
+def _empty_bucket() -> dict[str, Any]:
+    return {"sums": collections.defaultdict(float), "max": {},
+            "latency": np.zeros(len(LATENCY_BOUNDS_S) + 1, dtype=np.int64), "labels": collections.Counter()}
+
+
 class Window:
     """Named sums and maxima, a latency histogram and label counts, per second, over the last `seconds`."""
 
@@ -26,9 +31,7 @@ class Window:
     def _bucket(self, now: float) -> dict[str, Any]:
         second = int(now)
         if not self._buckets or self._buckets[-1][0] != second:
-            self._buckets.append((second, {"sums": collections.defaultdict(float), "max": {},
-                                           "latency": np.zeros(len(LATENCY_BOUNDS_S) + 1, dtype=np.int64),
-                                           "labels": collections.Counter()}))
+            self._buckets.append((second, _empty_bucket()))
             self._expire(now)
         return self._buckets[-1][1]
 
@@ -50,6 +53,38 @@ class Window:
             bucket["latency"][np.searchsorted(LATENCY_BOUNDS_S, latency_s)] += 1
         if labels:
             bucket["labels"].update(labels)
+
+    def take(self) -> list[tuple[int, dict[str, Any]]]:
+        """The buckets kept so far, handed over and forgotten: a worker's, for its supervisor's `merge`."""
+        buckets = list(self._buckets)
+        self._buckets.clear()
+        self.total.clear()
+        return buckets
+
+    def merge(self, buckets: list[tuple[int, dict[str, Any]]], now: float | None = None) -> None:
+        """Add another process's `take()`: seconds are the same in every process (the monotonic clock is the
+        machine's), so a second's counts add into that second's bucket."""
+        for second, theirs in buckets:
+            mine = None
+            for i in range(len(self._buckets) - 1, -1, -1):  # (they are usually the newest seconds)
+                if self._buckets[i][0] == second:
+                    mine = self._buckets[i][1]
+                    break
+                if self._buckets[i][0] < second:
+                    break
+            if mine is None:
+                mine = _empty_bucket()
+                self._buckets.append((second, mine))
+                self._buckets = collections.deque(sorted(self._buckets, key=lambda b: b[0]))
+            for key, value in theirs["sums"].items():
+                mine["sums"][key] += value
+                self.total[key] += value
+            for key, value in theirs["max"].items():
+                mine["max"][key] = max(mine["max"].get(key, -math.inf), value)
+                self.total[f"max_{key}"] = max(self.total.get(f"max_{key}", -math.inf), value)
+            mine["latency"] += theirs["latency"]
+            mine["labels"].update(theirs["labels"])
+        self._expire(time.monotonic() if now is None else now)
 
     def read(self, now: float | None = None) -> dict[str, Any]:
         """The window's sums, maxima (`max_<key>`), latency histogram and label counts."""

@@ -1,0 +1,105 @@
+"""What the supervisor decided, as the workers apply it: per model, the versions loaded, the primary, the canary and
+the shadows. A plan is the whole state, not a change: a worker that missed one, or starts late, gets in line with the
+next."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastserve.config import CanaryOptions, load_model_config
+from fastserve.registry import LoadedModel, LoadedVersion, Registry
+from fastserve.registry.models import DRAINING, READY
+from fastserve.routing.canary import Canary
+
+log = logging.getLogger("fastserve.workers")
+
+
+def make_plan(registry: Registry) -> dict[str, Any]:
+    models = {}
+    for name, model in registry.models.items():
+        canary = model.canary
+        models[name] = {
+            "path": str(model.path),
+            "config": model.config_bytes,
+            "loaded": {n: str(v.path) for n, v in model.versions.items() if v.state == READY},
+            "primary": model.primary.number if model.primary is not None else None,
+            "canary": (canary.version, canary.weight, canary.sticky_key) if canary is not None else None,
+            "shadows": {n: runner.sample for n, runner in model.shadows.items()},
+        }
+    return {"loaded": registry.loaded, "models": models}
+
+
+async def follow(registry: Registry, plan: dict[str, Any]) -> list[str]:
+    """Bring this worker's registry in line with `plan`: versions loaded first (without their gate: the supervisor
+    ran it), then the primary, canary and shadows switched, then what the plan no longer holds retired (its queued
+    requests finish). Returns what could not be followed, for the supervisor's log."""
+    problems: list[str] = []
+    retired: list[LoadedVersion] = []
+    for name, wanted in plan["models"].items():
+        model = registry.models.get(name)
+        path = Path(wanted["path"])
+        if model is None or model.path != path:
+            model = registry.add(name, path, load_model_config(path))
+        elif wanted["config"] != model.config_bytes:
+            await registry.apply_config(model)
+        async with model.lock:
+            problems += await _load(model, wanted["loaded"])
+            _route(model, wanted)
+            for number, version in model.versions.items():
+                if version.state == READY and number not in wanted["loaded"] and version is not model.primary:
+                    version.state = DRAINING  # no new requests from here on
+                    retired.append(version)
+    for name in [n for n in registry.models if n not in plan["models"]]:
+        model = registry.models.pop(name)
+        model.primary = None
+        model.stop_shadows()
+        retired += [v for v in model.versions.values() if v.state == READY]
+    registry.loaded = plan["loaded"]
+    for version in retired:  # in the background: the plan is followed once no new request can reach them
+        asyncio.get_running_loop().create_task(version.retire())
+    return problems
+
+
+async def _load(model: LoadedModel, loaded: dict[int, str]) -> list[str]:
+    problems = []
+    for number, where in sorted(loaded.items()):
+        version = model.versions.get(number)
+        if version is None or version.path != Path(where):
+            version = model.versions[number] = LoadedVersion(model.name, number, Path(where), model.config)
+        if version.state != READY:
+            await asyncio.to_thread(version.load, gate=False)
+            if version.state != READY:
+                problems.append(f"{version.label}: {version.error}")
+    return problems
+
+
+def _route(model: LoadedModel, wanted: dict[str, Any]) -> None:
+    primary = model.versions.get(wanted["primary"]) if wanted["primary"] is not None else None
+    if primary is not None and primary.state == READY and primary is not model.primary:
+        if model.primary is not None:
+            model.swaps += 1
+        model.primary = primary
+    elif wanted["primary"] is None:
+        model.primary = None
+    canary = wanted["canary"]
+    if canary is None:
+        model.canary = None
+    else:
+        number, weight, sticky = canary
+        current = model.canary
+        # (A canary made from the config as the worker read it judges; a worker's never does: the supervisor does.)
+        if current is None or current.judge or (current.version, current.sticky_key) != (number, sticky):
+            model.canary = Canary(CanaryOptions(number, weight, sticky), model.config.routing.guard, judge=False)
+        else:
+            current.weight = weight
+    for number in [n for n in model.shadows if n not in wanted["shadows"]]:
+        model.shadows.pop(number).stop()
+    for number, sample in wanted["shadows"].items():
+        runner = model.shadows.get(number)
+        if runner is None:
+            model.add_shadow(number, sample)
+        else:
+            runner.sample = sample

@@ -1,0 +1,366 @@
+"""The supervisor of `fastserve serve --workers N`: the one process that owns the repository and decides (loads,
+gates, promotions, rollbacks, the canary's guard), the door process that accepts the connections, and N workers
+that serve them and follow its plans. It serves no request itself.
+
+A worker that dies is started again (its connections are lost, and counted); the workers and the door die with the
+supervisor (PR_SET_PDEATHSIG). SIGTERM drains every worker, as one process drains."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+import fastserve
+from fastserve.config import ServerConfig
+from fastserve.http.door import Door, _package_root
+from fastserve.http.protocol import bind_listeners, door_answers
+from fastserve.metrics import build_info, control_families
+from fastserve.registry import Registry
+from fastserve.registry.operations import drift_report, listing, perform
+from fastserve.workers.link import Link
+from fastserve.workers.merge import process_figures, render, summed
+from fastserve.workers.plan import make_plan
+
+log = logging.getLogger("fastserve.workers")
+
+GATHER_S = 1.0  # how often the workers' evidence, comparisons and sketches are merged (and the guard looks)
+_PLAN_TIMEOUT_S = 600.0  # a worker loading a plan's versions; one that takes longer is logged and left to finish
+_STOP_MARGIN_S = 5.0  # past the shutdown grace, a worker still running is killed
+_RESTART_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0)  # after a worker's death, by how many died within the minute
+
+
+class _Worker:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: subprocess.Popen[bytes] | None = None
+        self.link: Link | None = None
+        self.ready = False  # it followed its first plan and takes connections
+        self.deaths: list[float] = []  # when it died lately (the restart delay grows with them)
+
+
+class Supervisor:
+    def __init__(self, config: ServerConfig, argv: list[str], workers: int, balance: str) -> None:
+        self.config = config
+        self.argv = argv  # the serve command's arguments, for the workers
+        self.registry = Registry(config.models_dir, config.device)
+        self.workers = [_Worker(i) for i in range(workers)]
+        self.balance = balance
+        self.seq = 0
+        self.stopping = False
+        self.stopped: asyncio.Event | None = None
+        self.door: Door | None = None
+        self.restarts = 0
+        self.lost = 0  # connections held by workers that died (the door's count)
+        self.refused: dict[str, int] = {}
+        self.waiting = 0
+        self._gathering: asyncio.Lock | None = None
+        self.directory = ""
+
+    def run(self) -> int:
+        import uvloop
+
+        return uvloop.run(self._main())
+
+    async def _main(self) -> int:
+        self.directory = tempfile.mkdtemp(prefix="fastserve-")  # (0700: only this user reaches the sockets)
+        try:
+            return await self._serve()
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    async def _serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.stopped, self._gathering = asyncio.Event(), asyncio.Lock()
+        self.registry.discover()
+        limits = self.config.limits
+        try:
+            listeners = bind_listeners(self.config.host, self.config.port, 2048)
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", self.config.host, self.config.port, exc)
+            return 3
+        door_path = os.path.join(self.directory, "door.sock")
+        workers_socket = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        workers_socket.bind(door_path)
+        workers_socket.listen(256)
+        server = await asyncio.start_unix_server(self._connected, path=os.path.join(self.directory, "control.sock"))
+        self.door = Door(listeners, limits, door_answers(limits), _no_connections, self._door_counts,
+                         workers=workers_socket, balance=self.balance)
+        self.door.start()
+        for worker in self.workers:
+            self._spawn(worker)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop)
+        log.info("fastserve %s serving %s on http://%s:%d with %d worker processes (connections to the one with "
+                 "the fewest %s)", fastserve.__version__, self.config.models_dir.resolve(), self.config.host,
+                 self.config.port, len(self.workers), "open connections" if self.balance == "connections"
+                 else "requests in flight")
+        tasks = [loop.create_task(coro)
+                 for coro in (self._load_and_watch(), self._watch_workers(), self._gather_each())]
+        await self.stopped.wait()
+        await self._shutdown(tasks, server)
+        return 0
+
+    # -- processes ---------------------------------------------------------------------------------------------
+
+    def _spawn(self, worker: _Worker) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_package_root(), env.get("PYTHONPATH")]))
+        command = [sys.executable, "-m", "fastserve", *self.argv, "--worker", str(worker.index),
+                   "--control-dir", self.directory]
+        worker.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        log.info("worker %d started (pid %d)", worker.index, worker.process.pid)
+
+    async def _watch_workers(self) -> None:
+        """A worker that exits is started again, after a delay that grows while it keeps dying."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.1)
+            for worker in self.workers:
+                process = worker.process
+                if process is None or process.poll() is None:
+                    continue
+                worker.process = None
+                if worker.link is not None:
+                    worker.link.close()
+                    worker.link, worker.ready = None, False
+                now = time.monotonic()
+                worker.deaths = [t for t in worker.deaths if now - t < 60.0] + [now]
+                delay = _RESTART_DELAYS_S[min(len(worker.deaths), len(_RESTART_DELAYS_S)) - 1]
+                self.restarts += 1
+                log.error("worker %d (pid %d) exited with status %s; starting it again in %g s (its connections "
+                          "are lost; the other workers serve on)", worker.index, process.pid, process.returncode,
+                          delay)
+                loop.call_later(delay, self._respawn, worker)
+
+    def _respawn(self, worker: _Worker) -> None:
+        if not self.stopping and worker.process is None:
+            self._spawn(worker)
+
+    def _door_counts(self, waiting: int, refused: dict[str, int], lost: int = 0) -> None:
+        self.waiting = waiting
+        for reason, n in refused.items():
+            self.refused[reason] = self.refused.get(reason, 0) + n
+        self.lost += lost
+
+    def _stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            log.info("shutting down: the door stops accepting, every worker finishes the requests it accepted "
+                     "(grace %g s)", self.config.shutdown_grace_s)
+            assert self.stopped is not None
+            self.stopped.set()
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]], server: asyncio.AbstractServer) -> None:
+        # The door and the workers get SIGTERM together: a worker closes its connections only once the door has
+        # stopped accepting (its report says so), as one serving process does.
+        assert self.door is not None
+        for task in tasks:  # (no restarts from here on)
+            task.cancel()
+        closing = asyncio.get_running_loop().create_task(self.door.close())
+        processes = [(w.index, w.process) for w in self.workers if w.process is not None]
+        for _, process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.config.shutdown_grace_s + _STOP_MARGIN_S
+        for index, process in processes:
+            while process.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if process.poll() is None:
+                log.error("worker %d did not stop within the grace; killing it", index)
+                process.kill()
+                process.wait()
+        await closing
+        await self.door.wait_closed()
+        server.close()
+        self.registry.close()
+
+    # -- the control plane -------------------------------------------------------------------------------------
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A worker's control link: it says hello (which worker it is) and gets the current plan."""
+        worker: _Worker | None = None
+
+        async def handle(kind: str, body: Any) -> Any:
+            nonlocal worker
+            if kind == "hello":
+                worker = self.workers[body["index"]]
+                worker.link = link  # registered before the plan is made: every later plan goes to it too
+                worker.ready = False
+                return self._plan()
+            if kind == "ready" and worker is not None:
+                worker.ready = True
+                log.info("worker %d serving", worker.index)
+                return None
+            return await self._handle(kind, body)
+
+        link = Link(reader, writer, handle)
+        await link.run()
+        if worker is not None and worker.link is link:
+            worker.link, worker.ready = None, False
+
+    async def _handle(self, kind: str, body: Any) -> Any:
+        if kind == "operate":
+            operation, args = body
+            result = await perform(self.registry, operation, *args)
+            await self.broadcast()  # in every worker before the call returns
+            if operation == "reload":
+                return result
+            await self.gather()
+            return self.registry.model(args[0]).status()
+        if kind == "view":
+            view, args = body
+            if view == "listing":
+                return listing(self.registry)
+            await self.gather()  # the workers' latest evidence, comparisons and sketches in what is shown
+            if view == "status":
+                return self.registry.model(args[0]).status()
+            if view == "drift":
+                return drift_report(self.registry, args[0])
+            if view == "metrics":
+                return await self.metrics()
+        raise ValueError(f"unknown call {kind!r}")
+
+    def _plan(self) -> dict[str, Any]:
+        self.seq += 1
+        return {**make_plan(self.registry), "seq": self.seq}
+
+    async def broadcast(self) -> None:
+        """The current plan to every worker; returns once each has followed it (or gone)."""
+        plan = self._plan()
+        links = [w.link for w in self.workers if w.link is not None]
+        results = await asyncio.gather(*(link.call("plan", plan, _PLAN_TIMEOUT_S) for link in links),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error("a worker did not follow the plan: %s", result)
+            elif result:
+                log.error("a worker could not follow all of the plan: %s", "; ".join(result))
+
+    async def _load_and_watch(self) -> None:
+        await self.broadcast()  # the models known (nothing loaded yet): the workers answer /healthz and /readyz
+        sent: list[dict[str, Any]] = []
+
+        async def changed() -> None:  # after the loading, and after each look at the repository
+            plan = make_plan(self.registry)
+            if sent != [plan]:
+                sent[:] = [plan]
+                await self.broadcast()
+
+        await self.registry.load_and_watch(self.config.poll_interval_s, changed)
+
+    async def _gather_each(self) -> None:
+        while True:
+            await asyncio.sleep(GATHER_S)
+            try:
+                await self.gather()
+            except Exception:
+                log.exception("merging the workers' figures failed")
+
+    async def gather(self) -> None:
+        """Merge what each worker counted since it was last asked (canary evidence, shadow comparisons, drift
+        sketches) into the supervisor's own objects, then let the canary guard judge all of it together."""
+        assert self._gathering is not None
+        async with self._gathering:
+            links = [w.link for w in self.workers if w.link is not None]
+            results = await asyncio.gather(*(link.call("collect", None, 10.0) for link in links),
+                                           return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    continue
+                for name, entry in result.items():
+                    self._merge(name, entry)
+            tripped = False
+            for model in self.registry.models.values():
+                canary = model.canary
+                if canary is not None and canary.guard.enabled and canary.weight > 0 and canary.pending():
+                    evidence = canary.check()
+                    if evidence is not None:
+                        model.canary_tripped(evidence)
+                        tripped = True
+        if tripped:
+            await self.broadcast()
+
+    def _merge(self, name: str, entry: dict[str, Any]) -> None:
+        model = self.registry.models.get(name)
+        if model is None:
+            return
+        canary = entry.get("canary")
+        if canary is not None and model.canary is not None and model.canary.version == canary[0]:
+            model.canary.add_evidence(canary[1])
+        for number, buckets in entry.get("shadows", {}).items():
+            runner = model.shadows.get(number)
+            if runner is not None:
+                runner.merge(buckets)
+        for number, taken in entry.get("drift", {}).items():
+            version = model.versions.get(number)
+            if version is not None and version.drift is not None:
+                version.drift.add(taken)
+
+    async def metrics(self) -> bytes:
+        workers = [w for w in self.workers if w.link is not None]
+        parts = await asyncio.gather(*(w.link.call("metrics", None, 10.0) for w in workers),  # type: ignore[union-attr]
+                                     return_exceptions=True)
+        answered = GaugeMetricFamily("fastserve_worker_requests", "Prediction requests answered by each worker "
+                                     "process since it started (how evenly the door spreads the load)",
+                                     labels=["worker"])
+        serving = []
+        for worker, part in zip(workers, parts, strict=True):
+            if isinstance(part, BaseException):
+                continue
+            serving.append(part)
+            answered.add_metric([str(worker.index)], sum(s.value for family in part if family.name ==
+                                                         "fastserve_requests" for s in family.samples))
+        serving.append(self._door_families())
+        control = control_families(self.registry)
+        processes: list[tuple[str, Any]] = [("supervisor", os.getpid)]
+        if self.door is not None and self.door.process is not None:
+            processes.append(("door", _pid(self.door.process)))
+        processes += [(f"worker-{w.index}", _pid(w.process)) for w in self.workers if w.process is not None]
+        return render([build_info(), *summed(serving), *control, *self._supervisor_families(), answered,
+                       *process_figures(processes)])
+
+    def _door_families(self) -> list[Metric]:
+        refused = CounterMetricFamily("fastserve_connections_refused", "", labels=["reason"])
+        for reason, n in sorted(self.refused.items()):
+            refused.add_metric([reason], n)
+        waiting = GaugeMetricFamily("fastserve_connections_open", "")
+        waiting.add_metric([], self.waiting)
+        return [refused, waiting]
+
+    def _supervisor_families(self) -> list[Metric]:
+        alive = GaugeMetricFamily("fastserve_workers", "Worker processes asked for, running, and serving (their "
+                                  "versions loaded, taking connections)", labels=["state"])
+        alive.add_metric(["running"], sum(1 for w in self.workers if w.process is not None))
+        alive.add_metric(["serving"], sum(1 for w in self.workers if w.ready and w.link is not None))
+        alive.add_metric(["configured"], len(self.workers))
+        restarts = CounterMetricFamily("fastserve_worker_restarts", "Worker processes that exited and were started "
+                                       "again")
+        restarts.add_metric([], self.restarts)
+        lost = CounterMetricFamily("fastserve_connections_lost", "Client connections held by a worker process when it "
+                                   "died")
+        lost.add_metric([], self.lost)
+        return [alive, restarts, lost]
+
+
+def _pid(process: subprocess.Popen[bytes]) -> Any:
+    return lambda: process.pid
+
+
+def _no_connections(head: bytes, waiting: int) -> asyncio.Protocol:
+    raise RuntimeError("the supervisor's channel to the door carries no connections")
+
+
+def serve_with_workers(config: ServerConfig, argv: list[str], workers: int, balance: str) -> int:
+    return Supervisor(config, argv, workers, balance).run()

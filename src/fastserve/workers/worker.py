@@ -1,0 +1,98 @@
+"""A worker process's side of the control plane: it follows the supervisor's plans, sends it the operators' calls
+and the views of the whole server, and hands it what it counted (canary evidence, shadow comparisons, drift
+sketches, metrics) when asked."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import TYPE_CHECKING, Any
+
+from fastserve.drift.monitor import DriftMonitor
+from fastserve.registry.lifecycle import freeze_loaded
+from fastserve.workers.link import Link
+from fastserve.workers.plan import follow
+
+if TYPE_CHECKING:
+    from fastserve.http.app import App
+
+log = logging.getLogger("fastserve.workers")
+
+
+class WorkerControl:
+    def __init__(self, app: App, index: int, path: str) -> None:
+        self.app, self.index, self.path = app, index, path
+        self.link: Link | None = None
+        self._following = asyncio.Lock()
+        self._seq = -1  # the last plan followed: an older one that arrives late is not applied over it
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect, and follow the current plan (versions loaded) before the worker takes connections."""
+        DriftMonitor.closes_windows = False  # the supervisor closes them, over every worker's traffic
+        reader, writer = await asyncio.open_unix_connection(self.path)
+        self.link = Link(reader, writer, self._handle)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        plan = await self.link.call("hello", {"index": self.index, "pid": os.getpid()})
+        await self._follow(plan)
+        await self.link.call("ready")  # (it joins the door next)
+
+    async def _run(self) -> None:
+        assert self.link is not None
+        await self.link.run()
+        if not self.app.shutting_down:  # the supervisor is gone: so is the control plane; this worker stops too
+            log.error("worker %d: the supervisor went away; stopping", self.index)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    async def _follow(self, plan: dict[str, Any]) -> list[str]:
+        async with self._following:
+            if plan["seq"] < self._seq:
+                return []
+            self._seq = plan["seq"]
+            first_loaded = plan["loaded"] and not self.app.registry.loaded
+            problems = await follow(self.app.registry, plan)
+            if first_loaded:
+                freeze_loaded()
+        for problem in problems:
+            log.error("worker %d cannot follow the supervisor's plan: %s", self.index, problem)
+        return problems
+
+    async def _handle(self, kind: str, body: Any) -> Any:
+        if kind == "plan":
+            return await self._follow(body)
+        if kind == "collect":
+            return self.collect()
+        if kind == "metrics":
+            return list(self.app.metrics.serving())
+        raise ValueError(f"unknown call {kind!r}")
+
+    def collect(self) -> dict[str, Any]:
+        """What this worker counted since it was last asked, per model: canary evidence, shadow comparisons, and
+        each version's drift window."""
+        out: dict[str, Any] = {}
+        for name, model in self.app.registry.models.items():
+            entry: dict[str, Any] = {}
+            if model.canary is not None:
+                entry["canary"] = (model.canary.version, model.canary.take_evidence())
+            if model.shadows:
+                entry["shadows"] = {n: runner.take() for n, runner in model.shadows.items()}
+            drift = {n: v.drift.take() for n, v in model.versions.items() if v.drift is not None and v.batcher}
+            if drift:
+                entry["drift"] = drift
+            if entry:
+                out[name] = entry
+        return out
+
+    async def operate(self, operation: str, *args: Any) -> Any:
+        assert self.link is not None
+        return await self.link.call("operate", (operation, args))
+
+    async def view(self, kind: str, *args: Any) -> Any:
+        assert self.link is not None
+        return await self.link.call("view", (kind, args))
+
+    def close(self) -> None:
+        if self.link is not None:
+            self.link.close()
