@@ -5,6 +5,7 @@
    - saturation over 64 connections (an offered rate no server here reaches): requests/s and server CPU (every
      process: supervisor, door, workers), as requests per server-CPU-second; the efficiency of N workers is that
      figure over one worker's;
+   - the same at a fixed open-loop rate (`--fixed-rate`, 15,000/s): the cost of the same traffic split over N;
    - the highest open-loop rate whose p99 stays within 10 ms with under 0.1% errors (loadgen.max_rate).
    The server gets the cores in `--server-cores`, the generator those in `--generator-cores` (on a 2-core machine
    they share: the figures there are efficiency figures, not capacities).
@@ -107,11 +108,15 @@ def scaling(workers: int, balance: str, args: argparse.Namespace, raw: bytes) ->
             answered = t.statuses.get(200, 0)
             rounds.append({"rps": answered / t.elapsed_s, "cpu_s": cpu, "answered": answered,
                            "per_cpu_second": answered / cpu if cpu else float("nan")})
+        cpu0 = cpu_seconds(server)
+        t = run_trial(LOOPBACK, server.port, [raw], args.fixed_rate, seconds, connections=64)
+        fixed = {"rate": args.fixed_rate, "answered": t.statuses.get(200, 0),
+                 "per_cpu_second": t.statuses.get(200, 0) / max(cpu_seconds(server) - cpu0, 1e-9)}
         rate, _ = max_rate(server.port, [raw], SLO_MS, start=2000.0, limit=400_000.0,
                                 duration_s=1.0 if args.quick else 2.0, log=lambda *_: None)
     finally:
         server.stop()
-    return {"workers": workers, "balance": balance, "rounds": rounds,
+    return {"workers": workers, "balance": balance, "rounds": rounds, "fixed_rate": fixed,
             "rps": float(np.median([r["rps"] for r in rounds])),
             "per_cpu_second": float(np.median([r["per_cpu_second"] for r in rounds])),
             "max_rate_p99_10ms": rate}
@@ -145,7 +150,7 @@ def hot_swap(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
         (tmp / "token").write_text(token)
         server = start(2, _cores(args.server_cores), tmp, "--admin-token-file", str(tmp / "token"))
         calls: list[tuple[float, int, int]] = []
-        promotes: list[tuple[float, int]] = []
+        promotes: list[tuple[float, float, int]] = []
         stop = threading.Event()
 
         def traffic() -> None:
@@ -162,10 +167,11 @@ def hot_swap(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
                 for i in range(10 if args.quick else 40):
                     number = 1 + i % 2
                     raw = Client.build("POST", f"/v1/admin/models/m/versions/{number}/promote", headers=auth)
+                    issued = time.monotonic()
                     status, _ = admin.send_raw(raw)
                     if status != 200:
                         raise RuntimeError(f"promote answered {status}")
-                    promotes.append((time.monotonic(), number))
+                    promotes.append((issued, time.monotonic(), number))
                     time.sleep(0.2)
             stop.set()
             thread.join(30)
@@ -174,11 +180,14 @@ def hot_swap(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     failed = sum(1 for _, status, _ in calls if status != 200)
+    # A request sent after promote i returned and before promote i + 1 was issued must get promote i's version;
+    # one sent while a promote is under way may get either.
     stale = 0
-    returned = [t for t, _ in promotes]
+    returned = [r for _, r, _ in promotes]
     for sent, status, version in calls:
-        i = int(np.searchsorted(returned, sent)) - 1  # the last promote that had returned when this was sent
-        if i >= 0 and status == 200 and version != promotes[i][1]:
+        i = int(np.searchsorted(returned, sent)) - 1
+        settled = i >= 0 and (i + 1 == len(promotes) or sent < promotes[i + 1][0])
+        if settled and status == 200 and version != promotes[i][2]:
             stale += 1
     return {"requests": len(calls), "promotes": len(promotes), "failed": failed, "old_version_after_promote": stale}
 
@@ -192,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the door's choices of worker to compare, with more than one worker")
     parser.add_argument("--server-cores", default="")
     parser.add_argument("--generator-cores", default="")
+    parser.add_argument("--fixed-rate", type=float, default=15_000.0,
+                        help="open-loop rate at which requests per server-CPU-second are also measured")
     parser.add_argument("--no-swap", dest="swap", action="store_false")
     args = parser.parse_args(argv)
     if args.generator_cores and hasattr(os, "sched_setaffinity"):
@@ -211,9 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     one = results["scaling"][0]
     for fig in results["scaling"]:
         fig["efficiency_vs_1"] = fig["per_cpu_second"] / one["per_cpu_second"]
+        fig["efficiency_at_fixed_rate_vs_1"] = fig["fixed_rate"]["per_cpu_second"] / one["fixed_rate"]["per_cpu_second"]
         fig["max_rate_vs_1"] = fig["max_rate_p99_10ms"] / one["max_rate_p99_10ms"]
         print(f"  {fig['workers']} worker(s), by {fig['balance']:<11}: efficiency {fig['efficiency_vs_1']:.2f}x one "
-              f"worker's, max rate {fig['max_rate_vs_1']:.2f}x")
+              f"worker's at saturation, {fig['efficiency_at_fixed_rate_vs_1']:.2f}x at {args.fixed_rate:,.0f}/s; max "
+              f"rate {fig['max_rate_vs_1']:.2f}x")
     if args.swap:
         swap = results["hot_swap"] = hot_swap(args, body)
         print(f"hot swap, 2 workers: {swap['promotes']} promotes under {swap['requests']:,} requests: "
