@@ -1,6 +1,6 @@
-"""The asyncio driver of the compiled batcher (`_core.batcher.BatchQueue`): futures, timers, worker threads.
+"""The asyncio driver of the compiled batcher (`_core.batcher.BatchQueue`): futures, timers, the run pool's threads.
 
-Everything here but `_Instance._work` runs on the event loop thread; the core is never touched from another thread.
+Everything here but `RunPool._work` runs on the event loop thread; the core is never touched from another thread.
 """
 
 from __future__ import annotations
@@ -46,40 +46,70 @@ def _retry_after_s(backlog_ns: int) -> int:
     return max(1, -(-backlog_ns // 1_000_000_000))
 
 
-class _Instance:
-    """A worker thread with its own preallocated input buffer; runs one batch at a time."""
+class RunPool:
+    """The threads every batcher's batches run on, one pool per process, sized to the cores it may use: threads do
+    not grow with the versions loaded (a thousand models, a few threads). Batches run in the order they come; a
+    batcher has at most `instances` batches in flight (its core decides), so a flooded model holds at most that many
+    places in the queue, and a quiet model's batch waits behind those, never behind the flood's backlog."""
 
-    def __init__(self, session: ModelSession, rows: int, name: str) -> None:
-        self.session = session
-        self.buffer = np.empty((rows, session.n_features), dtype=session.input_dtype)
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._thread.start()
+        self._workers = [threading.Thread(target=self._work, name=f"fastserve-run-{i}", daemon=True)
+                         for i in range(threads)]
+        for worker in self._workers:
+            worker.start()
 
-    def submit(self, batch: np.ndarray, done: Callable[..., None], loop: asyncio.AbstractEventLoop) -> None:
-        self._jobs.put((batch, done, loop))
+    def submit(self, session: ModelSession, batch: np.ndarray, done: Callable[..., None],
+               loop: asyncio.AbstractEventLoop) -> None:
+        self._jobs.put((session, batch, done, loop))
 
-    def _work(self) -> None:  # runs on the worker thread
+    def _work(self) -> None:  # runs on a pool thread
         while True:
             job = self._jobs.get()
             if job is _STOP:
                 return
-            batch, done, loop = job
+            session, batch, done, loop = job
             started = monotonic_ns()
             try:
-                result, error = self.session.run(batch), None  # releases the GIL
+                result, error = session.run(batch), None  # releases the GIL
             except BaseException as exc:
                 result, error = None, exc
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
                 loop.call_soon_threadsafe(done, result, error, monotonic_ns() - started)
 
-    def close(self, timeout: float) -> None:
-        self._jobs.put(_STOP)
-        self._thread.join(timeout)
+
+_pool: RunPool | None = None
+_pool_threads = 2
+
+
+def set_run_threads(threads: int) -> None:
+    """How many threads the process's pool gets (before its first batcher); `serve` sets it from the cores."""
+    global _pool_threads
+    _pool_threads = max(1, threads)
+
+
+def run_pool() -> RunPool:
+    global _pool
+    if _pool is None:
+        _pool = RunPool(_pool_threads)
+    return _pool
+
+
+class _Instance:
+    """A batch's place: its own preallocated input buffer, one batch at a time, run on the process's pool."""
+
+    def __init__(self, session: ModelSession, rows: int) -> None:
+        self.session = session
+        self.buffer = np.empty((rows, session.n_features), dtype=session.input_dtype)
+        self._pool = run_pool()
+
+    def submit(self, batch: np.ndarray, done: Callable[..., None], loop: asyncio.AbstractEventLoop) -> None:
+        self._pool.submit(self.session, batch, done, loop)
 
 
 class Batcher:
-    """Groups a version's requests into batches and runs them on `instances` worker threads.
+    """Groups a version's requests into batches and runs up to `instances` of them at once on the process's pool.
 
     Requests enter with `submit`; the core decides when a batch forms and which requests it holds; rows are copied
     once into the instance's buffer (a lone request runs from its own array, with no copy); outputs go back to each
@@ -107,8 +137,7 @@ class Batcher:
         # runs on a worker measure waits for the GIL too, and a batcher that judged by those would stay with the
         # workers once it had gone there.
         self._short = warm if warm_up else run_time
-        self._instances = [_Instance(session, options.max_batch_size, f"fastserve-{label.replace(' ', '-')}-{i}")
-                           for i in range(options.instances)]
+        self._instances = [_Instance(session, options.max_batch_size) for _ in range(options.instances)]
         self._free = list(self._instances)
         self._pending: dict[int, _Item] = {}
         self._tickets = itertools.count()
@@ -323,8 +352,6 @@ class Batcher:
         return refused
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the worker threads once their queued batches have run."""
+        """No more batches (the pool's threads are the process's: they stay)."""
         if self._timer is not None:
             self._timer.cancel()
-        for instance in self._instances:
-            instance.close(timeout)

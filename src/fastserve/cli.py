@@ -85,6 +85,10 @@ def _serve(args: argparse.Namespace) -> int:
         # The connection limit is the server's: each worker takes its share (the door spreads connections evenly).
         config = replace(config, limits=replace(config.limits, max_connections=-(-config.limits.max_connections
                                                                                   // workers)))
+    from fastserve.batching import set_run_threads
+    from fastserve.workers.cores import usable_cores
+
+    set_run_threads(max(2, usable_cores() // workers))  # the batches of every version run on these
     app = create_app(config, worker)
     server = build_server(app, config, loop, on_shutdown=app.begin_shutdown, stats=app.metrics.stats,
                           admission=app.admission, http=args.http,
