@@ -55,7 +55,10 @@ def _serve(args: argparse.Namespace) -> int:
         admin_token=_admin_token(args.admin_token_file),
         door_process=args.door_process,
         workers=workers,
+        max_loaded_versions=args.max_loaded_versions,
     )
+    if config.max_loaded_versions is not None and config.max_loaded_versions < 1:
+        raise ConfigError(f"--max-loaded-versions must be >= 1, got {config.max_loaded_versions}")
     if not config.models_dir.is_dir():
         raise ConfigError(f"models directory {str(config.models_dir)!r} does not exist; pass MODELS_DIR "
                           "(e.g. `fastserve serve ./models`) or set FASTSERVE_MODELS_DIR")
@@ -245,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--balance", choices=("connections", "requests"), default="connections",
                        help="with --workers: each connection goes to the worker with the fewest open connections, or "
                        "the fewest requests in flight (default: %(default)s)")
+    serve.add_argument("--max-loaded-versions", type=int, default=None,
+                       help="the budget of versions loaded at once: past it, the least recently used is unloaded "
+                       "(never a `keep_loaded` model's primary, a canary or a shadow) and loaded again on its next "
+                       "request, which waits for it (default: no budget)")
     serve.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     serve.add_argument("--control-dir", default=None, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)

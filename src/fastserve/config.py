@@ -145,6 +145,7 @@ class ModelConfig:
     name: str
     description: str = ""
     primary: int | None = None
+    keep_loaded: bool = False  # its primary is never evicted by the server's budget of loaded versions
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     inputs: InputOptions = field(default_factory=InputOptions)
     batching: BatchingOptions = field(default_factory=BatchingOptions)
@@ -185,6 +186,7 @@ class ServerConfig:
     admin_token: str | None = None  # the admin API is off without one
     door_process: bool = True  # connections accepted, and held until their first headers, by a process of their own
     workers: int = 1  # serving processes; more than one: under a supervisor, behind the door process
+    max_loaded_versions: int | None = None  # the budget: least recently used versions evicted past it
 
 
 def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConfig:
@@ -192,6 +194,7 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
     model = top.sub("model")
     description = model.take("description", str, "")
     primary = model.take("primary", int, None)
+    keep_loaded = model.take("keep_loaded", bool, False)
     if primary is not None and primary < 0:
         raise ConfigError(f"{where} [model]: `primary` must be a version number >= 0, got {primary}")
     model.done()
@@ -270,9 +273,9 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
     if batching.max_queue_rows < inputs.max_rows:
         raise ConfigError(f"{where}: [batching] max_queue_rows ({batching.max_queue_rows}) must be >= [inputs] "
                           f"max_rows ({inputs.max_rows}), or a request of max_rows rows could never be queued")
-    return ModelConfig(name=name, description=description, primary=primary, runtime=runtime, inputs=inputs,
-                       batching=batching, versions=versions, gate=gate, routing=routing, drift=drift, features=features,
-                       features_text=features_text)
+    return ModelConfig(name=name, description=description, primary=primary, keep_loaded=keep_loaded, runtime=runtime,
+                       inputs=inputs, batching=batching, versions=versions, gate=gate, routing=routing, drift=drift,
+                       features=features, features_text=features_text)
 
 
 def _share(table: TomlTable, key: str, default: float | None) -> float:

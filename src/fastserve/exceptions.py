@@ -83,6 +83,18 @@ class ModelNotReady(FastserveError):
     code = "model_not_ready"
 
 
+class VersionCold(ModelNotReady):
+    """The version a request needs is not loaded (the server's budget of loaded versions evicted it, or it was never
+    loaded): `loading` completes once it is. The request waits for it within its deadline; only when it cannot is
+    this the answer (503 + Retry-After)."""
+
+    code = "model_loading"
+
+    def __init__(self, message: str, *, loading: Any, detail: Any = None) -> None:
+        super().__init__(message, detail=detail)
+        self.loading = loading
+
+
 class RequestError(FastserveError, ValueError):
     """The request itself is wrong (body, headers); the client must change it."""
 

@@ -245,18 +245,22 @@ class _Collector:
         swaps = CounterMetricFamily("fastserve_model_swaps", "Times the primary version changed", labels=["model"])
         gate = CounterMetricFamily("fastserve_model_gate_failures", "Versions refused by the validation gate",
                                    labels=["model"])
+        evictions = CounterMetricFamily("fastserve_model_evictions", "Versions unloaded to keep within the budget of "
+                                        "loaded versions (--max-loaded-versions), least recently used first",
+                                        labels=["model"])
         states = GaugeMetricFamily("fastserve_model_versions", "Versions known, by state", labels=["model", "state"])
         for loaded in self._registry.models.values():
             if loaded.primary is not None:
                 primary.add_metric([loaded.name], loaded.primary.number)
             swaps.add_metric([loaded.name], loaded.swaps)
             gate.add_metric([loaded.name], loaded.gate_failures)
+            evictions.add_metric([loaded.name], loaded.evictions)
             counts = dict.fromkeys(STATES, 0)
             for v in loaded.versions.values():
                 counts[v.state] += 1
             for state, n in counts.items():
                 states.add_metric([loaded.name, state], n)
-        yield from (primary, swaps, gate, states)
+        yield from (primary, swaps, gate, evictions, states)
 
     def _batching(self) -> Iterator[Metric]:
         labels = ["model", "version"]

@@ -14,7 +14,7 @@ from collections import deque
 
 import httptools
 
-from fastserve.exceptions import ClientGone
+from fastserve.exceptions import ClientGone, VersionCold
 from fastserve.http.predict import NativeWire, predict_target
 from fastserve.http.serving import CLIENT_CLOSED, Prediction, check_declared, check_read
 from fastserve.http.v2.infer import V2Wire, infer_target
@@ -116,6 +116,8 @@ cdef class Cycle:
     cdef bint gone         # the connection was lost (or lingers): nothing more is written
     cdef object batcher    # where the request is queued (with its ticket), to leave it if the client goes
     cdef long long ticket
+    cdef object cold_timer  # while it waits for its version's load on demand: its deadline
+    cdef bint cold_waited
 
     def __cinit__(self, HttpConnection conn, str method, str path, object url, list headers, object http_version,
                   bint keep_alive, bint expect_continue):
@@ -177,7 +179,11 @@ cdef class Cycle:
         if self.body_ready is not None and not self.body_ready.done():
             self.body_ready.set_result(None)
         if self.prediction is not None and not self.complete:
-            if self.batcher is not None:
+            if self.cold_timer is not None:
+                self.cold_timer.cancel()
+                self.cold_timer = None
+                self.set_exception(ClientGone("client disconnected while its model was loading"))
+            elif self.batcher is not None:
                 self.batcher.abandon(self.ticket)  # answers set_exception(ClientGone) unless its batch runs
             elif self.waits_for_body:
                 self.waits_for_body = False
@@ -212,8 +218,13 @@ cdef class Cycle:
         p = self.prediction
         try:
             check_read(self.size, self.conn.settings.max_body_bytes)
-            batcher, x, deadline, alone = p.prepare(self.body(), self.headers)
+            body = self.body()
+            batcher, x, deadline, alone = p.prepare(body, self.headers)
             outputs, ticket = batcher.enter(x, deadline, alone, self)
+        except VersionCold as cold:
+            self.parts = [body]  # read again once the version is loaded
+            self.wait_for_load(cold)
+            return
         except Exception as exc:
             self.set_exception(exc)
             return
@@ -221,6 +232,27 @@ cdef class Cycle:
             self.set_result(outputs)
         else:
             self.batcher, self.ticket = batcher, ticket
+
+    cdef wait_for_load(self, cold):
+        """Its version is being loaded on demand: the request runs once it is, or is refused (503) at its deadline,
+        or when it finds its version still not loaded after one load."""
+        if self.cold_waited:
+            self.set_exception(cold)
+            return
+        self.cold_waited = True
+        self.cold_timer = self.conn.loop.call_later(self.prediction.cold_wait_s(), self._cold_overdue, cold)
+        cold.loading.add_done_callback(self._loaded)
+
+    def _loaded(self, _):
+        if self.cold_timer is None:  # (answered meanwhile: overdue, or the client left)
+            return
+        self.cold_timer.cancel()
+        self.cold_timer = None
+        self.run_prediction()
+
+    def _cold_overdue(self, cold):
+        self.cold_timer = None
+        self.set_exception(cold)
 
     # the batcher's waiter (batching.Waiter)
     def done(self):

@@ -37,9 +37,12 @@ class App:
         self.config = config
         self.control: WorkerControl | None = None
         max_threads = threads_per_worker(config.workers) if config.workers > 1 else None
-        self.registry = Registry(config.models_dir, config.device, max_threads)
+        # (In a worker the budget is the supervisor's: it decides what is loaded, the worker follows.)
+        self.registry = Registry(config.models_dir, config.device, max_threads,
+                                 config.max_loaded_versions if worker is None else None)
         if worker is not None:
             self.control = WorkerControl(self, worker[0], os.path.join(worker[1], "control.sock"))
+            self.registry.remote_warm = self.control.warm
         self.admission = Admission(self.registry)  # used by the HTTP protocol, at each request's headers
         self.metrics = Metrics(self.registry, self.admission)
         self._loading: asyncio.Task[None] | None = None  # loads, then watches the repository

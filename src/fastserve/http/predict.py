@@ -74,8 +74,8 @@ class NativeWire:
 
     def decode(self, body: bytes, model: LoadedModel) -> Any:
         primary = model.primary
-        if primary is not None:
-            session: ModelSession = primary.session  # type: ignore[assignment]
+        if primary is not None and primary.session is not None:  # (an evicted primary has none)
+            session: ModelSession = primary.session
             options = primary.config.inputs
             if model.canary is None and session.input_dtype in _ROW_DTYPES:
                 # The common bodies, JSON `{"inputs": [[...], ...]}` and a msgpack raw tensor of the model's dtype,

@@ -8,9 +8,10 @@ canary's guard, the shadows' copies, and the request's metrics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from time import monotonic_ns, perf_counter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import numpy as np
 
@@ -21,9 +22,11 @@ from fastserve.exceptions import (
     InferenceError,
     MethodNotAllowed,
     RequestError,
+    VersionCold,
 )
 from fastserve.http.errors import error_headers
 from fastserve.http.inputs import Inputs, timeout_ms
+from fastserve.registry.models import READY
 from fastserve.routing.router import choose
 
 if TYPE_CHECKING:
@@ -37,6 +40,7 @@ Scope = dict[str, Any]
 Headers = list[tuple[bytes, bytes]]
 Outputs = dict[str, np.ndarray]
 CLIENT_CLOSED = 499  # counted in metrics only: nobody is left to answer
+COLD_WAIT_S = 30.0  # a request for an evicted version waits this long for its load, unless it says less
 
 
 class Wire(Protocol):
@@ -156,9 +160,15 @@ class Prediction:
         """The whole body into (the chosen version's batcher, the input matrix, its deadline, whether it is the only
         request in the server). Raises a refusal."""
         self.model = model = self.app.registry.model(self.name)
+        primary = model.primary
+        if self.version is None and primary is not None and primary.state != READY:
+            self._cold(model, primary)  # (the body is read with the primary's session: once it is loaded)
         payload = self.wire.decode(body, model)
         self.target, self.on_canary = target, _ = choose(model, self.version, payload, headers)
         self.model_label, self.version_label = target.model, str(target.number)
+        target.calls += 1
+        if target.state != READY:
+            self._cold(model, target)
         self.x, timeout, self.raw = self.wire.inputs(target)
         if self.timeout_header is not None:
             timeout = _header_timeout(self.timeout_header, timeout)
@@ -166,6 +176,20 @@ class Prediction:
         stats = self.stats
         return (batcher, self.x, batcher.deadline_ns(self.arrived_ns, timeout),
                 stats.in_flight == 1 and stats.received <= 1)
+
+    def _cold(self, model: LoadedModel, version: LoadedVersion) -> NoReturn:
+        """Evicted under the budget of loaded versions (or being evicted): the request waits for its load."""
+        version.calls += 1
+        raise VersionCold(f"{version.label} is not loaded and could not be within the request's deadline; retry",
+                          loading=self.app.registry.warm(model, version),
+                          detail={"model": model.name, "version": version.number})
+
+    def cold_wait_s(self) -> float:
+        """How long the request waits for its version's load on demand: its X-Request-Timeout-Ms, else
+        COLD_WAIT_S."""
+        if self.timeout_header is not None:
+            return _header_timeout(self.timeout_header, None) / 1000.0
+        return COLD_WAIT_S
 
     def answer(self, outputs: Outputs) -> tuple[bytes, Headers]:
         """The run's outputs: drift, the canary's guard, the shadows' copies; the answer's body and headers."""
@@ -210,7 +234,14 @@ async def serve(app: App, scope: Scope, receive: Any, send: Any, wire: Wire, nam
             headers = scope["headers"]
             content_length = p.head(scope["method"], headers)
             body = await read_body(receive, content_length, app.config.max_body_bytes)
-            batcher, x, deadline, alone = p.prepare(body, headers)
+            try:
+                batcher, x, deadline, alone = p.prepare(body, headers)
+            except VersionCold as cold:  # its version loads on demand: once, within the request's deadline
+                try:
+                    await asyncio.wait_for(asyncio.shield(cold.loading), p.cold_wait_s())
+                except TimeoutError:
+                    raise cold from None
+                batcher, x, deadline, alone = p.prepare(body, headers)
             outputs = await batcher.submit(x, deadline, alone=alone, disconnected=receive)
             answer, answer_headers = p.answer(outputs)
         except ClientGone:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from fastserve.exceptions import ConfigError, ModelNotFound, OperationRefused, V
 from fastserve.registry.models import (
     DISCOVERED,
     DRAINING,
+    EVICTED,
     FAILED,
     READY,
     UNLOADED,
@@ -44,12 +46,17 @@ def freeze_loaded() -> None:
 class Registry:
     """Every model the server knows, keyed by name, and the operations that change them."""
 
-    def __init__(self, models_dir: Path, device: str | None = None, max_threads: int | None = None) -> None:
+    def __init__(self, models_dir: Path, device: str | None = None, max_threads: int | None = None,
+                 max_loaded: int | None = None) -> None:
         """`device` overrides every model's; `max_threads` caps each session's intra-op threads (worker processes
-        share the cores)."""
+        share the cores); `max_loaded` is the budget of loaded versions (least recently used evicted past it)."""
         self.models_dir = models_dir
         self.device = device
         self.max_threads = max_threads
+        self.max_loaded = max_loaded
+        self._room = asyncio.Lock()  # under a budget: one load (and the evictions it needs) at a time
+        # In a worker process: loads on demand are the supervisor's decision (`warm` asks it).
+        self.remote_warm: Callable[[str, int], Awaitable[None]] | None = None
         self.models: dict[str, LoadedModel] = {}
         self.loaded = False
         self._looked: dict[Path, Any] = {}  # a new folder's files at the previous look: loaded once they stay put
@@ -78,6 +85,8 @@ class Registry:
     async def load_and_watch(self, interval: float, changed: Callable[[], Awaitable[None]] | None = None) -> None:
         """Load what the policies want, then look at the repository every `interval` s (0: never). `changed()` runs
         after the loading and after each look (a supervisor sends its workers the plan)."""
+        if self.max_loaded is not None:
+            asyncio.get_running_loop().create_task(self._note_use_each_second())
         await self.load_all()
         states = ", ".join(f"{m.name}: {'ready' if m.ready else 'NOT READY'}" for m in self.models.values())
         log.info("models loaded from %s (%s)", self.models_dir, states or "no models found")
@@ -208,7 +217,72 @@ class Registry:
             model.versions.pop(version.number, None)
             model.event("removed", version.number, "version folder removed")
 
+    # -- the budget of loaded versions ---------------------------------------------------------------------------
+
+    def loaded_count(self) -> int:
+        return sum(1 for m in self.models.values() for v in m.versions.values() if v.state == READY)
+
+    async def _note_use_each_second(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.note_use()
+
+    def note_use(self, now: float | None = None) -> None:
+        """Each second: a version with requests since the last look was used now (its recency for the budget)."""
+        now = time.monotonic() if now is None else now
+        for model in self.models.values():
+            for version in model.versions.values():
+                if version.calls:
+                    version.calls, version.last_used = 0, now
+
+    async def _make_room(self, loading: LoadedVersion) -> bool:
+        """Evict least recently used versions until one more fits the budget; False when none can go."""
+        while self.max_loaded is not None and self.loaded_count() >= self.max_loaded:
+            candidates = [(v.last_used, m, v) for m in self.models.values() for v in m.versions.values()
+                          if v.state == READY and v is not loading and v.number not in m.kept_loaded()]
+            if not candidates:
+                return False
+            _, model, victim = min(candidates, key=lambda c: c[0])
+            idle = time.monotonic() - victim.last_used
+            victim.state = DRAINING  # no new requests: they wait for its next load
+            model.evictions += 1
+            model.event("evicted", victim.number, f"least recently used (idle {idle:.1f} s) to make room for "
+                        f"{loading.label}: the budget is {self.max_loaded} loaded versions")
+            log.info("%s: evicted (idle %.1f s) for %s", victim.label, idle, loading.label)
+            await victim.retire()
+            victim.state = EVICTED
+        return True
+
+    def warm(self, model: LoadedModel, version: LoadedVersion) -> asyncio.Future[None]:
+        """Load an evicted version for the requests waiting on it: one load, however many wait."""
+        if version.warming is None or version.warming.done():
+            if self.remote_warm is not None:
+                loading = self.remote_warm(model.name, version.number)
+            else:
+                loading = self._warm(model, version)
+            version.warming = asyncio.ensure_future(loading)
+        return version.warming
+
+    async def _warm(self, model: LoadedModel, version: LoadedVersion) -> None:
+        async with model.lock:
+            if version.state in (EVICTED, UNLOADED, DISCOVERED):
+                await self._load(model, version)
+            model.choose_primary()
+
     async def _load(self, model: LoadedModel, version: LoadedVersion) -> None:
+        if self.max_loaded is not None:
+            async with self._room:
+                if not await self._make_room(version):
+                    version.state = EVICTED
+                    model.event("load_refused", version.number, f"the budget of {self.max_loaded} loaded versions "
+                                "is taken by versions that are never evicted (keep_loaded primaries, canaries, "
+                                "shadows)")
+                    return
+                await self._load_now(model, version)
+            return
+        await self._load_now(model, version)
+
+    async def _load_now(self, model: LoadedModel, version: LoadedVersion) -> None:
         await asyncio.to_thread(version.load)
         if version.state == READY:
             model.event("loaded", version.number, f"in {version.load_seconds:.3f} s")
@@ -234,8 +308,12 @@ class Registry:
                 continue
             version = model.versions[number]
             if version.state in (DISCOVERED, UNLOADED):
-                await self._load(model, version)
-            if version.state == READY:
+                if self.max_loaded is not None and self.loaded_count() >= self.max_loaded \
+                        and number not in keep and not (model.config.keep_loaded and not wanted):
+                    version.state = EVICTED  # over the budget: loaded on its first request
+                else:
+                    await self._load(model, version)
+            if version.state in (READY, EVICTED):
                 wanted.add(number)
         for number in keep - wanted:
             kept = model.versions.get(number)
@@ -272,7 +350,7 @@ class Registry:
     async def _ensure_loaded(self, model: LoadedModel, version: LoadedVersion) -> None:
         """An operator's call needs this version: it is no longer held out, and it is loaded (and gated) now."""
         model.held_out.discard(version.number)
-        if version.state in (DISCOVERED, UNLOADED, FAILED):
+        if version.state in (DISCOVERED, UNLOADED, FAILED, EVICTED):
             await self._load(model, version)
         if version.state != READY:
             raise OperationRefused(f"{version.label} cannot serve: {version.error or version.state}",

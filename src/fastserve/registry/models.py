@@ -27,10 +27,11 @@ from fastserve.runtime import ModelSession
 log = logging.getLogger("fastserve.registry")
 
 # A version's life: discovered -> loading -> warming -> gating -> ready (-> serving while primary) -> draining ->
-# unloaded; or -> failed, with the reason.
+# unloaded; or -> failed, with the reason. Under a budget of loaded versions, one the policy wants but that is not
+# loaded (never yet, or least recently used) is evicted: loaded again on its next request.
 DISCOVERED, LOADING, WARMING, GATING, READY = "discovered", "loading", "warming", "gating", "ready"
-DRAINING, UNLOADED, FAILED = "draining", "unloaded", "failed"
-STATES = (DISCOVERED, LOADING, WARMING, GATING, READY, DRAINING, UNLOADED, FAILED)
+DRAINING, UNLOADED, FAILED, EVICTED = "draining", "unloaded", "failed", "evicted"
+STATES = (DISCOVERED, LOADING, WARMING, GATING, READY, DRAINING, UNLOADED, FAILED, EVICTED)
 EVENTS_KEPT = 200
 
 
@@ -61,6 +62,9 @@ class LoadedVersion:
     gate: str | None = None
     drift: DriftMonitor | None = None
     fingerprint: tuple[Any, ...] = ()  # the folder's files when it was loaded
+    calls: int = 0  # requests routed to it (the budget's recency: read and reset each second)
+    last_used: float = 0.0  # monotonic seconds: when it last had a request, or was loaded
+    warming: asyncio.Future[None] | None = None  # its load on demand, shared by every request waiting for it
 
     @property
     def sketches_raw_fields(self) -> bool:
@@ -112,6 +116,7 @@ class LoadedVersion:
             self.batcher.observe = self.drift.observe
         self.load_seconds = time.perf_counter() - started
         self.ready_at = time.time()
+        self.last_used = time.monotonic()
         self.state = READY
         log.info("%s: ready in %.3f s (warm-up %.1f ms)", self.label, self.load_seconds, self.warmup_seconds * 1e3)
 
@@ -194,6 +199,7 @@ class LoadedModel:
     swaps: int = 0
     gate_failures: int = 0
     canary_rollbacks: int = 0
+    evictions: int = 0
     config_bytes: bytes | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     canary: Canary | None = None
@@ -219,6 +225,13 @@ class LoadedModel:
             runner.stop()
         self.shadows = {}
 
+    def kept_loaded(self) -> set[int]:
+        """Versions the budget never evicts: the canary, the shadows, and the primary of a `keep_loaded` model."""
+        kept = self.routed()
+        if self.config.keep_loaded and self.primary is not None:
+            kept.add(self.primary.number)
+        return kept
+
     def routed(self) -> set[int]:
         """Versions the routing needs loaded: the canary and the shadows."""
         return {*self.shadows, *([self.canary.version] if self.canary else [])}
@@ -242,7 +255,7 @@ class LoadedModel:
     def choose_primary(self) -> None:
         """The promoted version when ready, else the configured primary when ready, else the newest ready one that
         is not a canary or a shadow."""
-        ready = {n: v for n, v in self.versions.items() if v.state == READY}
+        ready = {n: v for n, v in self.versions.items() if v.state in (READY, EVICTED)}  # (evicted: loads on demand)
         wanted = self.pinned if self.pinned in ready else self.config.primary
         chosen = ready.get(wanted) if wanted is not None else None
         if chosen is None and self.config.primary is None and ready:

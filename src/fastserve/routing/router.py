@@ -6,7 +6,7 @@ from typing import Any
 
 from fastserve.exceptions import ModelNotReady, VersionNotFound
 from fastserve.registry import LoadedModel, LoadedVersion
-from fastserve.registry.models import READY
+from fastserve.registry.models import EVICTED, READY
 from fastserve.registry.repository import version_number
 
 
@@ -34,7 +34,7 @@ def pinned(model: LoadedModel, version: str) -> LoadedVersion:
         known = ", ".join(str(n) for n in sorted(model.versions)) or "none"
         raise VersionNotFound(f"model {model.name!r} has no version {version!r} (versions: {known})",
                               detail={"model": model.name, "version": version})
-    if found.state != READY:
+    if found.state not in (READY, EVICTED):  # (evicted: loaded on demand)
         raise ModelNotReady(f"model {model.name!r} version {number} is {found.state}",
                             detail={"model": model.name, "version": number})
     return found

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastserve.config import CanaryOptions, load_model_config
 from fastserve.registry import LoadedModel, LoadedVersion, Registry
-from fastserve.registry.models import DRAINING, READY
+from fastserve.registry.models import DISCOVERED, DRAINING, EVICTED, FAILED, READY, UNLOADED
 from fastserve.routing.canary import Canary
 
 log = logging.getLogger("fastserve.workers")
@@ -25,6 +25,7 @@ def make_plan(registry: Registry) -> dict[str, Any]:
             "path": str(model.path),
             "config": model.config_bytes,
             "loaded": {n: str(v.path) for n, v in model.versions.items() if v.state == READY},
+            "evicted": {n: str(v.path) for n, v in model.versions.items() if v.state == EVICTED},
             "primary": model.primary.number if model.primary is not None else None,
             "canary": (canary.version, canary.weight, canary.sticky_key) if canary is not None else None,
             "shadows": {n: runner.sample for n, runner in model.shadows.items()},
@@ -47,11 +48,15 @@ async def follow(registry: Registry, plan: dict[str, Any]) -> list[str]:
             await registry.apply_config(model)
         async with model.lock:
             problems += await _load(model, wanted["loaded"])
+            evicted = _evicted(model, wanted["evicted"])
             _route(model, wanted)
             for number, version in model.versions.items():
-                if version.state == READY and number not in wanted["loaded"] and version is not model.primary:
-                    version.state = DRAINING  # no new requests from here on
+                if version.state == READY and number not in wanted["loaded"] and (version is not model.primary
+                                                                                 or number in wanted["evicted"]):
+                    version.state = DRAINING  # no new requests from here on (they wait for its next load)
                     retired.append(version)
+                    if number in wanted["evicted"]:
+                        evicted.append(version)
     for name in [n for n in registry.models if n not in plan["models"]]:
         model = registry.models.pop(name)
         model.primary = None
@@ -59,15 +64,34 @@ async def follow(registry: Registry, plan: dict[str, Any]) -> list[str]:
         retired += [v for v in model.versions.values() if v.state == READY]
     registry.loaded = plan["loaded"]
     for version in retired:  # in the background: the plan is followed once no new request can reach them
-        asyncio.get_running_loop().create_task(version.retire())
+        asyncio.get_running_loop().create_task(_retire(version, version in evicted))
     return problems
+
+
+async def _retire(version: LoadedVersion, evicted: bool) -> None:
+    await version.retire()
+    if evicted:
+        version.state = EVICTED
+
+
+def _evicted(model: LoadedModel, evicted: dict[int, str]) -> list[LoadedVersion]:
+    """Versions the supervisor evicted that this worker has not loaded: known, as evicted (a request for one asks
+    the supervisor to load it)."""
+    for number, where in evicted.items():
+        version = model.versions.get(number)
+        if version is None or version.path != Path(where):
+            version = model.versions[number] = LoadedVersion(model.name, number, Path(where), model.config)
+        if version.state in (DISCOVERED, UNLOADED, FAILED):
+            version.state = EVICTED
+    return []
 
 
 async def _load(model: LoadedModel, loaded: dict[int, str]) -> list[str]:
     problems = []
     for number, where in sorted(loaded.items()):
         version = model.versions.get(number)
-        if version is None or version.path != Path(where):
+        if version is None or version.path != Path(where) or version.state == DRAINING:
+            # (one being evicted finishes its draining apart: its requests go to this new load)
             version = model.versions[number] = LoadedVersion(model.name, number, Path(where), model.config)
         if version.state != READY:
             await asyncio.to_thread(version.load, gate=False)
@@ -78,7 +102,7 @@ async def _load(model: LoadedModel, loaded: dict[int, str]) -> list[str]:
 
 def _route(model: LoadedModel, wanted: dict[str, Any]) -> None:
     primary = model.versions.get(wanted["primary"]) if wanted["primary"] is not None else None
-    if primary is not None and primary.state == READY and primary is not model.primary:
+    if primary is not None and primary.state in (READY, EVICTED) and primary is not model.primary:
         if model.primary is not None:
             model.swaps += 1
         model.primary = primary

@@ -54,7 +54,7 @@ class Supervisor:
     def __init__(self, config: ServerConfig, argv: list[str], workers: int, balance: str) -> None:
         self.config = config
         self.argv = argv  # the serve command's arguments, for the workers
-        self.registry = Registry(config.models_dir, config.device)
+        self.registry = Registry(config.models_dir, config.device, max_loaded=config.max_loaded_versions)
         self.workers = [_Worker(i) for i in range(workers)]
         self.balance = balance
         self.seq = 0
@@ -219,6 +219,12 @@ class Supervisor:
                 return result
             await self.gather()
             return self.registry.model(args[0]).status()
+        if kind == "warm":  # a worker has requests for an evicted version: one load, then every worker has it
+            name, number = body
+            model = self.registry.model(name)
+            await self.registry.warm(model, self.registry.version(model, number))
+            await self.broadcast()
+            return None
         if kind == "view":
             view, args = body
             if view == "listing":
@@ -303,6 +309,10 @@ class Supervisor:
             runner = model.shadows.get(number)
             if runner is not None:
                 runner.merge(buckets)
+        for number, calls in entry.get("calls", {}).items():  # the budget's recency
+            version = model.versions.get(number)
+            if version is not None:
+                version.calls += calls
         for number, taken in entry.get("drift", {}).items():
             version = model.versions.get(number)
             if version is not None and version.drift is not None:

@@ -78,6 +78,11 @@ class WorkerControl:
                 entry["canary"] = (model.canary.version, model.canary.take_evidence())
             if model.shadows:
                 entry["shadows"] = {n: runner.take() for n, runner in model.shadows.items()}
+            calls = {n: v.calls for n, v in model.versions.items() if v.calls}
+            if calls:
+                entry["calls"] = calls
+                for number in calls:
+                    model.versions[number].calls = 0
             drift = {n: v.drift.take() for n, v in model.versions.items() if v.drift is not None and v.batcher}
             if drift:
                 entry["drift"] = drift
@@ -88,6 +93,11 @@ class WorkerControl:
     async def operate(self, operation: str, *args: Any) -> Any:
         assert self.link is not None
         return await self.link.call("operate", (operation, args))
+
+    async def warm(self, name: str, number: int) -> None:
+        """An evicted version has requests here: the supervisor loads it (one decision) and every worker follows."""
+        assert self.link is not None
+        await self.link.call("warm", (name, number))
 
     async def view(self, kind: str, *args: Any) -> Any:
         assert self.link is not None

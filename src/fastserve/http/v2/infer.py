@@ -63,9 +63,8 @@ class V2Wire:
     def decode(self, body: bytes, model: LoadedModel) -> Any:
         primary = model.primary
         head, tail = split_body(body, self.header_length)  # the binary tensor data is never parsed
-        if primary is not None:
-            refuse_oversized(head, False, primary.session, primary.config.inputs,  # type: ignore[arg-type]
-                             primary.field_count, "$.inputs")
+        if primary is not None and primary.session is not None:  # (an evicted primary has none)
+            refuse_oversized(head, False, primary.session, primary.config.inputs, primary.field_count, "$.inputs")
         self.request = request = parse_request(head, tail)
         canary = model.canary
         if canary is not None and canary.field is not None:

@@ -1,0 +1,152 @@
+"""Many small models in one server: start-up, memory, threads, idle cost, scrapes, and a Zipf load within a budget.
+
+For each count in `--models` (default 100,1000): that many copies of the bundled `spend` (136 KB each), one version
+each (hard links: the repository costs no disk), served with `--max-loaded-versions` (`--budget`, default 100):
+- time from start to ready, resident memory (every process), threads, idle CPU over 5 s;
+- `/metrics`: its size and the time to scrape it (median of 5);
+- a Zipf-distributed load (exponent `--zipf`, 1.1: a few hot models, a long tail), one-row JSON over 16 connections
+  at `--rate` for `--seconds`: p50/p99 of requests to the 10 hottest models and of the rest, errors, and the
+  evictions and loads per second (the server's counters before and after).
+
+    python -m benchmarks.bench_many_models [--quick] [--models 100,1000] [--budget 100] [--workers 1]
+
+Writes benchmarks/results/many_models.json. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from benchmarks._harness import ROOT, Client, Process, start_fastserve, write_results
+from benchmarks.bench_workers import cpu_seconds
+from benchmarks.loadgen import LOOPBACK
+from fastserve.bench.engine import run_trial
+
+
+def repository(dest: Path, n: int) -> None:
+    source = ROOT / "models" / "spend"
+    for i in range(n):
+        shutil.copytree(source, dest / f"m{i:05d}", copy_function=os.link)
+
+
+def rss_and_threads(server: Process) -> tuple[int, int]:
+    rss = threads = 0
+    for pid in server.pids():
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1]) * 1024
+                elif line.startswith("Threads:"):
+                    threads += int(line.split()[1])
+        except OSError:
+            continue
+    return rss, threads
+
+
+def counter(text: str, name: str) -> float:
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+def one_count(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="fastserve-bench-many-"))
+    try:
+        repository(tmp, n)
+        started = time.monotonic()
+        server = start_fastserve(tmp, None, "--poll-interval", "0", "--max-loaded-versions", str(args.budget),
+                                 "--workers", str(args.workers))
+        ready_s = time.monotonic() - started
+        try:
+            time.sleep(1.0)
+            cpu0 = cpu_seconds(server)
+            time.sleep(5.0)
+            idle = (cpu_seconds(server) - cpu0) / 5.0
+            rss, threads = rss_and_threads(server)
+            scrapes = []
+            with Client(server.port) as client:
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    _, text_bytes = client.request("GET", "/metrics")
+                    scrapes.append(time.perf_counter() - t0)
+            before = text_bytes.decode()
+            row = [float(v) for v in np.load(ROOT / "models" / "spend" / "1" / "validation.npz")["inputs"][0]]
+            body = orjson.dumps({"inputs": [row]})
+            rng = np.random.default_rng(0)
+            ranks = np.minimum(rng.zipf(args.zipf, 20_000), n) - 1
+            models = rng.permutation(n)[ranks]
+            raws = [Client.build("POST", f"/v1/models/m{int(m):05d}/predict", body) for m in models]
+            hot = set(int(m) for m in rng.permutation(n)[:10])
+            t = run_trial(LOOPBACK, server.port, raws, args.rate, args.seconds, connections=16,
+                          record=int(args.rate * args.seconds) + 1000, timeout_ms=30_000)
+            with Client(server.port) as client:
+                after = client.request("GET", "/metrics")[1].decode()
+            rss_after, threads_after = rss_and_threads(server)
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    records = t.records
+    assert records is not None
+    index = np.arange(len(records)) % len(raws)
+    is_hot = np.array([int(models[i]) in hot for i in index])
+    ok = records["status"] == 200
+    lat = records["latency_ns"] / 1e6
+
+    def pct(mask: np.ndarray) -> dict[str, float]:
+        values = lat[mask & ok]
+        return {"n": int(values.size), "p50_ms": float(np.percentile(values, 50)) if values.size else float("nan"),
+                "p99_ms": float(np.percentile(values, 99)) if values.size else float("nan")}
+
+    evictions = counter(after, "fastserve_model_evictions_total") - counter(before, "fastserve_model_evictions_total")
+    return {"models": n, "budget": args.budget, "workers": args.workers, "ready_s": ready_s,
+            "rss_mb": rss / 2**20, "threads": threads, "idle_cpu_share": idle,
+            "metrics_kb": len(before) / 1024, "scrape_ms": statistics.median(scrapes) * 1e3,
+            "load": {"rate": args.rate, "seconds": args.seconds, "answered": t.answered,
+                     "statuses": {str(k): v for k, v in t.statuses.items()}, "errors": dict(t.errors),
+                     "hot": pct(is_hot), "cold": pct(~is_hot), "evictions_per_s": evictions / t.elapsed_s,
+                     "rss_mb_after": rss_after / 2**20, "threads_after": threads_after}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--models", default="100,1000")
+    parser.add_argument("--budget", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--zipf", type=float, default=1.1)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds = 3.0
+    results = []
+    for n in [int(x) for x in args.models.split(",") if x]:
+        fig = one_count(n, args)
+        results.append(fig)
+        load = fig["load"]
+        print(f"{n:>6} models (budget {args.budget}): ready {fig['ready_s']:.1f} s, {fig['rss_mb']:.0f} MB, "
+              f"{fig['threads']} threads, idle {fig['idle_cpu_share']:.1%} of a core, /metrics "
+              f"{fig['metrics_kb']:.0f} KB in {fig['scrape_ms']:.0f} ms; Zipf load {load['rate']:.0f}/s: hot p50 "
+              f"{load['hot']['p50_ms']:.2f} p99 {load['hot']['p99_ms']:.2f} ms, rest p50 {load['cold']['p50_ms']:.2f} "
+              f"p99 {load['cold']['p99_ms']:.2f} ms, {load['evictions_per_s']:.1f} evictions/s, statuses "
+              f"{load['statuses']}, errors {load['errors']}, after: {load['rss_mb_after']:.0f} MB, "
+              f"{load['threads_after']} threads", flush=True)
+    path = write_results("many_models_quick" if args.quick else "many_models",
+                         {"results": results, "time": time.strftime("%Y-%m-%d %H:%M")})
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
