@@ -84,9 +84,10 @@ def one_count(n: int, args: argparse.Namespace) -> dict[str, Any]:
             body = orjson.dumps({"inputs": [row]})
             rng = np.random.default_rng(0)
             ranks = np.minimum(rng.zipf(args.zipf, 20_000), n) - 1
-            models = rng.permutation(n)[ranks]
+            order = rng.permutation(n)  # the models by popularity: order[0] the hottest
+            models = order[ranks]
             raws = [Client.build("POST", f"/v1/models/m{int(m):05d}/predict", body) for m in models]
-            hot = set(int(m) for m in rng.permutation(n)[:10])
+            hot = set(int(m) for m in order[:10])
             t = run_trial(LOOPBACK, server.port, raws, args.rate, args.seconds, connections=16,
                           record=int(args.rate * args.seconds) + 1000, timeout_ms=30_000)
             with Client(server.port) as client:
@@ -98,7 +99,7 @@ def one_count(n: int, args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
     records = t.records
     assert records is not None
-    index = np.arange(len(records)) % len(raws)
+    index = np.arange(len(records["status"])) % len(raws)
     is_hot = np.array([int(models[i]) in hot for i in index])
     ok = records["status"] == 200
     lat = records["latency_ns"] / 1e6

@@ -109,3 +109,23 @@ def test_with_workers_the_budget_is_the_servers_and_a_cold_load_is_one_decision(
                                              if line.startswith("fastserve_model_evictions_total{"))
     assert log.count("evicted (idle") >= 4  # decided once, in the supervisor
     assert "Traceback" not in log, log
+
+
+def test_traffic_over_more_models_than_the_budget_is_all_answered(tmp_path):
+    """Loads and evictions back to back (a version evicted while requests for it arrive): every request answered."""
+    from fastserve.bench.engine import run_trial
+
+    repository(tmp_path, 10)
+    srv = start_server(tmp_path, "--poll-interval", "0", "--max-loaded-versions", "2")
+    body = httpx.Request("POST", "http://x", json={"inputs": ROW.tolist()}).content
+    raws = [f"POST /v1/models/m{i % 10}/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode() + body for i in range(0, 70, 7)]
+    try:
+        trial = run_trial("127.0.0.1", srv.port, raws, 300.0, 2.0, connections=8, timeout_ms=30_000)
+        metrics = httpx.get(f"{srv.url}/metrics").text
+    finally:
+        log = srv.stop()
+    assert trial.statuses == {200: trial.answered} and trial.answered > 400, (trial.statuses, trial.errors)
+    evictions = sum(float(line.split()[-1]) for line in metrics.splitlines()
+                    if line.startswith("fastserve_model_evictions_total{"))
+    assert evictions > 20 and "no version ready" not in log

@@ -265,6 +265,9 @@ class Registry:
 
     async def _warm(self, model: LoadedModel, version: LoadedVersion) -> None:
         async with model.lock:
+            while version.state == DRAINING and self.max_loaded is not None:
+                async with self._room:  # being evicted: its eviction holds the budget's lock until it is done
+                    pass
             if version.state in (EVICTED, UNLOADED, DISCOVERED):
                 await self._load(model, version)
             model.choose_primary()
