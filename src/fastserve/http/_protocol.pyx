@@ -117,7 +117,8 @@ cdef class Cycle:
     cdef object batcher    # where the request is queued (with its ticket), to leave it if the client goes
     cdef long long ticket
     cdef object cold_timer  # while it waits for its version's load on demand: its deadline
-    cdef bint cold_waited
+    cdef double cold_deadline  # (loop time) for every wait of the request, however many loads it waits for
+    cdef bint cold_failed  # the load it waited for failed (or was refused): it is answered 503, not waited again
 
     def __cinit__(self, HttpConnection conn, str method, str path, object url, list headers, object http_version,
                   bint keep_alive, bint expect_continue):
@@ -234,20 +235,23 @@ cdef class Cycle:
             self.batcher, self.ticket = batcher, ticket
 
     cdef wait_for_load(self, cold):
-        """Its version is being loaded on demand: the request runs once it is, or is refused (503) at its deadline,
-        or when it finds its version still not loaded after one load."""
-        if self.cold_waited:
+        """Its version is being loaded on demand: the request runs once it is (waiting again should the version be
+        evicted again meanwhile), or is refused (503) at its deadline, or once a load it waited for failed."""
+        loop = self.conn.loop
+        if self.cold_failed:
             self.set_exception(cold)
             return
-        self.cold_waited = True
-        self.cold_timer = self.conn.loop.call_later(self.prediction.cold_wait_s(), self._cold_overdue, cold)
+        if self.cold_deadline == 0:
+            self.cold_deadline = loop.time() + self.prediction.cold_wait_s()
+        self.cold_timer = loop.call_at(self.cold_deadline, self._cold_overdue, cold)
         cold.loading.add_done_callback(self._loaded)
 
-    def _loaded(self, _):
+    def _loaded(self, loading):
         if self.cold_timer is None:  # (answered meanwhile: overdue, or the client left)
             return
         self.cold_timer.cancel()
         self.cold_timer = None
+        self.cold_failed = loading.cancelled() or loading.exception() is not None
         self.run_prediction()
 
     def _cold_overdue(self, cold):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from time import monotonic_ns, perf_counter
+from time import monotonic, monotonic_ns, perf_counter
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import numpy as np
@@ -177,6 +177,21 @@ class Prediction:
         return (batcher, self.x, batcher.deadline_ns(self.arrived_ns, timeout),
                 stats.in_flight == 1 and stats.received <= 1)
 
+    async def prepare_loaded(self, body: bytes, headers: Headers) -> tuple[Batcher, np.ndarray, int, bool]:
+        """`prepare`, waiting for the version's load on demand (again, should it be evicted again meanwhile) within
+        the request's deadline; 503 past it, or once a load it waited for failed."""
+        until = None
+        while True:
+            try:
+                return self.prepare(body, headers)
+            except VersionCold as cold:
+                now = monotonic()
+                until = until or now + self.cold_wait_s()
+                try:
+                    await asyncio.wait_for(asyncio.shield(cold.loading), max(0.0, until - now))
+                except Exception:  # past the deadline, or the load failed
+                    raise cold from None
+
     def _cold(self, model: LoadedModel, version: LoadedVersion) -> NoReturn:
         """Evicted under the budget of loaded versions (or being evicted): the request waits for its load."""
         version.calls += 1
@@ -234,14 +249,7 @@ async def serve(app: App, scope: Scope, receive: Any, send: Any, wire: Wire, nam
             headers = scope["headers"]
             content_length = p.head(scope["method"], headers)
             body = await read_body(receive, content_length, app.config.max_body_bytes)
-            try:
-                batcher, x, deadline, alone = p.prepare(body, headers)
-            except VersionCold as cold:  # its version loads on demand: once, within the request's deadline
-                try:
-                    await asyncio.wait_for(asyncio.shield(cold.loading), p.cold_wait_s())
-                except TimeoutError:
-                    raise cold from None
-                batcher, x, deadline, alone = p.prepare(body, headers)
+            batcher, x, deadline, alone = await p.prepare_loaded(body, headers)
             outputs = await batcher.submit(x, deadline, alone=alone, disconnected=receive)
             answer, answer_headers = p.answer(outputs)
         except ClientGone:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fastserve.config import CanaryOptions, ModelConfig, for_server, load_model_config
-from fastserve.exceptions import ConfigError, ModelNotFound, OperationRefused, VersionNotFound
+from fastserve.exceptions import ConfigError, ModelNotFound, ModelNotReady, OperationRefused, VersionNotFound
 from fastserve.registry.models import (
     DISCOVERED,
     DRAINING,
@@ -271,6 +271,9 @@ class Registry:
             if version.state in (EVICTED, UNLOADED, DISCOVERED):
                 await self._load(model, version)
             model.choose_primary()
+            if version.state != READY:  # failed, or refused: the requests waiting for it are answered 503
+                raise ModelNotReady(f"{version.label} could not be loaded: {version.error or version.state}",
+                                    detail={"model": model.name, "version": version.number})
 
     async def _load(self, model: LoadedModel, version: LoadedVersion) -> None:
         if self.max_loaded is not None:
