@@ -59,6 +59,52 @@ def counter(text: str, name: str) -> float:
     return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
+def scrape_effect(server: Process, n: int, seconds: float) -> dict[str, Any]:
+    """One client sending one-row predicts one after another to 50 models in turn, for `seconds` without scrapes,
+    then as long with `/metrics` scraped every second from another thread: each predict's latency."""
+    import threading
+
+    row = [float(v) for v in np.load(ROOT / "models" / "spend" / "1" / "validation.npz")["inputs"][0]]
+    body = orjson.dumps({"inputs": [row]})
+    raws = [Client.build("POST", f"/v1/models/m{i % n:05d}/predict", body) for i in range(50)]
+    out: dict[str, Any] = {}
+    with Client(server.port) as client:
+        for raw in raws:  # every one of the 50 loaded
+            client.send_raw(raw)
+        for label, scraping in (("without", False), ("with", True)):
+            stop = threading.Event()
+            scrapes: list[float] = []
+
+            def scrape(stop: threading.Event = stop, scrapes: list[float] = scrapes) -> None:
+                with Client(server.port) as other:
+                    while not stop.wait(1.0):
+                        t0 = time.perf_counter()
+                        other.request("GET", "/metrics")
+                        scrapes.append(time.perf_counter() - t0)
+
+            thread = threading.Thread(target=scrape)
+            if scraping:
+                thread.start()
+            latencies = []
+            end = time.monotonic() + seconds
+            i = 0
+            while time.monotonic() < end:
+                t0 = time.perf_counter()
+                status, _ = client.send_raw(raws[i % 50])
+                latencies.append(time.perf_counter() - t0)
+                i += 1
+                if status != 200:
+                    raise RuntimeError(f"predict answered {status}")
+            stop.set()
+            if scraping:
+                thread.join()
+            ms = np.array(latencies) * 1e3
+            out[label] = {"n": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+                          "max_ms": float(ms.max()), "scrapes": len(scrapes),
+                          "scrape_ms": float(np.median(scrapes) * 1e3) if scrapes else None}
+    return out
+
+
 def one_count(n: int, args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="fastserve-bench-many-"))
     try:
@@ -80,6 +126,7 @@ def one_count(n: int, args: argparse.Namespace) -> dict[str, Any]:
                     _, text_bytes = client.request("GET", "/metrics")
                     scrapes.append(time.perf_counter() - t0)
             before = text_bytes.decode()
+            scraped = scrape_effect(server, n, 5.0 if args.quick else 20.0)
             row = [float(v) for v in np.load(ROOT / "models" / "spend" / "1" / "validation.npz")["inputs"][0]]
             body = orjson.dumps({"inputs": [row]})
             rng = np.random.default_rng(0)
@@ -112,7 +159,7 @@ def one_count(n: int, args: argparse.Namespace) -> dict[str, Any]:
     evictions = counter(after, "fastserve_model_evictions_total") - counter(before, "fastserve_model_evictions_total")
     return {"models": n, "budget": args.budget, "workers": args.workers, "ready_s": ready_s,
             "rss_mb": rss / 2**20, "threads": threads, "idle_cpu_share": idle,
-            "metrics_kb": len(before) / 1024, "scrape_ms": statistics.median(scrapes) * 1e3,
+            "metrics_kb": len(before) / 1024, "scrape_ms": statistics.median(scrapes) * 1e3, "scrape_effect": scraped,
             "load": {"rate": args.rate, "seconds": args.seconds, "answered": t.answered,
                      "statuses": {str(k): v for k, v in t.statuses.items()}, "errors": dict(t.errors),
                      "hot": pct(is_hot), "cold": pct(~is_hot), "evictions_per_s": evictions / t.elapsed_s,
@@ -143,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
               f"p99 {load['cold']['p99_ms']:.2f} ms, {load['evictions_per_s']:.1f} evictions/s, statuses "
               f"{load['statuses']}, errors {load['errors']}, after: {load['rss_mb_after']:.0f} MB, "
               f"{load['threads_after']} threads", flush=True)
+        effect = fig["scrape_effect"]
+        print(f"        predicts one after another over 50 models: p99 {effect['without']['p99_ms']:.2f} ms (max "
+              f"{effect['without']['max_ms']:.1f}) without scrapes, {effect['with']['p99_ms']:.2f} ms (max "
+              f"{effect['with']['max_ms']:.1f}) with /metrics every second ({effect['with']['scrape_ms']:.0f} ms "
+              "each)", flush=True)
     path = write_results("many_models_quick" if args.quick else "many_models",
                          {"results": results, "time": time.strftime("%Y-%m-%d %H:%M")})
     print(f"results: {path}")

@@ -11,10 +11,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from fastserve._core.sketch import BinnedSketch
 from fastserve.exceptions import ModelNotFound
+from fastserve.metrics import render
 from fastserve.routing.windows import Window
 from fastserve.workers.cores import threads_per_worker, usable_cores
 from fastserve.workers.link import Link, LinkClosed
-from fastserve.workers.merge import render, summed
+from fastserve.workers.merge import summed
 from tests.conftest import MODELS
 
 

@@ -59,7 +59,7 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     app = _app(request)
-    text = await app.control.view("metrics") if app.control else app.metrics.render()
+    text = await app.control.view("metrics") if app.control else await app.metrics.render_async()
     return Response(text, media_type=PROMETHEUS_CONTENT_TYPE)
 
 

@@ -4,9 +4,8 @@ figures of every process, labelled by process."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.samples import Sample
@@ -42,17 +41,3 @@ def process_figures(processes: Iterable[tuple[str, Callable[[], int | str]]]) ->
                 merged = families[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
             merged.samples += [Sample(s.name, {**s.labels, "process": label}, s.value) for s in family.samples]
     return list(families.values())
-
-
-class _Families:
-    def __init__(self, families: list[Metric]) -> None:
-        self.families = families
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self.families)
-
-
-def render(families: list[Metric]) -> bytes:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(families))
-    return generate_latest(registry)

@@ -26,11 +26,11 @@ import fastserve
 from fastserve.config import ServerConfig
 from fastserve.http.door import Door, _package_root
 from fastserve.http.protocol import bind_listeners, door_answers
-from fastserve.metrics import build_info, control_families
+from fastserve.metrics import build_info, control_families, render
 from fastserve.registry import Registry
 from fastserve.registry.operations import drift_report, listing, perform
 from fastserve.workers.link import Link
-from fastserve.workers.merge import process_figures, render, summed
+from fastserve.workers.merge import process_figures, summed
 from fastserve.workers.plan import make_plan
 
 log = logging.getLogger("fastserve.workers")

@@ -64,8 +64,12 @@ class WorkerControl:
             return await self._follow(body)
         if kind == "collect":
             return self.collect()
-        if kind == "metrics":
-            return list(self.app.metrics.serving())
+        if kind == "metrics":  # (a loop turn after each family: a scrape never holds the serving loop long)
+            families = []
+            for family in self.app.metrics.serving():
+                families.append(family)
+                await asyncio.sleep(0)
+            return families
         raise ValueError(f"unknown call {kind!r}")
 
     def collect(self) -> dict[str, Any]:
