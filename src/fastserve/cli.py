@@ -56,6 +56,8 @@ def _serve(args: argparse.Namespace) -> int:
         door_process=args.door_process,
         workers=workers,
         max_loaded_versions=args.max_loaded_versions,
+        lazy=args.lazy,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
     )
     if config.max_loaded_versions is not None and config.max_loaded_versions < 1:
         raise ConfigError(f"--max-loaded-versions must be >= 1, got {config.max_loaded_versions}")
@@ -252,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the budget of versions loaded at once: past it, the least recently used is unloaded "
                        "(never a `keep_loaded` model's primary, a canary or a shadow) and loaded again on its next "
                        "request, which waits for it (default: no budget)")
+    serve.add_argument("--lazy", action="store_true",
+                       help="load each version on its first request instead of at start (ready once the repository "
+                       "is read; for thousands of models): off by default, so a broken version is found when it is "
+                       "published, not by a client")
+    serve.add_argument("--state-dir", default=None,
+                       help="a directory of the server's own (the repository may be read-only) where gate results "
+                       "are kept: a version that passed and has not changed is not gated again at its next load")
     serve.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     serve.add_argument("--control-dir", default=None, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)

@@ -187,6 +187,8 @@ class ServerConfig:
     door_process: bool = True  # connections accepted, and held until their first headers, by a process of their own
     workers: int = 1  # serving processes; more than one: under a supervisor, behind the door process
     max_loaded_versions: int | None = None  # the budget: least recently used versions evicted past it
+    lazy: bool = False  # versions loaded by their first request, not at start
+    state_dir: Path | None = None  # the server's own files (gate results), apart from the repository
 
 
 def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConfig:

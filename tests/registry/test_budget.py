@@ -129,3 +129,48 @@ def test_traffic_over_more_models_than_the_budget_is_all_answered(tmp_path):
     evictions = sum(float(line.split()[-1]) for line in metrics.splitlines()
                     if line.startswith("fastserve_model_evictions_total{"))
     assert evictions > 20 and "no version ready" not in log
+
+
+def gate_of(srv, name):
+    return httpx.get(f"{srv.url}/v1/models/{name}").json()["versions"][0].get("gate")
+
+
+def test_lazy_start_is_ready_at_once_and_the_first_request_loads_its_model(tmp_path):
+    repository(tmp_path, 3)
+    srv = start_server(tmp_path, "--poll-interval", "0", "--lazy")
+    try:
+        assert set(states(srv).values()) == {"evicted"}  # ready (the /readyz the server waited for) with none loaded
+        assert predict(srv, "m1").status_code == 200
+        after = states(srv)
+    finally:
+        srv.stop()
+    assert after == {"m0": "evicted", "m1": "ready", "m2": "evicted"}
+
+
+def test_a_gate_passed_is_not_run_again_for_the_same_files_even_after_a_restart(tmp_path):
+    models, state = tmp_path / "models", tmp_path / "state"
+    models.mkdir()
+    repository(models, 2)
+    args = ("--poll-interval", "0", "--max-loaded-versions", "1", "--state-dir", str(state))
+    srv = start_server(models, *args)
+    try:
+        loaded_first = next(name for name, s in states(srv).items() if s == "ready")
+        other = "m1" if loaded_first == "m0" else "m0"
+        assert gate_of(srv, loaded_first) == "passed"
+        assert predict(srv, other).status_code == 200 and gate_of(srv, other) == "passed"
+        assert predict(srv, loaded_first).status_code == 200  # loaded again: its gate result stands
+        assert gate_of(srv, loaded_first) == "passed (cached)"
+    finally:
+        srv.stop()
+    assert (state / "gates.json").exists()
+    golden = models / other / "1" / "validation.npz"
+    golden.write_bytes(golden.read_bytes())  # the same content, a new modification time: gated again
+    srv = start_server(models, *args)
+    try:
+        assert predict(srv, loaded_first).status_code == 200 and predict(srv, other).status_code == 200
+        gates = {name: gate_of(srv, name) for name in (loaded_first, other)}
+        assert predict(srv, loaded_first).status_code == 200
+        gates_again = gate_of(srv, loaded_first)
+    finally:
+        srv.stop()
+    assert gates[other] == "passed" and gates_again == "passed (cached)", (gates, gates_again)

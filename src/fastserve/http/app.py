@@ -39,7 +39,8 @@ class App:
         max_threads = threads_per_worker(config.workers) if config.workers > 1 else None
         # (In a worker the budget is the supervisor's: it decides what is loaded, the worker follows.)
         self.registry = Registry(config.models_dir, config.device, max_threads,
-                                 config.max_loaded_versions if worker is None else None)
+                                 config.max_loaded_versions if worker is None else None,
+                                 lazy=config.lazy and worker is None, state_dir=config.state_dir)
         if worker is not None:
             self.control = WorkerControl(self, worker[0], os.path.join(worker[1], "control.sock"))
             self.registry.remote_warm = self.control.warm

@@ -17,6 +17,7 @@ from typing import Any
 
 from fastserve.config import CanaryOptions, ModelConfig, for_server, load_model_config
 from fastserve.exceptions import ConfigError, ModelNotFound, ModelNotReady, OperationRefused, VersionNotFound
+from fastserve.registry.gate_cache import GateCache
 from fastserve.registry.models import (
     DISCOVERED,
     DRAINING,
@@ -47,13 +48,17 @@ class Registry:
     """Every model the server knows, keyed by name, and the operations that change them."""
 
     def __init__(self, models_dir: Path, device: str | None = None, max_threads: int | None = None,
-                 max_loaded: int | None = None) -> None:
+                 max_loaded: int | None = None, *, lazy: bool = False, state_dir: Path | None = None) -> None:
         """`device` overrides every model's; `max_threads` caps each session's intra-op threads (worker processes
-        share the cores); `max_loaded` is the budget of loaded versions (least recently used evicted past it)."""
+        share the cores); `max_loaded` is the budget of loaded versions (least recently used evicted past it);
+        `lazy`: versions are loaded by their first request, not at start (nor when published); `state_dir`: where
+        gate results are kept between loads (and restarts)."""
         self.models_dir = models_dir
         self.device = device
         self.max_threads = max_threads
         self.max_loaded = max_loaded
+        self.lazy = lazy
+        self.gates = GateCache(state_dir) if state_dir is not None else None
         self._room = asyncio.Lock()  # under a budget: one load (and the evictions it needs) at a time
         # In a worker process: loads on demand are the supervisor's decision (`warm` asks it).
         self.remote_warm: Callable[[str, int], Awaitable[None]] | None = None
@@ -168,7 +173,7 @@ class Registry:
                     if version.state != READY:
                         continue
                     candidate = with_config(version, new)
-                    await asyncio.to_thread(candidate.load)
+                    await asyncio.to_thread(candidate.load, True, self.gates)
                     if candidate.state != READY:
                         for v in fresh.values():
                             v.close()
@@ -289,7 +294,7 @@ class Registry:
         await self._load_now(model, version)
 
     async def _load_now(self, model: LoadedModel, version: LoadedVersion) -> None:
-        await asyncio.to_thread(version.load)
+        await asyncio.to_thread(version.load, True, self.gates)
         if version.state == READY:
             model.event("loaded", version.number, f"in {version.load_seconds:.3f} s")
         elif version.gate is not None:
@@ -314,9 +319,10 @@ class Registry:
                 continue
             version = model.versions[number]
             if version.state in (DISCOVERED, UNLOADED):
-                if self.max_loaded is not None and self.loaded_count() >= self.max_loaded \
-                        and number not in keep and not (model.config.keep_loaded and not wanted):
-                    version.state = EVICTED  # over the budget: loaded on its first request
+                over_budget = self.max_loaded is not None and self.loaded_count() >= self.max_loaded
+                if (self.lazy or over_budget) and number not in keep and not (model.config.keep_loaded
+                                                                              and not wanted):
+                    version.state = EVICTED  # lazy, or over the budget: loaded by its first request
                 else:
                     await self._load(model, version)
             if version.state in (READY, EVICTED):

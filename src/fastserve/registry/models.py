@@ -19,6 +19,7 @@ from fastserve.drift.profile import PROFILE_FILE, read_profile
 from fastserve.exceptions import FastserveError, ModelLoadError
 from fastserve.features import describe, load_transform
 from fastserve.registry.gate import check as gate_check
+from fastserve.registry.gate_cache import GateCache, gate_key
 from fastserve.registry.repository import MODEL_FILE, folder_fingerprint
 from fastserve.routing.canary import Canary
 from fastserve.routing.shadow import ShadowRunner
@@ -80,9 +81,10 @@ class LoadedVersion:
     def label(self) -> str:
         return f"{self.model} v{self.number}"
 
-    def load(self, gate: bool = True) -> None:
+    def load(self, gate: bool = True, gates: GateCache | None = None) -> None:
         """Load, warm, gate, and start the batcher. Blocking: runs on a worker thread, never on the event loop.
-        `gate=False` in a worker process: the supervisor gated the version already."""
+        `gate=False` in a worker process: the supervisor gated the version already. With `gates`, a pass recorded
+        there for the same files and options stands."""
         started = time.perf_counter()
         self.error = self.gate = None
         self.fingerprint = folder_fingerprint(self.path)
@@ -98,16 +100,21 @@ class LoadedVersion:
             best = session.warm_up(warm_up_sizes(self.config.batching.max_batch_size))
             self.warmup_seconds = time.perf_counter() - warm_started
             self.state = GATING
+            key = gate_key(self.path, self.fingerprint, self.config.gate, self.config.runtime,
+                           self.config.batching.latency_slo_ms, self.config.features_text)
+            cached = gate and gates is not None and gates.passed(key)
             why = gate_check(self.path, session, transform, self.config.gate, self.config.batching.latency_slo_ms,
-                             best) if gate else None
+                             best) if gate and not cached else None
             if why is not None:
                 raise ModelLoadError(f"{self.label}: validation gate failed: {why}", detail={"gate": why})
+            if gate and gates is not None and not cached and self.config.gate.enabled:
+                gates.record(key)
         except FastserveError as exc:
             self.state, self.error = FAILED, exc.message
             self.gate = exc.detail.get("gate") if isinstance(exc.detail, dict) else None
             log.error("%s: failed to load: %s", self.label, exc.message)
             return
-        self.gate = "passed" if self.config.gate.enabled else "off"
+        self.gate = ("passed (cached)" if cached else "passed") if self.config.gate.enabled else "off"
         self.session, self.transform = session, transform
         self.batcher = Batcher(session, self.config.batching, self.label, warm_up=best,
                                inline_max_s=self.config.runtime.inline_run_max_us * 1e-6)

@@ -54,7 +54,8 @@ class Supervisor:
     def __init__(self, config: ServerConfig, argv: list[str], workers: int, balance: str) -> None:
         self.config = config
         self.argv = argv  # the serve command's arguments, for the workers
-        self.registry = Registry(config.models_dir, config.device, max_loaded=config.max_loaded_versions)
+        self.registry = Registry(config.models_dir, config.device, max_loaded=config.max_loaded_versions,
+                                 lazy=config.lazy, state_dir=config.state_dir)
         self.workers = [_Worker(i) for i in range(workers)]
         self.balance = balance
         self.seq = 0
