@@ -2,7 +2,8 @@
 
 For each count in `--models` (default 100,1000): that many copies of the bundled `spend` (136 KB each), one version
 each (hard links: the repository costs no disk), served with `--max-loaded-versions` (`--budget`, default 100):
-- time from start to ready, resident memory (every process), threads, idle CPU over 5 s;
+- time from start to ready, resident memory (every process), threads, idle CPU over 5 s (the repository watched
+  every `--poll-interval` s, the server's default 2);
 - `/metrics`: its size and the time to scrape it (median of 5);
 - a Zipf-distributed load (exponent `--zipf`, 1.1: a few hot models, a long tail), one-row JSON over 16 connections
   at `--rate` for `--seconds`: p50/p99 of requests to the 10 hottest models and of the rest, errors, and the
@@ -110,8 +111,8 @@ def one_count(n: int, args: argparse.Namespace) -> dict[str, Any]:
     try:
         repository(tmp, n)
         started = time.monotonic()
-        server = start_fastserve(tmp, None, "--poll-interval", "0", "--max-loaded-versions", str(args.budget),
-                                 "--workers", str(args.workers))
+        server = start_fastserve(tmp, None, "--poll-interval", str(args.poll_interval), "--max-loaded-versions",
+                                 str(args.budget), "--workers", str(args.workers))
         ready_s = time.monotonic() - started
         try:
             time.sleep(1.0)
@@ -173,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=100)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--zipf", type=float, default=1.1)
+    parser.add_argument("--poll-interval", type=float, default=2.0, help="the server's look at the repository "
+                        "(its default): the idle cost includes it")
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args(argv)

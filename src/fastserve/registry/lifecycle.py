@@ -30,7 +30,13 @@ from fastserve.registry.models import (
     needs_reload,
     with_config,
 )
-from fastserve.registry.repository import config_fingerprint, folder_fingerprint, model_folders, version_folders
+from fastserve.registry.repository import (
+    config_fingerprint,
+    folder_fingerprint,
+    look,
+    model_folders,
+    version_folders,
+)
 from fastserve.routing.canary import Canary
 
 log = logging.getLogger("fastserve.registry")
@@ -116,19 +122,21 @@ class Registry:
         put between two looks), removed ones retired, changed configs applied or refused, policies enforced."""
         async with self._sync_lock:
             try:
-                folders = await asyncio.to_thread(model_folders, self.models_dir)
+                folders = await asyncio.to_thread(look, self.models_dir)
             except ConfigError as exc:  # the directory itself went away: keep serving what is loaded
                 log.error("%s", exc.message)
                 return
-            for name, path in folders.items():
+            for name, (path, config_bytes, versions) in folders.items():
                 model = self.models.get(name)
                 if model is None:
                     model = self._new_model(name, path)
                     if model is None:
                         continue
-                else:
+                elif config_bytes != model.config_bytes:
                     await self.apply_config(model)
-                await self._sync_versions(model, first)
+                elif not first and not self._versions_changed(model, versions):
+                    continue  # nothing new on disk for it: the usual case, at no cost beyond the look
+                await self._sync_versions(model, first, versions)
             for name in [n for n in self.models if n not in folders]:
                 model = self.models.pop(name)
                 log.info("%s: model folder removed; unloading it", name)
@@ -198,9 +206,15 @@ class Registry:
             version.state = DRAINING
         await asyncio.gather(*(v.retire() for v in retired))
 
-    async def _sync_versions(self, model: LoadedModel, first: bool) -> None:
+    def _versions_changed(self, model: LoadedModel, folders: dict[int, Path]) -> bool:
+        """Whether a model's version folders differ from its versions, or one is still being looked at."""
+        return {n: v.path for n, v in model.versions.items()} != folders or any(p in self._looked
+                                                                                 for p in folders.values())
+
+    async def _sync_versions(self, model: LoadedModel, first: bool, folders: dict[int, Path] | None = None) -> None:
         async with model.lock:
-            folders = await asyncio.to_thread(version_folders, model.path)
+            if folders is None:
+                folders = await asyncio.to_thread(version_folders, model.path)
             for number, path in folders.items():
                 if number in model.versions and model.versions[number].path == path:
                     continue

@@ -67,6 +67,13 @@ def version_number(text: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
+def look(models_dir: Path) -> dict[str, tuple[Path, bytes | None, dict[int, Path]]]:
+    """The whole repository in one pass (one worker-thread hop per look, whatever the number of models): per model
+    folder, its path, its config's bytes and its version folders."""
+    return {name: (path, config_fingerprint(path), version_folders(path))
+            for name, path in model_folders(models_dir).items()}
+
+
 def version_folders(model_dir: Path) -> dict[int, Path]:
     """Version number -> folder, for numeric folders holding model.onnx (others are skipped with a warning)."""
     try:
