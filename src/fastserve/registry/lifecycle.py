@@ -31,9 +31,9 @@ from fastserve.registry.models import (
     with_config,
 )
 from fastserve.registry.repository import (
+    Watcher,
     config_fingerprint,
     folder_fingerprint,
-    look,
     model_folders,
     version_folders,
 )
@@ -73,6 +73,7 @@ class Registry:
         self._looked: dict[Path, Any] = {}  # a new folder's files at the previous look: loaded once they stay put
         self._refused: dict[Path, bytes | None] = {}  # configs of new models already refused (logged once)
         self._sync_lock = asyncio.Lock()
+        self._watcher = Watcher()
 
     # -- reading the repository -------------------------------------------------------------------------------
 
@@ -122,7 +123,7 @@ class Registry:
         put between two looks), removed ones retired, changed configs applied or refused, policies enforced."""
         async with self._sync_lock:
             try:
-                folders = await asyncio.to_thread(look, self.models_dir)
+                folders = await asyncio.to_thread(self._watcher.look, self.models_dir)
             except ConfigError as exc:  # the directory itself went away: keep serving what is loaded
                 log.error("%s", exc.message)
                 return

@@ -67,11 +67,36 @@ def version_number(text: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
-def look(models_dir: Path) -> dict[str, tuple[Path, bytes | None, dict[int, Path]]]:
-    """The whole repository in one pass (one worker-thread hop per look, whatever the number of models): per model
-    folder, its path, its config's bytes and its version folders."""
-    return {name: (path, config_fingerprint(path), version_folders(path))
-            for name, path in model_folders(models_dir).items()}
+Look = dict[str, tuple[Path, bytes | None, dict[int, Path]]]
+
+
+class Watcher:
+    """Looks at the whole repository in one pass (one worker-thread hop per look, whatever the number of models):
+    per model folder, its path, its config's bytes and its version folders. A model folder whose own modification
+    time and config file (size, time) are as at the last look is taken from that look: a version folder appears by a
+    rename into it, which changes its time, so an idle repository costs a few stats per model."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Path, tuple[tuple[int, ...], tuple[Path, bytes | None, dict[int, Path]]]] = {}
+
+    def look(self, models_dir: Path) -> Look:
+        out: Look = {}
+        seen: dict[Path, tuple[tuple[int, ...], tuple[Path, bytes | None, dict[int, Path]]]] = {}
+        for name, path in model_folders(models_dir).items():
+            try:
+                folder = path.stat()
+                config = path / MODEL_CONFIG_FILE
+                st = config.stat() if config.is_file() else None
+                stamp = (folder.st_mtime_ns, st.st_size, st.st_mtime_ns) if st else (folder.st_mtime_ns,)
+            except FileNotFoundError:  # removed while we looked
+                continue
+            before = self._seen.get(path)
+            entry = before[1] if before is not None and before[0] == stamp else (
+                path, config_fingerprint(path), version_folders(path))
+            seen[path] = (stamp, entry)
+            out[name] = entry
+        self._seen = seen
+        return out
 
 
 def version_folders(model_dir: Path) -> dict[int, Path]:
