@@ -74,6 +74,7 @@ class Registry:
         self._refused: dict[Path, bytes | None] = {}  # configs of new models already refused (logged once)
         self._sync_lock = asyncio.Lock()
         self._watcher = Watcher()
+        self._synced: dict[str, Any] = {}  # per model, the look it was last brought in line with, nothing pending
 
     # -- reading the repository -------------------------------------------------------------------------------
 
@@ -127,8 +128,12 @@ class Registry:
             except ConfigError as exc:  # the directory itself went away: keep serving what is loaded
                 log.error("%s", exc.message)
                 return
-            for name, (path, config_bytes, versions) in folders.items():
+            synced = self._synced
+            for name, entry in folders.items():
                 model = self.models.get(name)
+                if model is not None and synced.get(name) is entry:
+                    continue  # the look took it from the last one, which left nothing pending: the usual case
+                path, config_bytes, versions = entry
                 if model is None:
                     model = self._new_model(name, path)
                     if model is None:
@@ -136,10 +141,14 @@ class Registry:
                 elif config_bytes != model.config_bytes:
                     await self.apply_config(model)
                 elif not first and not self._versions_changed(model, versions):
-                    continue  # nothing new on disk for it: the usual case, at no cost beyond the look
+                    synced[name] = entry
+                    continue
                 await self._sync_versions(model, first, versions)
+                if not any(p in self._looked for p in versions.values()):
+                    synced[name] = entry
             for name in [n for n in self.models if n not in folders]:
                 model = self.models.pop(name)
+                synced.pop(name, None)
                 log.info("%s: model folder removed; unloading it", name)
                 async with model.lock:
                     model.primary = None

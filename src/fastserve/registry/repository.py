@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,21 +81,33 @@ class Watcher:
         self._seen: dict[Path, tuple[tuple[int, ...], tuple[Path, bytes | None, dict[int, Path]]]] = {}
 
     def look(self, models_dir: Path) -> Look:
+        if not models_dir.is_dir():
+            model_folders(models_dir)  # (raises the ConfigError that says so)
         out: Look = {}
         seen: dict[Path, tuple[tuple[int, ...], tuple[Path, bytes | None, dict[int, Path]]]] = {}
-        for name, path in model_folders(models_dir).items():
-            try:
-                folder = path.stat()
-                config = path / MODEL_CONFIG_FILE
-                st = config.stat() if config.is_file() else None
-                stamp = (folder.st_mtime_ns, st.st_size, st.st_mtime_ns) if st else (folder.st_mtime_ns,)
-            except FileNotFoundError:  # removed while we looked
-                continue
-            before = self._seen.get(path)
-            entry = before[1] if before is not None and before[0] == stamp else (
-                path, config_fingerprint(path), version_folders(path))
-            seen[path] = (stamp, entry)
-            out[name] = entry
+        with os.scandir(models_dir) as entries:  # (os.scandir: no stat for what the directory entry tells)
+            for entry in sorted(entries, key=lambda e: e.name):
+                if not entry.is_dir() or not _NAME.match(entry.name):
+                    continue
+                path = Path(entry.path)
+                try:
+                    folder = entry.stat()
+                    try:
+                        st = os.stat(os.path.join(entry.path, MODEL_CONFIG_FILE))
+                        stamp: tuple[int, ...] = (folder.st_mtime_ns, st.st_size, st.st_mtime_ns)
+                    except FileNotFoundError:
+                        stamp = (folder.st_mtime_ns,)
+                except FileNotFoundError:  # removed while we looked
+                    continue
+                before = self._seen.get(path)
+                if before is not None and before[0] == stamp:
+                    item = before[1]
+                else:
+                    item = (path, config_fingerprint(path), version_folders(path))
+                    if item[1] is None and not item[2]:
+                        continue  # neither a config nor a version: not a model folder
+                seen[path] = (stamp, item)
+                out[entry.name] = item
         self._seen = seen
         return out
 
