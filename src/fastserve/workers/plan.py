@@ -39,6 +39,7 @@ async def follow(registry: Registry, plan: dict[str, Any]) -> list[str]:
     requests finish). Returns what could not be followed, for the supervisor's log."""
     problems: list[str] = []
     retired: list[LoadedVersion] = []
+    evicted: list[LoadedVersion] = []  # of those, the ones the supervisor evicted (still wanted: loaded on demand)
     for name, wanted in plan["models"].items():
         model = registry.models.get(name)
         path = Path(wanted["path"])
@@ -48,7 +49,7 @@ async def follow(registry: Registry, plan: dict[str, Any]) -> list[str]:
             await registry.apply_config(model)
         async with model.lock:
             problems += await _load(model, wanted["loaded"])
-            evicted = _evicted(model, wanted["evicted"])
+            _mark_evicted(model, wanted["evicted"])
             _route(model, wanted)
             for number, version in model.versions.items():
                 if version.state == READY and number not in wanted["loaded"] and (version is not model.primary
@@ -74,7 +75,7 @@ async def _retire(version: LoadedVersion, evicted: bool) -> None:
         version.state = EVICTED
 
 
-def _evicted(model: LoadedModel, evicted: dict[int, str]) -> list[LoadedVersion]:
+def _mark_evicted(model: LoadedModel, evicted: dict[int, str]) -> None:
     """Versions the supervisor evicted that this worker has not loaded: known, as evicted (a request for one asks
     the supervisor to load it)."""
     for number, where in evicted.items():
@@ -83,7 +84,6 @@ def _evicted(model: LoadedModel, evicted: dict[int, str]) -> list[LoadedVersion]
             version = model.versions[number] = LoadedVersion(model.name, number, Path(where), model.config)
         if version.state in (DISCOVERED, UNLOADED, FAILED):
             version.state = EVICTED
-    return []
 
 
 async def _load(model: LoadedModel, loaded: dict[int, str]) -> list[str]:
