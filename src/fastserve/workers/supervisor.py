@@ -239,6 +239,13 @@ class Supervisor:
                 return await self.metrics()
         raise ValueError(f"unknown call {kind!r}")
 
+    async def _ask_all(self, kind: str, body: Any = None, timeout: float = 10.0) -> list[tuple[_Worker, Any]]:
+        """One call to every worker linked now, at once: (worker, its answer, or the exception it raised)."""
+        workers = [w for w in self.workers if w.link is not None]
+        answers = await asyncio.gather(*(w.link.call(kind, body, timeout) for w in workers),  # type: ignore[union-attr]
+                                       return_exceptions=True)
+        return list(zip(workers, answers, strict=True))
+
     def _plan(self) -> dict[str, Any]:
         self.seq += 1
         return {**make_plan(self.registry), "seq": self.seq}
@@ -246,10 +253,7 @@ class Supervisor:
     async def broadcast(self) -> None:
         """The current plan to every worker; returns once each has followed it (or gone)."""
         plan = self._plan()
-        links = [w.link for w in self.workers if w.link is not None]
-        results = await asyncio.gather(*(link.call("plan", plan, _PLAN_TIMEOUT_S) for link in links),
-                                       return_exceptions=True)
-        for result in results:
+        for _, result in await self._ask_all("plan", plan, _PLAN_TIMEOUT_S):
             if isinstance(result, BaseException):
                 log.error("a worker did not follow the plan: %s", result)
             elif result:
@@ -280,10 +284,7 @@ class Supervisor:
         sketches) into the supervisor's own objects, then let the canary guard judge all of it together."""
         assert self._gathering is not None
         async with self._gathering:
-            links = [w.link for w in self.workers if w.link is not None]
-            results = await asyncio.gather(*(link.call("collect", None, 10.0) for link in links),
-                                           return_exceptions=True)
-            for result in results:
+            for _, result in await self._ask_all("collect"):
                 if isinstance(result, BaseException):
                     continue
                 for name, entry in result.items():
@@ -320,14 +321,12 @@ class Supervisor:
                 version.drift.add(taken)
 
     async def metrics(self) -> bytes:
-        workers = [w for w in self.workers if w.link is not None]
-        parts = await asyncio.gather(*(w.link.call("metrics", None, 10.0) for w in workers),  # type: ignore[union-attr]
-                                     return_exceptions=True)
+        answers = await self._ask_all("metrics")
         answered = GaugeMetricFamily("fastserve_worker_requests", "Prediction requests answered by each worker "
                                      "process since it started (how evenly the door spreads the load)",
                                      labels=["worker"])
         serving = []
-        for worker, part in zip(workers, parts, strict=True):
+        for worker, part in answers:
             if isinstance(part, BaseException):
                 continue
             serving.append(part)
