@@ -75,6 +75,12 @@ class Server:
         self._log_file.close()
         return self.log.read_text()
 
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 def start_server(models_dir: Path, *args: str, ready_status: int = 200, env: dict[str, str] | None = None) -> Server:
     """A server on `models_dir`, ready; `env` is added to this process's environment for it."""

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import fastserve
 from fastserve.bench.cli import add_parser as add_bench_parser
-from fastserve.config import DEVICES, LOG_LEVELS, ConnectionLimits, ServerConfig, default_models_dir
+from fastserve.config import (
+    AUTO_PER_VERSION_MODELS,
+    DEVICES,
+    HISTOGRAM_DETAILS,
+    LOG_LEVELS,
+    ConnectionLimits,
+    ServerConfig,
+    default_models_dir,
+)
 from fastserve.exceptions import BenchError, ConfigError, ExportError
 from fastserve.remote import RemoteError
 
@@ -58,6 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_loaded_versions=args.max_loaded_versions,
         lazy=args.lazy,
         state_dir=Path(args.state_dir) if args.state_dir else None,
+        histograms=args.histograms,
     )
     if config.max_loaded_versions is not None and config.max_loaded_versions < 1:
         raise ConfigError(f"--max-loaded-versions must be >= 1, got {config.max_loaded_versions}")
@@ -261,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state-dir", default=None,
                        help="a directory of the server's own (the repository may be read-only) where gate results "
                        "are kept: a version that passed and has not changed is not gated again at its next load")
+    serve.add_argument("--histograms", choices=HISTOGRAM_DETAILS, default=ServerConfig.histograms,
+                       help="labels of the histograms that multiply by versions (request latency, batch size, queue "
+                       "wait, batch run): `version`, `model` (a model's versions summed, version=\"\"), or `off`; "
+                       f"`auto`: by version up to {AUTO_PER_VERSION_MODELS} models, by model above (default: "
+                       "%(default)s)")
     serve.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     serve.add_argument("--control-dir", default=None, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)

@@ -171,6 +171,13 @@ class ConnectionLimits:
     keep_alive_timeout_s: float = 5.0  # an idle keep-alive connection is closed after this
 
 
+# The histograms that multiply by versions (request latency, batch size, queue wait, batch run): labelled by model
+# and version, by model alone (version=""; a model's versions summed), or left out. "auto": by version while the
+# server holds at most AUTO_PER_VERSION_MODELS models, by model above (10,000 models by version: 1.5 M series).
+HISTOGRAM_DETAILS = ("auto", "version", "model", "off")
+AUTO_PER_VERSION_MODELS = 100
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     models_dir: Path
@@ -189,6 +196,7 @@ class ServerConfig:
     max_loaded_versions: int | None = None  # the budget: least recently used versions evicted past it
     lazy: bool = False  # versions loaded by their first request, not at start
     state_dir: Path | None = None  # the server's own files (gate results), apart from the repository
+    histograms: str = "auto"  # labels of the histograms that multiply by versions: HISTOGRAM_DETAILS
 
 
 def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConfig:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import platform
 from bisect import bisect_left
-from collections.abc import Iterator, Sized
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Sized
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -15,6 +15,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 import fastserve
 from fastserve._core.batcher import TIME_BUCKETS_S
+from fastserve.config import AUTO_PER_VERSION_MODELS
 from fastserve.drift.monitor import STATUSES
 from fastserve.registry.models import STATES
 
@@ -52,6 +53,19 @@ def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str,
         total += n
         out.append(("+Inf" if bound == float("inf") else repr(bound), total))
     return out
+
+
+def _summed(series: Iterable[tuple[str, str, list[int], float]], per_model: bool
+            ) -> list[tuple[str, str, list[int], float]]:
+    """(model, version, per-bucket counts, sum) as they are, or summed per model with version ""."""
+    if not per_model:
+        return sorted(series, key=lambda s: s[:2])
+    out: dict[str, tuple[list[int], float]] = {}
+    for model, _, counts, total in series:
+        have = out.get(model)
+        out[model] = (counts, total) if have is None else ([a + b for a, b in zip(have[0], counts, strict=True)],
+                                                           have[1] + total)
+    return [(model, "", counts, total) for model, (counts, total) in sorted(out.items())]
 
 
 # fastserve_shed_requests_total{reason} label -> the batcher's counter.
@@ -97,10 +111,17 @@ def build_info() -> Metric:
 
 
 class _Collector:
-    def __init__(self, stats: RequestStats, registry: Registry, admission: Admission) -> None:
+    def __init__(self, stats: RequestStats, registry: Registry, admission: Admission,
+                 histograms: str = "auto") -> None:
         self._stats = stats
         self._registry = registry
         self._admission = admission
+        self._histograms = histograms
+
+    def _per_model(self) -> bool:
+        if self._histograms == "auto":
+            return len(self._registry.models) > AUTO_PER_VERSION_MODELS
+        return self._histograms == "model"
 
     def collect(self) -> Iterator[Metric]:
         yield build_info()
@@ -115,12 +136,14 @@ class _Collector:
             requests.add_metric([model, version, str(code)], n)
         yield requests
 
-        latency = HistogramMetricFamily("fastserve_request_duration_seconds",
-                                        "Time from request start to the last byte of the answer, in the server",
-                                        labels=["model", "version"])
-        for (model, version), hist in sorted(self._stats.latency.items()):
-            latency.add_metric([model, version], hist.cumulative(), hist.sum)
-        yield latency
+        if self._histograms != "off":
+            latency = HistogramMetricFamily("fastserve_request_duration_seconds",
+                                            "Time from request start to the last byte of the answer, in the server",
+                                            labels=["model", "version"])
+            series = ((model, version, h.buckets, h.sum) for (model, version), h in self._stats.latency.items())
+            for model, version, counts, total in _summed(series, self._per_model()):
+                latency.add_metric([model, version], _cumulative(LATENCY_BUCKETS, counts), total)
+            yield latency
 
         refused = CounterMetricFamily("fastserve_connections_refused", "Connections answered and closed before the "
                                       "app, by reason (too slow, headers too large, too many connections, not HTTP, "
@@ -249,18 +272,20 @@ class _Collector:
         evictions = CounterMetricFamily("fastserve_model_evictions", "Versions unloaded to keep within the budget of "
                                         "loaded versions (--max-loaded-versions), least recently used first",
                                         labels=["model"])
-        states = GaugeMetricFamily("fastserve_model_versions", "Versions known, by state", labels=["model", "state"])
+        states = GaugeMetricFamily("fastserve_model_versions", "Versions known, by state (states a model has no "
+                                   "version in are left out)", labels=["model", "state"])
         for loaded in self._registry.models.values():
             if loaded.primary is not None:
                 primary.add_metric([loaded.name], loaded.primary.number)
             swaps.add_metric([loaded.name], loaded.swaps)
             gate.add_metric([loaded.name], loaded.gate_failures)
             evictions.add_metric([loaded.name], loaded.evictions)
-            counts = dict.fromkeys(STATES, 0)
+            counts: dict[str, int] = {}
             for v in loaded.versions.values():
-                counts[v.state] += 1
-            for state, n in counts.items():
-                states.add_metric([loaded.name, state], n)
+                counts[v.state] = counts.get(v.state, 0) + 1
+            for state in STATES:  # (in the order of the lifecycle; 10,000 models x every state: 90,000 series)
+                if state in counts:
+                    states.add_metric([loaded.name, state], counts[state])
         yield from (primary, swaps, gate, evictions, states)
 
     def _batching(self) -> Iterator[Metric]:
@@ -273,20 +298,28 @@ class _Collector:
         running = GaugeMetricFamily("fastserve_batches_in_flight", "Batches running now", labels=labels)
         shed = CounterMetricFamily("fastserve_shed_requests", "Requests refused to protect latency, by reason",
                                    labels=[*labels, "reason"])
+        hists: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
         for loaded in self._registry.models.values():
             for v in loaded.versions.values():
                 if v.batcher is None:
                     continue
                 s = v.batcher.queue.stats()
                 key = [loaded.name, str(v.number)]
-                sizes.add_metric(key, _cumulative(BATCH_SIZE_BOUNDS, s["batch_sizes"]), float(s["batched_rows"]))
-                wait.add_metric(key, _cumulative(TIME_BUCKETS_S, s["queue_wait"]), s["queue_wait_sum"])
-                run.add_metric(key, _cumulative(TIME_BUCKETS_S, s["run_time"]), s["run_time_sum"])
+                hists[0].append((*key, s["batch_sizes"], float(s["batched_rows"])))
+                hists[1].append((*key, s["queue_wait"], s["queue_wait_sum"]))
+                hists[2].append((*key, s["run_time"], s["run_time_sum"]))
                 queued.add_metric(key, s["queued_rows"])
                 running.add_metric(key, s["in_flight"])
                 for reason, counter in _SHED_REASONS:
                     shed.add_metric([*key, reason], s[counter])
-        yield from (sizes, wait, run, queued, running, shed)
+        if self._histograms != "off":
+            per_model = self._per_model()
+            for family, bounds, series in zip((sizes, wait, run), (BATCH_SIZE_BOUNDS, TIME_BUCKETS_S, TIME_BUCKETS_S),
+                                              hists, strict=True):
+                for model, version, counts, total in _summed(series, per_model):
+                    family.add_metric([model, version], _cumulative(bounds, counts), total)
+                yield family
+        yield from (queued, running, shed)
 
 
 SLICE = 500  # samples formatted between two turns of the event loop
@@ -330,10 +363,10 @@ def control_families(registry: Registry) -> list[Metric]:
 class Metrics:
     """The server's metrics registry: request counts, latency, model state, process figures."""
 
-    def __init__(self, registry: Registry, admission: Admission) -> None:
+    def __init__(self, registry: Registry, admission: Admission, histograms: str = "auto") -> None:
         self.stats = RequestStats()
         self.prometheus = CollectorRegistry(auto_describe=False)
-        self._collector = _Collector(self.stats, registry, admission)
+        self._collector = _Collector(self.stats, registry, admission, histograms)
         self.prometheus.register(self._collector)
         self.prometheus.register(ProcessCollector(namespace="fastserve", registry=None))
 

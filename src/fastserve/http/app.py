@@ -45,7 +45,7 @@ class App:
             self.control = WorkerControl(self, worker[0], os.path.join(worker[1], "control.sock"))
             self.registry.remote_warm = self.control.warm
         self.admission = Admission(self.registry)  # used by the HTTP protocol, at each request's headers
-        self.metrics = Metrics(self.registry, self.admission)
+        self.metrics = Metrics(self.registry, self.admission, config.histograms)
         self._loading: asyncio.Task[None] | None = None  # loads, then watches the repository
         self.shutting_down = False  # set on SIGTERM: readiness turns false while accepted requests finish
         self._starlette = Starlette(

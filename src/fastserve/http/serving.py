@@ -159,7 +159,9 @@ class Prediction:
     def prepare(self, body: bytes, headers: Headers) -> tuple[Batcher, np.ndarray, int, bool]:
         """The whole body into (the chosen version's batcher, the input matrix, its deadline, whether it is the only
         request in the server). Raises a refusal."""
-        self.model = model = self.app.registry.model(self.name)
+        registry = self.app.registry
+        self.model = model = registry.model(self.name)
+        registry.used.add(self.name)
         primary = model.primary
         if self.version is None and primary is not None and primary.state != READY:
             self._cold(model, primary)  # (the body is read with the primary's session: once it is loaded)

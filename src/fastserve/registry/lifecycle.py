@@ -75,6 +75,9 @@ class Registry:
         self._sync_lock = asyncio.Lock()
         self._watcher = Watcher()
         self._synced: dict[str, Any] = {}  # per model, the look it was last brought in line with, nothing pending
+        # Models asked for since this was last taken (each second): what is looked at for recency, and what a
+        # worker hands its supervisor, without a pass over every model.
+        self.used: set[str] = set()
 
     # -- reading the repository -------------------------------------------------------------------------------
 
@@ -100,6 +103,8 @@ class Registry:
         after the loading and after each look (a supervisor sends its workers the plan)."""
         if self.max_loaded is not None:
             asyncio.get_running_loop().create_task(self._note_use_each_second())
+        if interval <= 0:
+            self._watcher = Watcher(notify=False)  # nobody looks again: no watches to hold
         await self.load_all()
         states = ", ".join(f"{m.name}: {'ready' if m.ready else 'NOT READY'}" for m in self.models.values())
         log.info("models loaded from %s (%s)", self.models_dir, states or "no models found")
@@ -108,7 +113,8 @@ class Registry:
             await changed()
         if interval <= 0:
             return
-        log.info("watching %s for new, changed and removed versions every %g s", self.models_dir, interval)
+        log.info("watching %s for new, changed and removed versions every %g s (%s)", self.models_dir, interval,
+                 "inotify: only folders with events are read again" if self._watcher.mode == "inotify" else "polling")
         while True:
             await asyncio.sleep(interval)
             try:
@@ -259,10 +265,15 @@ class Registry:
     def note_use(self, now: float | None = None) -> None:
         """Each second: a version with requests since the last look was used now (its recency for the budget)."""
         now = time.monotonic() if now is None else now
-        for model in self.models.values():
-            for version in model.versions.values():
+        for name in self.take_used():
+            model = self.models.get(name)
+            for version in model.versions.values() if model is not None else ():
                 if version.calls:
                     version.calls, version.last_used = 0, now
+
+    def take_used(self) -> set[str]:
+        used, self.used = self.used, set()
+        return used
 
     async def _make_room(self, loading: LoadedVersion) -> bool:
         """Evict least recently used versions until one more fits the budget; False when none can go."""
@@ -525,6 +536,7 @@ class Registry:
         return self.loaded and all(m.ready for m in self.models.values())
 
     def close(self) -> None:
+        self._watcher.close()
         for model in self.models.values():
             model.stop_shadows()
             for version in model.versions.values():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fastserve.config import MODEL_CONFIG_FILE, ModelConfig, load_model_config
 from fastserve.exceptions import ConfigError
+from fastserve.registry.folder_events import FolderEvents
 
 log = logging.getLogger("fastserve.registry")
 
@@ -69,70 +70,140 @@ def version_number(text: str) -> int | None:
 
 
 Look = dict[str, tuple[Path, bytes | None, dict[int, Path]]]
+_Seen = tuple[tuple[int, ...], tuple[Path, bytes | None, dict[int, Path]], list[str]]
 
 
 class Watcher:
-    """Looks at the whole repository in one pass (one worker-thread hop per look, whatever the number of models):
-    per model folder, its path, its config's bytes and its version folders. A model folder whose own modification
-    time and config file (size, time) are as at the last look is taken from that look: a version folder appears by a
-    rename into it, which changes its time, so an idle repository costs a few stats per model."""
+    """Looks at the whole repository: per model folder, its path, its config's bytes and its version folders.
 
-    def __init__(self) -> None:
-        self._seen: dict[Path, tuple[tuple[int, ...], tuple[Path, bytes | None, dict[int, Path]]]] = {}
+    With inotify (Linux, `folder_events.py`) a look reads again only the model folders that had events since the
+    last one: an idle repository costs nothing however many models it holds. Without it the look polls, in one pass:
+    a model folder whose modification time, config file (size, time) and unfinished version folders (their times:
+    a version folder made before its model.onnx is written) are as at the last look is taken from that look.
+    """
+
+    def __init__(self, notify: bool = True) -> None:
+        self._notify = notify
+        self._events: FolderEvents | None = None
+        self._polling = not notify  # True once inotify is unavailable or its watches ran out
+        self._seen: dict[Path, _Seen] = {}
+        self._last: Look | None = None
+
+    @property
+    def mode(self) -> str:
+        return "inotify" if self._events is not None else "polling"
 
     def look(self, models_dir: Path) -> Look:
         if not models_dir.is_dir():
+            self._stop_events()
             model_folders(models_dir)  # (raises the ConfigError that says so)
+        if self._events is not None:
+            names = self._events.changed()
+            if names is not None and self._last is not None:
+                return self._look_at(models_dir, names)
+            self._stop_events()  # overflowed, out of watches, or the repository moved: everything, watched afresh
+        if not self._polling:
+            self._events = FolderEvents.open(str(models_dir))
+            self._polling = self._events is None
+        return self._look_all(models_dir)
+
+    def close(self) -> None:
+        self._stop_events()
+
+    def _stop_events(self) -> None:
+        if self._events is not None:
+            self._polling = self._polling or self._events.failed
+            self._events.close()
+            self._events = None
+            self._last = None
+
+    def _look_all(self, models_dir: Path) -> Look:
         out: Look = {}
-        seen: dict[Path, tuple[tuple[int, ...], tuple[Path, bytes | None, dict[int, Path]]]] = {}
+        seen: dict[Path, _Seen] = {}
         with os.scandir(models_dir) as entries:  # (os.scandir: no stat for what the directory entry tells)
             for entry in sorted(entries, key=lambda e: e.name):
-                if not entry.is_dir() or not _NAME.match(entry.name):
-                    continue
-                path = Path(entry.path)
-                try:
-                    folder = entry.stat()
-                    try:
-                        st = os.stat(os.path.join(entry.path, MODEL_CONFIG_FILE))
-                        stamp: tuple[int, ...] = (folder.st_mtime_ns, st.st_size, st.st_mtime_ns)
-                    except FileNotFoundError:
-                        stamp = (folder.st_mtime_ns,)
-                except FileNotFoundError:  # removed while we looked
-                    continue
-                before = self._seen.get(path)
-                if before is not None and before[0] == stamp:
-                    item = before[1]
-                else:
-                    item = (path, config_fingerprint(path), version_folders(path))
-                    if item[1] is None and not item[2]:
-                        continue  # neither a config nor a version: not a model folder
-                seen[path] = (stamp, item)
-                out[entry.name] = item
+                if entry.is_dir() and _NAME.match(entry.name):
+                    self._look_one(entry.name, Path(entry.path), out, seen)
         self._seen = seen
-        return out
+        self._last = out
+        return dict(out)
+
+    def _look_at(self, models_dir: Path, names: set[str]) -> Look:
+        out = self._last if self._last is not None else {}
+        for name in names:
+            path = models_dir / name
+            out.pop(name, None)
+            self._seen.pop(path, None)
+            if _NAME.match(name) and path.is_dir():
+                self._look_one(name, path, out, self._seen)
+        return dict(out)
+
+    def _look_one(self, name: str, path: Path, out: Look, seen: dict[Path, _Seen]) -> None:
+        if self._events is not None:
+            self._events.watch(name, str(path))  # before reading it: a change from here on is an event
+        try:
+            stamp = _stamp(path, self._seen.get(path))
+        except FileNotFoundError:  # removed while we looked
+            return
+        before = self._seen.get(path)
+        if before is not None and before[0] == stamp:
+            item, unfinished = before[1], before[2]
+        else:
+            versions, unfinished = _versions(path)
+            item = (path, config_fingerprint(path), versions)
+            if item[1] is None and not versions and not unfinished:
+                return  # neither a config nor a version: not a model folder
+            stamp = _stamp(path, (stamp, item, unfinished))
+        if self._events is not None:
+            for folder in unfinished:
+                self._events.watch(name, folder)
+        seen[path] = (stamp, item, unfinished)
+        if item[1] is not None or item[2]:
+            out[name] = item
+
+
+def _stamp(path: Path, before: _Seen | None) -> tuple[int, ...]:
+    """What changes when a model folder does: its time, its config's size and time, unfinished version folders'
+    times."""
+    stamp = [os.stat(path).st_mtime_ns]
+    try:
+        st = os.stat(os.path.join(path, MODEL_CONFIG_FILE))
+        stamp += [st.st_size, st.st_mtime_ns]
+    except FileNotFoundError:
+        stamp += [-1, -1]
+    for folder in before[2] if before is not None else ():
+        try:
+            stamp.append(os.stat(folder).st_mtime_ns)
+        except FileNotFoundError:
+            stamp.append(-1)
+    return tuple(stamp)
 
 
 def version_folders(model_dir: Path) -> dict[int, Path]:
     """Version number -> folder, for numeric folders holding model.onnx (others are skipped with a warning)."""
-    try:
-        return _versions(model_dir)
-    except FileNotFoundError:  # the model folder went away
-        return {}
+    return _versions(model_dir)[0]
 
 
-def _versions(model_dir: Path) -> dict[int, Path]:
+def _versions(model_dir: Path) -> tuple[dict[int, Path], list[str]]:
+    """Version folders holding model.onnx, and the numeric folders without one yet (unfinished)."""
     found: dict[int, Path] = {}
-    for child in sorted(model_dir.iterdir()):
+    unfinished: list[str] = []
+    try:
+        children = sorted(model_dir.iterdir())
+    except (FileNotFoundError, NotADirectoryError):  # the model folder went away
+        return found, unfinished
+    for child in children:
         number = version_number(child.name)
         if number is None or not child.is_dir():
             continue
         if not (child / MODEL_FILE).is_file():
+            unfinished.append(str(child))
             if child not in _warned:  # once: the watcher looks again every poll
                 _warned.add(child)
                 log.warning("%s: version folder has no %s; skipped", child, MODEL_FILE)
             continue
         found[number] = child
-    return found
+    return found, unfinished
 
 
 def scan(models_dir: Path) -> list[ModelDir]:

@@ -315,6 +315,7 @@ class Supervisor:
             version = model.versions.get(number)
             if version is not None:
                 version.calls += calls
+                self.registry.used.add(model.name)
         for number, taken in entry.get("drift", {}).items():
             version = model.versions.get(number)
             if version is not None and version.drift is not None:

@@ -28,6 +28,7 @@ class WorkerControl:
         self._following = asyncio.Lock()
         self._seq = -1  # the last plan followed: an older one that arrives late is not applied over it
         self._task: asyncio.Task[None] | None = None
+        self._routed: set[str] = set()  # models with a canary or shadows
 
     async def start(self) -> None:
         """Connect, and follow the current plan (versions loaded) before the worker takes connections."""
@@ -53,6 +54,8 @@ class WorkerControl:
             self._seq = plan["seq"]
             first_loaded = plan["loaded"] and not self.app.registry.loaded
             problems = await follow(self.app.registry, plan)
+            # Shadow comparisons finish after their requests: these are collected whether asked for or not.
+            self._routed = {n for n, m in self.app.registry.models.items() if m.canary is not None or m.shadows}
             if first_loaded:
                 freeze_loaded()
         for problem in problems:
@@ -76,7 +79,11 @@ class WorkerControl:
         """What this worker counted since it was last asked, per model: canary evidence, shadow comparisons, and
         each version's drift window."""
         out: dict[str, Any] = {}
-        for name, model in self.app.registry.models.items():
+        registry = self.app.registry
+        for name in registry.take_used() | self._routed:  # (drift, evidence and calls come with requests)
+            model = registry.models.get(name)
+            if model is None:
+                continue
             entry: dict[str, Any] = {}
             if model.canary is not None:
                 entry["canary"] = (model.canary.version, model.canary.take_evidence())
