@@ -10,6 +10,10 @@ each (hard links: the repository costs no disk), served with `--max-loaded-versi
   evictions and loads per second (the server's counters before and after).
 
     python -m benchmarks.bench_many_models [--quick] [--models 100,1000] [--budget 100] [--workers 1]
+        [--connections 16] [--no-state-dir]
+
+The server gets `--state-dir` (a folder beside the repository, `_state`: not a model name), so a version loaded
+again after its eviction is not gated again.
 
 Writes benchmarks/results/many_models.json. Loopback only.
 """
@@ -111,8 +115,9 @@ def one_count(n: int, args: argparse.Namespace) -> dict[str, Any]:
     try:
         repository(tmp, n)
         started = time.monotonic()
+        state = ("--state-dir", str(tmp / "_state")) if args.state_dir else ()
         server = start_fastserve(tmp, None, "--poll-interval", str(args.poll_interval), "--max-loaded-versions",
-                                 str(args.budget), "--workers", str(args.workers))
+                                 str(args.budget), "--workers", str(args.workers), *state)
         ready_s = time.monotonic() - started
         try:
             time.sleep(1.0)
@@ -136,7 +141,7 @@ def one_count(n: int, args: argparse.Namespace) -> dict[str, Any]:
             models = order[ranks]
             raws = [Client.build("POST", f"/v1/models/m{int(m):05d}/predict", body) for m in models]
             hot = set(int(m) for m in order[:10])
-            t = run_trial(LOOPBACK, server.port, raws, args.rate, args.seconds, connections=16,
+            t = run_trial(LOOPBACK, server.port, raws, args.rate, args.seconds, connections=args.connections,
                           record=int(args.rate * args.seconds) + 1000, timeout_ms=30_000)
             with Client(server.port) as client:
                 after = client.request("GET", "/metrics")[1].decode()
@@ -158,7 +163,8 @@ def one_count(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 "p99_ms": float(np.percentile(values, 99)) if values.size else float("nan")}
 
     evictions = counter(after, "fastserve_model_evictions_total") - counter(before, "fastserve_model_evictions_total")
-    return {"models": n, "budget": args.budget, "workers": args.workers, "ready_s": ready_s,
+    return {"models": n, "budget": args.budget, "workers": args.workers, "state_dir": args.state_dir,
+            "connections": args.connections, "ready_s": ready_s,
             "rss_mb": rss / 2**20, "threads": threads, "idle_cpu_share": idle,
             "metrics_kb": len(before) / 1024, "scrape_ms": statistics.median(scrapes) * 1e3, "scrape_effect": scraped,
             "load": {"rate": args.rate, "seconds": args.seconds, "answered": t.answered,
@@ -178,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
                         "(its default): the idle cost includes it")
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=16, help="the Zipf load's connections: a request waits "
+                        "for a free one, so a hot model's requests wait behind cold ones' loads when they are few")
+    parser.add_argument("--no-state-dir", dest="state_dir", action="store_false",
+                        help="without --state-dir: a version loaded again is gated again")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds = 3.0
@@ -186,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         fig = one_count(n, args)
         results.append(fig)
         load = fig["load"]
-        print(f"{n:>6} models (budget {args.budget}): ready {fig['ready_s']:.1f} s, {fig['rss_mb']:.0f} MB, "
+        print(f"{n:>6} models (budget {args.budget}, {args.workers} worker(s)): ready {fig['ready_s']:.1f} s, "
+              f"{fig['rss_mb']:.0f} MB, "
               f"{fig['threads']} threads, idle {fig['idle_cpu_share']:.1%} of a core, /metrics "
               f"{fig['metrics_kb']:.0f} KB in {fig['scrape_ms']:.0f} ms; Zipf load {load['rate']:.0f}/s: hot p50 "
               f"{load['hot']['p50_ms']:.2f} p99 {load['hot']['p99_ms']:.2f} ms, rest p50 {load['cold']['p50_ms']:.2f} "

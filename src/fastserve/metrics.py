@@ -178,7 +178,7 @@ class _Collector:
                                  labels=["model", "version"])
         for loaded in self._registry.models.values():
             for v in loaded.versions.values():
-                provider = v.session.providers[0] if v.session else ""
+                provider = v.provider if v.state == "ready" else ""
                 ready.add_metric([loaded.name, str(v.number), provider], 1 if v.state == "ready" else 0)
                 if v.load_seconds is not None:
                     load.add_metric([loaded.name, str(v.number)], v.load_seconds)
@@ -214,7 +214,7 @@ class _Collector:
         for loaded in self._registry.models.values():
             for v in loaded.versions.values():
                 monitor = v.drift
-                if monitor is None or v.batcher is None:
+                if monitor is None or v.state not in ("ready", "draining"):
                     continue
                 key = [loaded.name, str(v.number)]
                 status.add_metric(key, STATUSES.index(monitor.status))

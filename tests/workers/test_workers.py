@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fastserve.http.door import door_supported
-from tests.conftest import MODELS, start_server
+from tests.conftest import MODELS, copy_model, start_server
 from tests.loadclient import Answer, post_many
 from tests.registry.test_hot_swap import BODY, MSGPACK, SOURCES, admin, expected, publish, repository, wait_for
 
@@ -245,4 +245,23 @@ def test_sigterm_drains_every_worker(tmp_path):
     ok = [a for a in answers if a.status_code == 200]
     refused = [a for a in answers if a.status_code == 503]
     assert len(ok) + len(refused) == 600 and len(ok) > 0, {a.status_code for a in answers}
+    assert "Traceback" not in log, log
+
+
+def test_the_supervisor_gates_versions_and_holds_no_session_of_its_own(tmp_path):
+    for i in range(60):
+        copy_model("churn_mlp", tmp_path, name=f"m{i}")
+    srv = start_workers(tmp_path, "--workers", "2")
+    try:
+        text = httpx.get(f"{srv.url}/metrics").text
+        listed = httpx.get(f"{srv.url}/v1/models/m7").json()  # answered by the supervisor
+    finally:
+        log = srv.stop()
+    rss = {p: metric(text, "fastserve_process_resident_memory_bytes", process=p) for p in ("supervisor", "worker-0")}
+    # 60 sessions of churn_mlp are ~60 MB in a worker (with them, the supervisor's memory was the worker's); the
+    # supervisor keeps what status and drift need
+    assert rss["supervisor"] < rss["worker-0"] - 30 * 2**20, rss
+    (version,) = listed["versions"]
+    assert version["gate"] == "passed" and version["inputs"] and version["outputs"]
+    assert metric(text, "fastserve_model_version_ready", model="m7", provider="CPUExecutionProvider") == 1
     assert "Traceback" not in log, log

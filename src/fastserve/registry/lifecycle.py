@@ -54,12 +54,15 @@ class Registry:
     """Every model the server knows, keyed by name, and the operations that change them."""
 
     def __init__(self, models_dir: Path, device: str | None = None, max_threads: int | None = None,
-                 max_loaded: int | None = None, *, lazy: bool = False, state_dir: Path | None = None) -> None:
+                 max_loaded: int | None = None, *, lazy: bool = False, state_dir: Path | None = None,
+                 serves: bool = True) -> None:
         """`device` overrides every model's; `max_threads` caps each session's intra-op threads (worker processes
         share the cores); `max_loaded` is the budget of loaded versions (least recently used evicted past it);
         `lazy`: versions are loaded by their first request, not at start (nor when published); `state_dir`: where
-        gate results are kept between loads (and restarts)."""
+        gate results are kept between loads (and restarts); `serves=False` in the supervisor of worker processes:
+        versions are gated, then their sessions released (the workers hold their own)."""
         self.models_dir = models_dir
+        self.serves = serves
         self.device = device
         self.max_threads = max_threads
         self.max_loaded = max_loaded
@@ -197,7 +200,7 @@ class Registry:
                     if version.state != READY:
                         continue
                     candidate = with_config(version, new)
-                    await asyncio.to_thread(candidate.load, True, self.gates)
+                    await asyncio.to_thread(candidate.load, True, self.gates, self.serves)
                     if candidate.state != READY:
                         for v in fresh.values():
                             v.close()
@@ -329,7 +332,7 @@ class Registry:
         await self._load_now(model, version)
 
     async def _load_now(self, model: LoadedModel, version: LoadedVersion) -> None:
-        await asyncio.to_thread(version.load, True, self.gates)
+        await asyncio.to_thread(version.load, True, self.gates, self.serves)
         if version.state == READY:
             model.event("loaded", version.number, f"in {version.load_seconds:.3f} s")
         elif version.gate is not None:

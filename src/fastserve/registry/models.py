@@ -66,6 +66,8 @@ class LoadedVersion:
     calls: int = 0  # requests routed to it (the budget's recency: read and reset each second)
     last_used: float = 0.0  # monotonic seconds: when it last had a request, or was loaded
     warming: asyncio.Future[None] | None = None  # its load on demand, shared by every request waiting for it
+    metadata: dict[str, Any] = field(default_factory=dict)  # the session's inputs and outputs, kept after it goes
+    provider: str = ""  # the execution provider its session ran on
 
     @property
     def sketches_raw_fields(self) -> bool:
@@ -81,10 +83,11 @@ class LoadedVersion:
     def label(self) -> str:
         return f"{self.model} v{self.number}"
 
-    def load(self, gate: bool = True, gates: GateCache | None = None) -> None:
+    def load(self, gate: bool = True, gates: GateCache | None = None, serve: bool = True) -> None:
         """Load, warm, gate, and start the batcher. Blocking: runs on a worker thread, never on the event loop.
         `gate=False` in a worker process: the supervisor gated the version already. With `gates`, a pass recorded
-        there for the same files and options stands."""
+        there for the same files and options stands. `serve=False` in a supervisor of worker processes: the session
+        is released once gated (the workers serve; the supervisor keeps what status and drift need)."""
         started = time.perf_counter()
         self.error = self.gate = None
         self.fingerprint = folder_fingerprint(self.path)
@@ -115,12 +118,15 @@ class LoadedVersion:
             log.error("%s: failed to load: %s", self.label, exc.message)
             return
         self.gate = ("passed (cached)" if cached else "passed") if self.config.gate.enabled else "off"
-        self.session, self.transform = session, transform
-        self.batcher = Batcher(session, self.config.batching, self.label, warm_up=best,
-                               inline_max_s=self.config.runtime.inline_run_max_us * 1e-6)
+        self.metadata, self.provider = session.metadata(), session.providers[0]
+        self.transform = transform
         self.drift = self._drift_monitor(session)
-        if self.drift is not None:
-            self.batcher.observe = self.drift.observe
+        if serve:
+            self.session = session
+            self.batcher = Batcher(session, self.config.batching, self.label, warm_up=best,
+                                   inline_max_s=self.config.runtime.inline_run_max_us * 1e-6)
+            if self.drift is not None:
+                self.batcher.observe = self.drift.observe
         self.load_seconds = time.perf_counter() - started
         self.ready_at = time.time()
         self.last_used = time.monotonic()
@@ -178,8 +184,8 @@ class LoadedVersion:
             out["error"] = self.error
         if self.gate:
             out["gate"] = self.gate
-        if self.session is not None:
-            out.update(self.session.metadata())
+        if self.state == READY:
+            out.update(self.metadata)
         if self.load_seconds is not None:
             out["load_seconds"] = round(self.load_seconds, 6)
             out["warmup_seconds"] = round(self.warmup_seconds or 0.0, 6)

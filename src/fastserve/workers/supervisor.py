@@ -55,7 +55,7 @@ class Supervisor:
         self.config = config
         self.argv = argv  # the serve command's arguments, for the workers
         self.registry = Registry(config.models_dir, config.device, max_loaded=config.max_loaded_versions,
-                                 lazy=config.lazy, state_dir=config.state_dir)
+                                 lazy=config.lazy, state_dir=config.state_dir, serves=False)
         self.workers = [_Worker(i) for i in range(workers)]
         self.balance = balance
         self.seq = 0
