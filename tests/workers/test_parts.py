@@ -12,11 +12,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from fastserve._core.sketch import BinnedSketch
 from fastserve.exceptions import ModelNotFound
 from fastserve.metrics import render
+from fastserve.registry import Registry
 from fastserve.routing.windows import Window
 from fastserve.workers.cores import threads_per_worker, usable_cores
 from fastserve.workers.link import Link, LinkClosed
 from fastserve.workers.merge import summed
-from tests.conftest import MODELS
+from fastserve.workers.plan import changes, follow, model_entries, whole_plan
+from tests.conftest import MODELS, copy_model
 
 
 def test_usable_cores_respect_the_affinity_and_a_container_quota(tmp_path):
@@ -131,3 +133,33 @@ def test_workers_that_cannot_run_are_refused_with_the_reason(args, message):
     done = subprocess.run([sys.executable, "-m", "fastserve", "serve", str(MODELS), *args], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_a_plan_of_changes_touches_only_the_models_it_names(tmp_path):
+    for name in ("a", "b", "c"):
+        copy_model("spend", tmp_path, name=name)
+
+    async def run():
+        supervisor = Registry(tmp_path, serves=False)
+        supervisor.discover()
+        await supervisor.load_all()
+        worker = Registry(tmp_path)
+        sent = model_entries(supervisor)
+        assert await follow(worker, whole_plan(supervisor, 1)) == []
+        assert {n: m.primary.state for n, m in worker.models.items()} == dict.fromkeys("abc", "ready")
+        kept = {n: m.primary for n, m in worker.models.items()}
+
+        supervisor.models["b"].primary.state = "evicted"  # as the budget does
+        del supervisor.models["c"]
+        changed, removed = changes(sent, model_entries(supervisor))
+        assert list(changed) == ["b"] and removed == ["c"]
+        plan = {"seq": 2, "base": 1, "loaded": True, "models": changed, "removed": removed}
+        assert await follow(worker, plan) == []
+        assert sorted(worker.models) == ["a", "b"]
+        assert worker.models["a"].primary is kept["a"] and kept["a"].state == "ready"  # not named: untouched
+        await asyncio.sleep(0.1)  # (retired in the background)
+        assert worker.models["b"].primary.state == "evicted"
+        supervisor.close()
+        worker.close()
+
+    asyncio.run(run())

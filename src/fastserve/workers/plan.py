@@ -1,6 +1,6 @@
 """What the supervisor decided, as the workers apply it: per model, the versions loaded, the primary, the canary and
-the shadows. A plan is the whole state, not a change: a worker that missed one, or starts late, gets in line with the
-next."""
+the shadows. A plan holds each model it names whole; a worker's first plan names every model, later ones the models
+that changed since the plan before (`base`): a worker that has not followed that one asks for the whole state."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from fastserve.routing.canary import Canary
 log = logging.getLogger("fastserve.workers")
 
 
-def make_plan(registry: Registry) -> dict[str, Any]:
+def model_entries(registry: Registry) -> dict[str, dict[str, Any]]:
+    """Per model, what a worker must hold: the whole state."""
     models = {}
     for name, model in registry.models.items():
         canary = model.canary
@@ -30,7 +31,16 @@ def make_plan(registry: Registry) -> dict[str, Any]:
             "canary": (canary.version, canary.weight, canary.sticky_key) if canary is not None else None,
             "shadows": {n: runner.sample for n, runner in model.shadows.items()},
         }
-    return {"loaded": registry.loaded, "models": models}
+    return models
+
+
+def whole_plan(registry: Registry, seq: int) -> dict[str, Any]:
+    return {"seq": seq, "base": None, "loaded": registry.loaded, "models": model_entries(registry), "removed": []}
+
+
+def changes(before: dict[str, dict[str, Any]], now: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """The models whose entries differ from `before`, and those gone."""
+    return {n: e for n, e in now.items() if before.get(n) != e}, [n for n in before if n not in now]
 
 
 async def follow(registry: Registry, plan: dict[str, Any]) -> list[str]:
@@ -38,6 +48,7 @@ async def follow(registry: Registry, plan: dict[str, Any]) -> list[str]:
     ran it), then the primary, canary and shadows switched, then what the plan no longer holds retired (its queued
     requests finish). Returns what could not be followed, for the supervisor's log."""
     problems: list[str] = []
+    whole = plan["base"] is None
     retired: list[LoadedVersion] = []
     evicted: list[LoadedVersion] = []  # of those, the ones the supervisor evicted (still wanted: loaded on demand)
     for name, wanted in plan["models"].items():
@@ -58,7 +69,8 @@ async def follow(registry: Registry, plan: dict[str, Any]) -> list[str]:
                     retired.append(version)
                     if number in wanted["evicted"]:
                         evicted.append(version)
-    for name in [n for n in registry.models if n not in plan["models"]]:
+    gone = [n for n in registry.models if n not in plan["models"]] if whole else plan["removed"]
+    for name in [n for n in gone if n in registry.models]:
         model = registry.models.pop(name)
         model.primary = None
         model.stop_shadows()

@@ -31,7 +31,7 @@ from fastserve.registry import Registry
 from fastserve.registry.operations import drift_report, listing, perform
 from fastserve.workers.link import Link
 from fastserve.workers.merge import process_figures, summed
-from fastserve.workers.plan import make_plan
+from fastserve.workers.plan import changes, model_entries, whole_plan
 
 log = logging.getLogger("fastserve.workers")
 
@@ -58,7 +58,9 @@ class Supervisor:
                                  lazy=config.lazy, state_dir=config.state_dir, serves=False)
         self.workers = [_Worker(i) for i in range(workers)]
         self.balance = balance
-        self.seq = 0
+        self.seq = 0  # the last plan broadcast; a worker's hello gets the whole state under it
+        self._sent: dict[str, dict[str, Any]] = {}  # per model, its entry in the plans sent so far
+        self._sent_loaded = False
         self.stopping = False
         self.stopped: asyncio.Event | None = None
         self.door: Door | None = None
@@ -199,7 +201,9 @@ class Supervisor:
                 worker = self.workers[body["index"]]
                 worker.link = link  # registered before the plan is made: every later plan goes to it too
                 worker.ready = False
-                return self._plan()
+                return whole_plan(self.registry, self.seq)
+            if kind == "whole_plan":
+                return whole_plan(self.registry, self.seq)
             if kind == "ready" and worker is not None:
                 worker.ready = True
                 log.info("worker %d serving", worker.index)
@@ -246,13 +250,17 @@ class Supervisor:
                                        return_exceptions=True)
         return list(zip(workers, answers, strict=True))
 
-    def _plan(self) -> dict[str, Any]:
+    async def broadcast(self, only_changes: bool = False) -> None:
+        """The models that changed since the last plan, to every worker; returns once each has followed it (or
+        gone). `only_changes`: nothing is sent when nothing changed."""
+        now = model_entries(self.registry)
+        changed, removed = changes(self._sent, now)
+        if only_changes and not changed and not removed and self._sent_loaded == self.registry.loaded:
+            return
+        self._sent, self._sent_loaded = now, self.registry.loaded
         self.seq += 1
-        return {**make_plan(self.registry), "seq": self.seq}
-
-    async def broadcast(self) -> None:
-        """The current plan to every worker; returns once each has followed it (or gone)."""
-        plan = self._plan()
+        plan = {"seq": self.seq, "base": self.seq - 1, "loaded": self.registry.loaded, "models": changed,
+                "removed": removed}
         for _, result in await self._ask_all("plan", plan, _PLAN_TIMEOUT_S):
             if isinstance(result, BaseException):
                 log.error("a worker did not follow the plan: %s", result)
@@ -261,13 +269,9 @@ class Supervisor:
 
     async def _load_and_watch(self) -> None:
         await self.broadcast()  # the models known (nothing loaded yet): the workers answer /healthz and /readyz
-        sent: list[dict[str, Any]] = []
 
         async def changed() -> None:  # after the loading, and after each look at the repository
-            plan = make_plan(self.registry)
-            if sent != [plan]:
-                sent[:] = [plan]
-                await self.broadcast()
+            await self.broadcast(only_changes=True)
 
         await self.registry.load_and_watch(self.config.poll_interval_s, changed)
 

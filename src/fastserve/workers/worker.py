@@ -51,11 +51,17 @@ class WorkerControl:
         async with self._following:
             if plan["seq"] < self._seq:
                 return []
+            if plan["base"] is not None and self._seq < plan["base"]:  # changes to a plan this worker missed
+                assert self.link is not None
+                plan = await self.link.call("whole_plan")
             self._seq = plan["seq"]
             first_loaded = plan["loaded"] and not self.app.registry.loaded
             problems = await follow(self.app.registry, plan)
             # Shadow comparisons finish after their requests: these are collected whether asked for or not.
-            self._routed = {n for n, m in self.app.registry.models.items() if m.canary is not None or m.shadows}
+            models = self.app.registry.models
+            named = plan["models"] if plan["base"] is not None else models
+            self._routed = {n for n in self._routed if n in models and n not in named} | {
+                n for n in named if n in models and (models[n].canary is not None or models[n].shadows)}
             if first_loaded:
                 freeze_loaded()
         for problem in problems:
