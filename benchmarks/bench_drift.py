@@ -29,8 +29,8 @@ import numpy as np
 from benchmarks._harness import ROOT, machine, pin_self, start_fastserve, time_cases, write_results
 from benchmarks.loadgen import open_loop
 from fastserve._core.sketch import BinnedSketch
-from fastserve.config import load_model_config
-from fastserve.drift.monitor import DriftMonitor, DriftOptions
+from fastserve.config import DriftOptions, load_model_config
+from fastserve.drift.monitor import DriftMonitor
 from fastserve.drift.profile import build_profile, read_profile
 from fastserve.features import load_transform
 

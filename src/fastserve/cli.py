@@ -43,7 +43,7 @@ def _admin_token(path: str | None) -> str | None:
 
 def _serve(args: argparse.Namespace) -> int:
     from fastserve.http.app import create_app
-    from fastserve.http.protocol import build_server
+    from fastserve.http.server import build_server
     from fastserve.malloc import keep_freed_blocks
     from fastserve.open_files import raise_open_files_limit
 
@@ -100,10 +100,16 @@ def _serve(args: argparse.Namespace) -> int:
         config = replace(config, limits=replace(config.limits, max_connections=-(-config.limits.max_connections
                                                                                   // workers)))
     from fastserve.batching import set_run_threads
-    from fastserve.workers.cores import usable_cores
+    from fastserve.cores import usable_cores
 
     set_run_threads(max(2, usable_cores() // workers))  # the batches of every version run on these
-    app = create_app(config, worker)
+    if worker is not None:
+        from fastserve.workers.worker import WorkerControl
+
+        index, control = worker
+        app = create_app(config, lambda app: WorkerControl(app, index, os.path.join(control, "control.sock")))
+    else:
+        app = create_app(config)
     server = build_server(app, config, loop, on_shutdown=app.begin_shutdown, stats=app.metrics.stats,
                           admission=app.admission, http=args.http,
                           join=os.path.join(args.control_dir, "door.sock") if worker else None)
@@ -116,7 +122,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _workers(value: str) -> int:
-    from fastserve.workers.cores import usable_cores
+    from fastserve.cores import usable_cores
 
     if value == "auto":
         return usable_cores()
@@ -195,7 +201,7 @@ def _remote(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from fastserve.drift.build import profile_version
+    from fastserve.export.profile import profile_version
 
     models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
     print(f"wrote {profile_version(Path(args.data), models_dir, args.model)}")

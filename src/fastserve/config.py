@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from fastserve._core import Feature
-from fastserve.drift.monitor import DriftOptions
 from fastserve.exceptions import ConfigError
 from fastserve.features.spec import parse_features
 from fastserve.toml_table import TomlTable
@@ -89,6 +88,19 @@ class VersionOptions:
     policy: str = "latest"
     latest: int = 1
     specific: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class DriftOptions:
+    enabled: bool = True
+    window_rows: int = 5000  # a window closes after this many rows...
+    window_seconds: float = 60.0  # ...or this many seconds, whichever first (0 = rows only)
+    min_rows: int = 200  # a window closed by time with fewer rows is not scored (it carries on)
+    alerts_per_day: float = 1.0  # false-alarm budget per model, for windows of `window_seconds`
+    psi_warn: float = 0.1
+    psi_alert: float = 0.25
+    psi_min_rows: int = 2000
+    missing_min_change: float = 0.01  # the missing share must move by this much (absolute) as well
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import platform
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sized
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Mapping, Sized
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -20,8 +20,25 @@ from fastserve.drift.monitor import STATUSES
 from fastserve.registry.models import STATES
 
 if TYPE_CHECKING:
-    from fastserve.http.admission import Admission
     from fastserve.registry import Registry
+
+
+class AdmissionLimit(Protocol):
+    """A model's admission limit, as counted (`http/admission.py`, `Gate`)."""
+
+    @property
+    def refused(self) -> int: ...
+    @property
+    def limit(self) -> float: ...
+    @property
+    def in_flight(self) -> int: ...
+
+
+class Admission(Protocol):
+    """The admission limits by model (`http/admission.py`): metrics read them, the http layer keeps them."""
+
+    @property
+    def gates(self) -> Mapping[str, AdmissionLimit]: ...
 
 # Seconds. Fine at the low end, where a tabular model answers. The compiled batcher counts in the same buckets.
 LATENCY_BUCKETS = TIME_BUCKETS_S
@@ -90,7 +107,7 @@ class RequestStats:
         self.received = 0
         # Requests answered below the app by the connection guard, by reason (http/protocol.py).
         self.connections_refused: dict[str, int] = {}
-        # The server's open client connections (uvicorn's own set, given by http/protocol.py's build_server).
+        # The server's open client connections (uvicorn's own set, given by http/server.py's build_server).
         self.connections: Sized = ()
         # Connections the door process holds, waiting for their first request's headers (http/door.py).
         self.waiting_at_door = 0

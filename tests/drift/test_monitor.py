@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from fastserve.drift.monitor import DriftMonitor, DriftOptions
+from fastserve.config import DriftOptions
+from fastserve.drift.monitor import DriftMonitor
 from fastserve.drift.profile import build_profile
 
 D = 100

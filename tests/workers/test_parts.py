@@ -10,11 +10,11 @@ import pytest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from fastserve._core.sketch import BinnedSketch
+from fastserve.cores import threads_per_worker, usable_cores
 from fastserve.exceptions import ModelNotFound
 from fastserve.metrics import render
 from fastserve.registry import Registry
 from fastserve.routing.windows import Window
-from fastserve.workers.cores import threads_per_worker, usable_cores
 from fastserve.workers.link import Link, LinkClosed
 from fastserve.workers.merge import summed
 from fastserve.workers.plan import changes, follow, model_entries, whole_plan

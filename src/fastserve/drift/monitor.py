@@ -19,31 +19,18 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
 from fastserve._core.sketch import BinnedSketch
+from fastserve.config import DriftOptions
 from fastserve.drift.profile import prediction_columns
 
 log = logging.getLogger("fastserve.drift")
 STATUSES = ("ok", "warn", "alert")
 FLUSH_ROWS = 256  # rows kept before the sketches are updated: bounds memory and amortizes the per-update cost
-
-
-@dataclass(frozen=True)
-class DriftOptions:
-    enabled: bool = True
-    window_rows: int = 5000  # a window closes after this many rows...
-    window_seconds: float = 60.0  # ...or this many seconds, whichever first (0 = rows only)
-    min_rows: int = 200  # a window closed by time with fewer rows is not scored (it carries on)
-    alerts_per_day: float = 1.0  # false-alarm budget per model, for windows of `window_seconds`
-    psi_warn: float = 0.1
-    psi_alert: float = 0.25
-    psi_min_rows: int = 2000
-    missing_min_change: float = 0.01  # the missing share must move by this much (absolute) as well
 
 
 QUANTILES = (0.1, 0.5, 0.9)

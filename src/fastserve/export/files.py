@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 
 from fastserve.export.toml_writer import dumps_tables
+from fastserve.registry.repository import GOLDEN_RECORDS_FILE, VALIDATION_FILE
 
-VALIDATION_FILE = "validation.npz"
-GOLDEN_RECORDS_FILE = "validation_records.json"
 BUILD_FILE = "build.json"
 
 

@@ -5,25 +5,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from fastserve.config import ServerConfig
+from fastserve.cores import threads_per_worker
 from fastserve.exceptions import FastserveError
 from fastserve.http import admin, endpoints, v2
 from fastserve.http.admission import Admission
 from fastserve.http.predict import handle_predict, predict_target
 from fastserve.metrics import Metrics
 from fastserve.registry import Registry
-from fastserve.workers.cores import threads_per_worker
-from fastserve.workers.worker import WorkerControl
 
 log = logging.getLogger("fastserve")
+
+
+class SupervisorLink(Protocol):
+    """What a worker process's app asks of its supervisor (`workers/worker.py`, `WorkerControl`)."""
+
+    async def start(self) -> None: ...
+    def close(self) -> None: ...
+    async def operate(self, operation: str, *args: Any) -> Any: ...
+    async def view(self, kind: str, *args: Any) -> Any: ...
+    async def warm(self, name: str, number: int) -> None: ...
 
 
 class App:
@@ -31,18 +39,19 @@ class App:
     Starlette. Models load in the background after start-up, so /healthz answers at once and
     /readyz tells when every model can serve."""
 
-    def __init__(self, config: ServerConfig, worker: tuple[int, str] | None = None) -> None:
-        """`worker`: (its index, the supervisor's directory) in a worker process of `--workers N`: the registry
+    def __init__(self, config: ServerConfig, supervisor: Callable[[App], SupervisorLink] | None = None) -> None:
+        """`supervisor`: in a worker process of `--workers N`, makes its link to the supervisor: the registry
         follows the supervisor's plans, and the views of the whole server come from the supervisor."""
         self.config = config
-        self.control: WorkerControl | None = None
+        worker = supervisor is not None
         max_threads = threads_per_worker(config.workers) if config.workers > 1 else None
         # (In a worker the budget is the supervisor's: it decides what is loaded, the worker follows.)
         self.registry = Registry(config.models_dir, config.device, max_threads,
-                                 config.max_loaded_versions if worker is None else None,
-                                 lazy=config.lazy and worker is None, state_dir=config.state_dir)
-        if worker is not None:
-            self.control = WorkerControl(self, worker[0], os.path.join(worker[1], "control.sock"))
+                                 None if worker else config.max_loaded_versions,
+                                 lazy=config.lazy and not worker, state_dir=config.state_dir)
+        self.control: SupervisorLink | None = None
+        if supervisor is not None:
+            self.control = supervisor(self)
             self.registry.remote_warm = self.control.warm
         self.admission = Admission(self.registry)  # used by the HTTP protocol, at each request's headers
         self.metrics = Metrics(self.registry, self.admission, config.histograms)
@@ -109,5 +118,5 @@ class App:
         await self.registry.load_and_watch(self.config.poll_interval_s)
 
 
-def create_app(config: ServerConfig, worker: tuple[int, str] | None = None) -> App:
-    return App(config, worker)
+def create_app(config: ServerConfig, supervisor: Callable[[App], SupervisorLink] | None = None) -> App:
+    return App(config, supervisor)

@@ -14,10 +14,9 @@ from fastserve.exceptions import FastserveError, NotAcceptable
 from fastserve.http.codecs import CONTENT_TYPE_HEADER, JSON, MSGPACK, decode, encode, request_format, response_format
 from fastserve.http.errors import error_body, status_for
 from fastserve.http.inputs import Inputs, predict_inputs, refuse_oversized, row_limit
-from fastserve.http.serving import Headers, Outputs, Scope, model_path, serve
+from fastserve.http.serving import Headers, Outputs, Scope, ServingApp, model_path, serve
 
 if TYPE_CHECKING:
-    from fastserve.http.app import App
     from fastserve.registry import LoadedModel, LoadedVersion
     from fastserve.runtime import ModelSession
 
@@ -110,5 +109,6 @@ class NativeWire:
         return status_for(exc), encode(error_body(exc.code, exc.message, exc.detail), fmt), CONTENT_TYPE_HEADER[fmt]
 
 
-async def handle_predict(app: App, scope: Scope, receive: Any, send: Any, name: str, version: str | None) -> None:
+async def handle_predict(app: ServingApp, scope: Scope, receive: Any, send: Any, name: str,
+                         version: str | None) -> None:
     await serve(app, scope, receive, send, NativeWire(), name, version)

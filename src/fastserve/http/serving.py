@@ -31,10 +31,22 @@ from fastserve.routing.router import choose
 
 if TYPE_CHECKING:
     from fastserve.batching import Batcher
-    from fastserve.http.app import App
-    from fastserve.registry import LoadedModel, LoadedVersion
+    from fastserve.config import ServerConfig
+    from fastserve.metrics import Metrics
+    from fastserve.registry import LoadedModel, LoadedVersion, Registry
 
 log = logging.getLogger("fastserve.http")
+
+
+class ServingApp(Protocol):
+    """What a prediction's path needs of the application (`http/app.py`)."""
+
+    @property
+    def config(self) -> ServerConfig: ...
+    @property
+    def registry(self) -> Registry: ...
+    @property
+    def metrics(self) -> Metrics: ...
 
 Scope = dict[str, Any]
 Headers = list[tuple[bytes, bytes]]
@@ -135,7 +147,7 @@ class Prediction:
     __slots__ = ("app", "arrived_ns", "model", "model_label", "name", "on_canary", "path", "raw", "started",
                  "stats", "target", "timeout_header", "version", "version_label", "wire", "x")
 
-    def __init__(self, app: App, wire: Wire, name: str, version: str | None, path: str) -> None:
+    def __init__(self, app: ServingApp, wire: Wire, name: str, version: str | None, path: str) -> None:
         self.started = perf_counter()
         self.arrived_ns = monotonic_ns()
         self.app, self.wire, self.name, self.version, self.path = app, wire, name, version, path
@@ -242,7 +254,8 @@ class Prediction:
         stats.observe(self.model_label, self.version_label, status, perf_counter() - self.started)
 
 
-async def serve(app: App, scope: Scope, receive: Any, send: Any, wire: Wire, name: str, version: str | None) -> None:
+async def serve(app: ServingApp, scope: Scope, receive: Any, send: Any, wire: Wire, name: str,
+                version: str | None) -> None:
     """Answer one prediction request on `name` (and `version` when the path names one) in `wire`'s format."""
     p = Prediction(app, wire, name, version, scope["path"])
     status = 500

@@ -10,7 +10,7 @@ import numpy as np
 
 from fastserve._core import FeatureTransform
 from fastserve.config import GateOptions
-from fastserve.export.files import GOLDEN_RECORDS_FILE, VALIDATION_FILE
+from fastserve.registry.repository import GOLDEN_RECORDS_FILE, VALIDATION_FILE
 from fastserve.runtime import ModelSession
 
 

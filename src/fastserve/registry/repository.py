@@ -15,6 +15,8 @@ from fastserve.registry.folder_events import FolderEvents
 log = logging.getLogger("fastserve.registry")
 
 MODEL_FILE = "model.onnx"
+VALIDATION_FILE = "validation.npz"  # golden inputs and the exported model's outputs on them (the gate's)
+GOLDEN_RECORDS_FILE = "validation_records.json"  # the golden inputs as raw records, for a model with features
 _warned: set[Path] = set()
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 

@@ -10,7 +10,7 @@ import orjson
 from fastserve.exceptions import FastserveError, UnsupportedMediaType
 from fastserve.http.errors import v2_error_body, v2_status_for
 from fastserve.http.inputs import Inputs, refuse_oversized
-from fastserve.http.serving import Headers, Outputs, Scope, model_path, serve
+from fastserve.http.serving import Headers, Outputs, Scope, ServingApp, model_path, serve
 from fastserve.http.v2.request import (
     InferRequest,
     first_values,
@@ -22,7 +22,6 @@ from fastserve.http.v2.request import (
 from fastserve.http.v2.tensors import encode_output
 
 if TYPE_CHECKING:
-    from fastserve.http.app import App
     from fastserve.registry import LoadedModel, LoadedVersion
 
 JSON = b"application/json"
@@ -95,5 +94,5 @@ class V2Wire:
         return v2_status_for(exc), orjson.dumps(v2_error_body(exc.message)), JSON
 
 
-async def handle_infer(app: App, scope: Scope, receive: Any, send: Any, name: str, version: str | None) -> None:
+async def handle_infer(app: ServingApp, scope: Scope, receive: Any, send: Any, name: str, version: str | None) -> None:
     await serve(app, scope, receive, send, V2Wire(), name, version)
