@@ -17,14 +17,14 @@ import fastserve
 from fastserve._core.batcher import TIME_BUCKETS_S
 from fastserve.config import AUTO_PER_VERSION_MODELS
 from fastserve.drift.monitor import STATUSES
-from fastserve.registry.models import STATES
+from fastserve.registry.models import DRAINING, READY, STATES
 
 if TYPE_CHECKING:
     from fastserve.registry import Registry
 
 
 class AdmissionLimit(Protocol):
-    """A model's admission limit, as counted (`http/admission.py`, `Gate`)."""
+    """A model's admission limit, as counted (`http/admission.py`, `AdmissionLimit`)."""
 
     @property
     def refused(self) -> int: ...
@@ -38,7 +38,7 @@ class Admission(Protocol):
     """The admission limits by model (`http/admission.py`): metrics read them, the http layer keeps them."""
 
     @property
-    def gates(self) -> Mapping[str, AdmissionLimit]: ...
+    def limits(self) -> Mapping[str, AdmissionLimit]: ...
 
 # Seconds. Fine at the low end, where a tabular model answers. The compiled batcher counts in the same buckets.
 LATENCY_BUCKETS = TIME_BUCKETS_S
@@ -195,8 +195,8 @@ class _Collector:
                                  labels=["model", "version"])
         for loaded in self._registry.models.values():
             for v in loaded.versions.values():
-                provider = v.provider if v.state == "ready" else ""
-                ready.add_metric([loaded.name, str(v.number), provider], 1 if v.state == "ready" else 0)
+                provider = v.provider if v.state == READY else ""
+                ready.add_metric([loaded.name, str(v.number), provider], 1 if v.state == READY else 0)
                 if v.load_seconds is not None:
                     load.add_metric([loaded.name, str(v.number)], v.load_seconds)
         yield ready
@@ -212,10 +212,10 @@ class _Collector:
                                   labels=["model"])
         admitted = GaugeMetricFamily("fastserve_admission_in_flight", "Requests of the model admitted and not yet "
                                      "answered", labels=["model"])
-        for name, gate in sorted(self._admission.gates.items()):
-            refused.add_metric([name], gate.refused)
-            limit.add_metric([name], gate.limit)
-            admitted.add_metric([name], gate.in_flight)
+        for name, limit_of in sorted(self._admission.limits.items()):
+            refused.add_metric([name], limit_of.refused)
+            limit.add_metric([name], limit_of.limit)
+            admitted.add_metric([name], limit_of.in_flight)
         yield from (refused, limit, admitted)
 
     def _drift(self) -> Iterator[Metric]:
@@ -231,7 +231,7 @@ class _Collector:
         for loaded in self._registry.models.values():
             for v in loaded.versions.values():
                 monitor = v.drift
-                if monitor is None or v.state not in ("ready", "draining"):
+                if monitor is None or v.state not in (READY, DRAINING):
                     continue
                 key = [loaded.name, str(v.number)]
                 status.add_metric(key, STATUSES.index(monitor.status))

@@ -13,7 +13,7 @@ import onnxruntime as ort
 import orjson
 import pytest
 
-from fastserve.http.admission import MAX_LIMIT, MIN_LIMIT, START_LIMIT, Gate
+from fastserve.http.admission import MAX_LIMIT, MIN_LIMIT, START_LIMIT, AdmissionLimit
 from tests.conftest import MODELS, copy_model, start_server
 from tests.loadclient import Answer, post_many
 
@@ -50,7 +50,7 @@ def slo_server(tmp_path_factory):
 
 
 def test_gate_refuses_over_its_limit_and_adapts_to_latency():
-    gate = Gate("m", slo_ms=10)
+    gate = AdmissionLimit("m", slo_ms=10)
     assert gate.limit == START_LIMIT and gate.target_s == pytest.approx(10 / 3e3)
     gate.in_flight = START_LIMIT
     assert gate.full() and gate.refused == 1

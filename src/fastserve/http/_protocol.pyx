@@ -395,7 +395,7 @@ cdef class HttpConnection:
     cdef public double phase_started
     cdef bint over_capacity
     cdef object refused  # set by a parser callback that stops the parse
-    cdef public object gate
+    cdef public object admission_limit
     cdef public double admitted_at
     cdef bint shed
     cdef int unanswered
@@ -544,17 +544,17 @@ cdef class HttpConnection:
         admission = settings.admission
         # (before the body's size: an overloaded model refuses at the headers whatever is to come)
         if admission is not None and self.cycle is None:
-            found = admission.gate(self.url)
+            found = admission.limit_for(self.url)
             if found is not None:
-                gate, v2 = found
-                if gate.full():
+                limit, v2 = found
+                if limit.full():
                     self.shed = True
                     close = self.expect_continue or settings.draining or self._rest_too_long()
-                    self.write(gate.answer(v2, close))
+                    self.write(limit.answer(v2, close))
                     if close:
                         self.close()
                     return
-                self.gate = gate
+                self.admission_limit = limit
         # The app starts now (its body comes whole through `receive`), as a request in flight from its headers.
         self.unanswered += 1
         settings.stats.received += 1
@@ -590,8 +590,8 @@ cdef class HttpConnection:
         self.phase = IDLE
         if self.lingering is not None:
             return
-        if self.gate is not None and not self.admitted_at:
-            self.gate.in_flight += 1
+        if self.admission_limit is not None and not self.admitted_at:
+            self.admission_limit.in_flight += 1
             self.admitted_at = time.monotonic()
         if self.shed:
             self.shed = False
@@ -686,7 +686,7 @@ cdef class HttpConnection:
 
     cdef answered(self, Cycle cycle):
         """The cycle's answer is out: the next pipelined request, or keep-alive, or the close."""
-        if self.gate is not None:
+        if self.admission_limit is not None:
             self._release(time.monotonic() - self.admitted_at)
         if self.unanswered:
             self.unanswered -= 1
@@ -753,13 +753,13 @@ cdef class HttpConnection:
             self.cycle.lost()
 
     cdef _release(self, seconds):
-        gate, self.gate = self.gate, None
+        limit, self.admission_limit = self.admission_limit, None
         if self.admitted_at:
             self.admitted_at = 0.0
-            gate.release(seconds)
+            limit.release(seconds)
 
     cdef _forget(self):
-        if self.gate is not None:
+        if self.admission_limit is not None:
             self._release(None)
         self.settings.stats.received -= self.unanswered
         self.unanswered = 0

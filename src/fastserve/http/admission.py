@@ -37,7 +37,7 @@ MAX_LIMIT = 4096
 _PATHS_KEPT = 4096  # paths remembered with their model (cleared when full: clients choose paths)
 
 
-class Gate:
+class AdmissionLimit:
     """One model's admission: requests in the server, the limit, and the current round of answers."""
 
     def __init__(self, name: str, slo_ms: float) -> None:
@@ -85,15 +85,15 @@ class Gate:
 
 
 class Admission:
-    """The gates of the registry's models that have a `latency_slo_ms`, found from a request's path."""
+    """The limits of the registry's models that have a `latency_slo_ms`, found from a request's path."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.gates: dict[str, Gate] = {}
+        self.limits: dict[str, AdmissionLimit] = {}
         self._paths: dict[bytes, tuple[str, bool] | None] = {}  # raw path -> (model, is V2) or None
 
-    def gate(self, url: bytes) -> tuple[Gate, bool] | None:
-        """The gate for a prediction request to `url` and whether it speaks V2, or None when none applies."""
+    def limit_for(self, url: bytes) -> tuple[AdmissionLimit, bool] | None:
+        """The limit for a prediction request to `url` and whether it speaks V2, or None when none applies."""
         try:
             found = self._paths[url]
         except KeyError:
@@ -106,10 +106,10 @@ class Admission:
         slo_ms = primary.config.batching.latency_slo_ms if primary is not None else None
         if slo_ms is None:
             return None
-        gate = self.gates.get(name)
-        if gate is None or gate.slo_ms != slo_ms:
-            gate = self.gates[name] = Gate(name, slo_ms)
-        return gate, v2
+        limit = self.limits.get(name)
+        if limit is None or limit.slo_ms != slo_ms:
+            limit = self.limits[name] = AdmissionLimit(name, slo_ms)
+        return limit, v2
 
     def _find(self, url: bytes) -> tuple[str, bool] | None:
         if len(self._paths) >= _PATHS_KEPT:

@@ -126,7 +126,7 @@ class _Lingering:
         return now - self.since >= LINGER_S or now - self.heard >= LINGER_IDLE_S
 
 
-class Door:
+class DoorProcess:
     """The accept loop: one epoll over the listening sockets, the channels to the serving processes and
     every connection waiting for its head."""
 
@@ -487,7 +487,7 @@ def main() -> int:
         workers = socket.socket(fileno=int(config["workers_fd"]))
         workers.setblocking(False)
         die_with_parent()  # (with one serving process, the channel's end tells the door it is gone)
-    Door(listeners, channel, config, workers).run()
+    DoorProcess(listeners, channel, config, workers).run()
     return 0
 
 

@@ -22,7 +22,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from fastserve.config import ConnectionLimits, ServerConfig
-from fastserve.http.admission import Admission, Gate
+from fastserve.http.admission import Admission, AdmissionLimit
 from fastserve.http.door_process import HAND_OVER, TOO_LARGE, HeaderBlock, raw_header_limit
 from fastserve.http.errors import error_body, raw_answer
 from fastserve.metrics import RequestStats
@@ -245,7 +245,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.read_parsed = 0
         self.over_capacity = False
         self.refused: tuple[str, bytes] | None = None  # set by a parser callback that stops the parse
-        self.gate: Gate | None = None  # the admission gate of the request being served, until it is answered
+        # The admission limit of the request being served, until it is answered.
+        self.admission_limit: AdmissionLimit | None = None
         self.admitted_at = 0.0
         self.shed = False  # the current request was answered 503 at its headers: its body is read past
         self.unanswered = 0  # requests of this connection counted in `stats.received` (more when pipelined)
@@ -345,18 +346,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         admission = self.admission
         # A pipelined request (one still being answered on this connection) is not gated: answers go in order.
         if admission is not None and (self.cycle is None or self.cycle.response_complete):
-            found = admission.gate(self.url)
+            found = admission.limit_for(self.url)
             if found is not None:
-                gate, v2 = found
-                if gate.full():
+                limit, v2 = found
+                if limit.full():
                     self.shed = True  # what comes of its body is read past
                     # A client waiting on 100-continue may never send the body that would be read past: closed.
                     close = self.expect_100_continue or self.draining or self._rest_too_long()
-                    self.transport.write(gate.answer(v2, close))
+                    self.transport.write(limit.answer(v2, close))
                     if close:
                         self.transport.close()
                     return
-                self.gate = gate  # counted in once its body is in: a slow body does not hold a place
+                self.admission_limit = limit  # counted in once its body is in: a slow body does not hold a place
         # The handler's task starts on the loop's next turn: counted now, a request read in the same turn as others
         # is known not to be alone, and waits for them to join its batch.
         self.unanswered += 1
@@ -386,8 +387,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self.read_parsed += _REQUEST_FRAMING
         self.phase = IDLE  # the request is in; the app has it (keep-alive idling is uvicorn's own timer)
-        if self.gate is not None and not self.admitted_at:  # (a pipelined request after it is not gated)
-            self.gate.in_flight += 1
+        if self.admission_limit is not None and not self.admitted_at:  # (a pipelined request after it is not gated)
+            self.admission_limit.in_flight += 1
             self.admitted_at = time.monotonic()  # > 0: counted in
         if self.shed:
             self.shed = False
@@ -399,7 +400,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        if self.gate is not None:
+        if self.admission_limit is not None:
             self._release(time.monotonic() - self.admitted_at)
         if self.unanswered:  # (not for a request shed at its headers, never counted)
             self.unanswered -= 1
@@ -415,14 +416,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         return rest_too_long(self.headers, self.body_bytes)
 
     def _release(self, seconds: float | None) -> None:
-        gate, self.gate = self.gate, None
+        limit, self.admission_limit = self.admission_limit, None
         if self.admitted_at:  # else answered before its body was in (refused early): never counted
             self.admitted_at = 0.0
-            gate.release(seconds)  # type: ignore[union-attr]
+            limit.release(seconds)  # type: ignore[union-attr]
 
     def _forget(self) -> None:
         """Give back what the connection's unanswered requests hold: admission places, counts."""
-        if self.gate is not None:
+        if self.admission_limit is not None:
             self._release(None)
         self.stats.received -= self.unanswered
         self.unanswered = 0

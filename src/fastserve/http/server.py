@@ -162,25 +162,25 @@ class Server(uvicorn.Server):
                         connection.refuse(answer)
                     if answer is not None or looked % _SWEEP_STEP == 0:
                         await asyncio.sleep(0)
-            if self._admission is not None and self._admission.gates:
+            if self._admission is not None and self._admission.limits:
                 self._recount()
             if self.door is not None:
                 self.door.check()
 
     def _recount(self) -> None:
-        """Set each gate's count from the connections that hold one of its requests: whatever path a request
+        """Set each admission limit's count from the connections that hold one of its requests: whatever path a request
         takes out of the server, a place it held cannot stay taken for longer than a sweep."""
         held: dict[int, int] = {}
         connection: Any
         for connection in self.server_state.connections:
-            if getattr(connection, "gate", None) is not None and connection.admitted_at:
-                held[id(connection.gate)] = held.get(id(connection.gate), 0) + 1
-        for gate in self._admission.gates.values():  # type: ignore[union-attr]
-            counted = held.get(id(gate), 0)
-            if gate.in_flight != counted:
+            if getattr(connection, "admission_limit", None) is not None and connection.admitted_at:
+                held[id(connection.admission_limit)] = held.get(id(connection.admission_limit), 0) + 1
+        for limit in self._admission.limits.values():  # type: ignore[union-attr]
+            counted = held.get(id(limit), 0)
+            if limit.in_flight != counted:
                 log.warning("admission: %s had %d requests counted in the server, %d found; corrected",
-                            gate.name, gate.in_flight, counted)
-                gate.in_flight = counted
+                            limit.name, limit.in_flight, counted)
+                limit.in_flight = counted
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._on_shutdown()
