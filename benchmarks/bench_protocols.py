@@ -132,8 +132,9 @@ def wire_costs(model_name: str, raws: dict[str, list[bytes]], repeats: int, seco
     from fastserve.http.predict import NativeWire
     from fastserve.http.v2.infer import V2Wire
     from fastserve.registry import Registry
+    from fastserve.routing.routes import ModelRoutes
 
-    registry = Registry(MODELS)
+    registry = Registry(MODELS, routes=ModelRoutes)
     registry.discover()
     asyncio.run(registry.load_all())
     try:

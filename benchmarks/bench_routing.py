@@ -263,10 +263,11 @@ def in_process(tmp: Path, repeats: int, seconds: float, copies: int, paced: int)
     from fastserve.registry import Registry
     from fastserve.routing.canary import Canary
     from fastserve.routing.router import choose
+    from fastserve.routing.routes import ModelRoutes
     from fastserve.routing.shadow import ShadowRunner
 
     repo = _repository(tmp / "in-process", "\n[routing]\nshadows = [{ version = 2, sample = 1.0 }]\n")
-    registry = Registry(repo)
+    registry = Registry(repo, routes=ModelRoutes)
     registry.discover()
     asyncio.run(registry.load_all())
     try:

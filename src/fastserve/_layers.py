@@ -29,14 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__",),
 )
 CORE_MAY_NOT_IMPORT = ("asyncio", "onnxruntime")
-# Crossings still to be taken apart (docs/architecture.md, "Layers"): the model's canary and shadows live on the
-# registry's LoadedModel; they move to a routing object per model.
-KNOWN = frozenset({
-    "registry.lifecycle -> routing.canary",
-    "registry.models -> routing.canary",
-    "registry.models -> routing.shadow",
-    "circle: registry.models, routing.shadow",
-})
+KNOWN: frozenset[str] = frozenset()  # crossings still to be taken apart: none
 
 ROOT = Path(__file__).resolve().parent
 

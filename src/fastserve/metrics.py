@@ -18,6 +18,7 @@ from fastserve._core.batcher import TIME_BUCKETS_S
 from fastserve.config import AUTO_PER_VERSION_MODELS
 from fastserve.drift.monitor import STATUSES
 from fastserve.registry.models import DRAINING, READY, STATES
+from fastserve.routing.routes import routes_of
 
 if TYPE_CHECKING:
     from fastserve.registry import Registry
@@ -262,10 +263,11 @@ class _Collector:
         latency = GaugeMetricFamily("fastserve_shadow_latency_seconds_mean",
                                     "Mean time from a copy being queued to its shadow answer", labels=labels)
         for loaded in self._registry.models.values():
-            rollbacks.add_metric([loaded.name], loaded.canary_rollbacks)
-            if loaded.canary is not None:
-                weight.add_metric([loaded.name, str(loaded.canary.version)], loaded.canary.weight)
-            for number, runner in loaded.shadows.items():
+            routes = routes_of(loaded)
+            rollbacks.add_metric([loaded.name], routes.rollbacks)
+            if routes.canary is not None:
+                weight.add_metric([loaded.name, str(routes.canary.version)], routes.canary.weight)
+            for number, runner in routes.shadows.items():
                 status = runner.status()
                 key = [loaded.name, str(number)]
                 total = status["total"]

@@ -38,6 +38,7 @@ from fastserve.http.v2.infer import V2Wire
 from fastserve.malloc import keep_freed_blocks
 from fastserve.registry import Registry
 from fastserve.routing.router import choose
+from fastserve.routing.routes import ModelRoutes
 from tests import hostile_bodies
 from tests.conftest import MODELS, Server, copy_model
 from tests.hostile_bodies import BINARY, HEADER_LENGTH, Body
@@ -50,7 +51,7 @@ FAMILIES = hostile_bodies.families()
 # --- the request path in-process -------------------------------------------------------------------------------------
 
 def load(models_dir: Any) -> Registry:
-    registry = Registry(models_dir)
+    registry = Registry(models_dir, routes=ModelRoutes)
     registry.discover()
     asyncio.run(registry.load_all())
     return registry

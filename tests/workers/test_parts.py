@@ -14,6 +14,7 @@ from fastserve.cores import threads_per_worker, usable_cores
 from fastserve.exceptions import ModelNotFound
 from fastserve.metrics import render
 from fastserve.registry import Registry
+from fastserve.routing.routes import ModelRoutes
 from fastserve.routing.windows import Window
 from fastserve.workers.link import Link, LinkClosed
 from fastserve.workers.merge import summed
@@ -140,10 +141,10 @@ def test_a_plan_of_changes_touches_only_the_models_it_names(tmp_path):
         copy_model("spend", tmp_path, name=name)
 
     async def run():
-        supervisor = Registry(tmp_path, serves=False)
+        supervisor = Registry(tmp_path, serves=False, routes=ModelRoutes)
         supervisor.discover()
         await supervisor.load_all()
-        worker = Registry(tmp_path)
+        worker = Registry(tmp_path, routes=ModelRoutes)
         sent = model_entries(supervisor)
         assert await follow(worker, whole_plan(supervisor, 1)) == []
         assert {n: m.primary.state for n, m in worker.models.items()} == dict.fromkeys("abc", "ready")

@@ -16,8 +16,8 @@ from fastserve.config import sticky_key_error
 from fastserve.exceptions import AdminDisabled, InvalidInput, MalformedBody, Unauthorized, VersionNotFound
 from fastserve.http.endpoints import JSONResponse
 from fastserve.http.serving import read_body
-from fastserve.registry.operations import perform
 from fastserve.registry.repository import version_number
+from fastserve.routing.operations import perform
 
 
 def _authorized(request: Request) -> Any:

@@ -20,6 +20,7 @@ from fastserve.http.admission import Admission
 from fastserve.http.predict import handle_predict, predict_target
 from fastserve.metrics import Metrics
 from fastserve.registry import Registry
+from fastserve.routing.routes import ModelRoutes
 
 log = logging.getLogger("fastserve")
 
@@ -48,7 +49,7 @@ class App:
         # (In a worker the budget is the supervisor's: it decides what is loaded, the worker follows.)
         self.registry = Registry(config.models_dir, config.device, max_threads,
                                  None if worker else config.max_loaded_versions,
-                                 lazy=config.lazy and not worker, state_dir=config.state_dir)
+                                 lazy=config.lazy and not worker, state_dir=config.state_dir, routes=ModelRoutes)
         self.control: SupervisorLink | None = None
         if supervisor is not None:
             self.control = supervisor(self)

@@ -15,6 +15,7 @@ from fastserve.http.codecs import CONTENT_TYPE_HEADER, JSON, MSGPACK, decode, en
 from fastserve.http.errors import error_body, status_for
 from fastserve.http.inputs import Inputs, predict_inputs, refuse_oversized, row_limit
 from fastserve.http.serving import Headers, Outputs, Scope, ServingApp, model_path, serve
+from fastserve.routing.routes import routes_of
 
 if TYPE_CHECKING:
     from fastserve.registry import LoadedModel, LoadedVersion
@@ -76,7 +77,7 @@ class NativeWire:
         if primary is not None and primary.session is not None:  # (an evicted primary has none)
             session: ModelSession = primary.session
             options = primary.config.inputs
-            if model.canary is None and session.input_dtype in _ROW_DTYPES:
+            if routes_of(model).canary is None and session.input_dtype in _ROW_DTYPES:
                 # The common bodies, JSON `{"inputs": [[...], ...]}` and a msgpack raw tensor of the model's dtype,
                 # read from their bytes into the matrix: no object per value, nothing to bound or scan for duplicate
                 # keys. Any other body goes the general way.

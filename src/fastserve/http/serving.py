@@ -28,6 +28,7 @@ from fastserve.http.errors import error_headers
 from fastserve.http.inputs import Inputs, timeout_ms
 from fastserve.registry.models import READY
 from fastserve.routing.router import choose
+from fastserve.routing.routes import ModelRoutes, routes_of
 
 if TYPE_CHECKING:
     from fastserve.batching import Batcher
@@ -226,10 +227,11 @@ class Prediction:
         if self.raw is not None:
             target.drift.observe_fields(self.raw)  # type: ignore[union-attr]
         if self.version is None:
-            if model.canary is not None:  # type: ignore[union-attr]
-                _guard(model, self.on_canary, self.started, False, outputs.get("label"))  # type: ignore[arg-type]
-            if model.shadows and not self.on_canary:  # type: ignore[union-attr]
-                for runner in model.shadows.values():  # type: ignore[union-attr]
+            routes = routes_of(model)  # type: ignore[arg-type]
+            if routes.canary is not None:
+                _guard(routes, self.on_canary, self.started, False, outputs.get("label"))
+            if routes.shadows and not self.on_canary:
+                for runner in routes.shadows.values():
                     runner.offer(self.x, outputs)  # type: ignore[arg-type]
         return self.wire.answer(target, outputs)  # type: ignore[arg-type]
 
@@ -240,9 +242,9 @@ class Prediction:
             status, body, content_type = self.wire.error(FastserveError("internal error; see the server log"))
             return status, body, [(b"content-type", content_type)]
         model = self.model
-        if isinstance(exc, InferenceError) and model is not None and model.canary is not None \
+        if isinstance(exc, InferenceError) and model is not None and routes_of(model).canary is not None \
                 and self.version is None and self.target is not None:
-            _guard(model, self.on_canary, self.started, True, None)
+            _guard(routes_of(model), self.on_canary, self.started, True, None)
         status, body, content_type = self.wire.error(exc)
         if status == 500:  # refusals (4xx, overload 503s) are the client's to see, not the log's
             log.error("%s: %s", self.path, exc.message)
@@ -280,15 +282,15 @@ async def serve(app: ServingApp, scope: Scope, receive: Any, send: Any, wire: Wi
         p.end(status)
 
 
-def _guard(model: LoadedModel, on_canary: bool, started: float, error: bool, labels: Any) -> None:
+def _guard(routes: ModelRoutes, on_canary: bool, started: float, error: bool, labels: Any) -> None:
     """Count the answer for the canary's guard; when the guard trips, record why."""
-    canary = model.canary
+    canary = routes.canary
     if canary is None:
         return
     evidence = canary.observe(on_canary, perf_counter() - started, error,
                               labels.tolist() if labels is not None else ())
     if evidence is not None:
-        model.canary_tripped(evidence)
+        routes.tripped(evidence)
 
 
 def _header_timeout(value: bytes, body_timeout: float | None) -> float:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from fastserve.config import CanaryOptions, ModelConfig, for_server, load_model_config
+from fastserve.config import ModelConfig, for_server, load_model_config
 from fastserve.exceptions import ConfigError, ModelNotFound, ModelNotReady, OperationRefused, VersionNotFound
 from fastserve.registry.gate_cache import GateCache
 from fastserve.registry.models import (
@@ -27,6 +27,8 @@ from fastserve.registry.models import (
     UNLOADED,
     LoadedModel,
     LoadedVersion,
+    NoRoutes,
+    Routes,
     needs_reload,
     with_config,
 )
@@ -37,7 +39,6 @@ from fastserve.registry.repository import (
     model_folders,
     version_folders,
 )
-from fastserve.routing.canary import Canary
 
 log = logging.getLogger("fastserve.registry")
 
@@ -55,7 +56,7 @@ class Registry:
 
     def __init__(self, models_dir: Path, device: str | None = None, max_threads: int | None = None,
                  max_loaded: int | None = None, *, lazy: bool = False, state_dir: Path | None = None,
-                 serves: bool = True) -> None:
+                 serves: bool = True, routes: Callable[[LoadedModel], Routes] = lambda _: NoRoutes()) -> None:
         """`device` overrides every model's; `max_threads` caps each session's intra-op threads (worker processes
         share the cores); `max_loaded` is the budget of loaded versions (least recently used evicted past it);
         `lazy`: versions are loaded by their first request, not at start (nor when published); `state_dir`: where
@@ -63,6 +64,7 @@ class Registry:
         versions are gated, then their sessions released (the workers hold their own)."""
         self.models_dir = models_dir
         self.serves = serves
+        self.make_routes = routes  # a model's canary and shadows: routing's (`routing/routes.py`)
         self.device = device
         self.max_threads = max_threads
         self.max_loaded = max_loaded
@@ -95,7 +97,8 @@ class Registry:
     def add(self, name: str, path: Path, config: ModelConfig) -> LoadedModel:
         model = LoadedModel(name, for_server(config, self.device, self.max_threads), path,
                             config_bytes=config_fingerprint(path))
-        model.apply_routing()
+        model.routes = self.make_routes(model)
+        model.routes.apply_config()
         self.models[name] = model
         return model
 
@@ -164,7 +167,7 @@ class Registry:
                 log.info("%s: model folder removed; unloading it", name)
                 async with model.lock:
                     model.primary = None
-                    model.stop_shadows()
+                    model.routes.stop()
                     await asyncio.gather(*(v.retire() for v in model.versions.values() if v.state == READY))
 
     def _new_model(self, name: str, path: Path) -> LoadedModel | None:
@@ -217,7 +220,7 @@ class Registry:
             routing_changed = model.config.routing != new.routing
             model.config = new
             if routing_changed:
-                model.apply_routing()
+                model.routes.apply_config()
             for version in model.versions.values():
                 version.config = new
                 if version.state == FAILED:  # it may load under the new config
@@ -360,7 +363,7 @@ class Registry:
         """Load what the version policy wants (and what is pinned or kept), choose the primary, retire the rest.
         Under `latest = N`, versions that fail do not count: the N newest that load and pass serve."""
         options = model.config.versions
-        keep = {n for n in (model.pinned, model.config.primary, *model.kept, *model.routed()) if n is not None}
+        keep = {n for n in (model.pinned, model.config.primary, *model.kept, *model.routes.versions()) if n is not None}
         candidates = sorted((n for n, v in model.versions.items() if v.state != DRAINING), reverse=True)
         if options.policy == "specific":
             candidates = [n for n in candidates if n in options.specific]
@@ -412,7 +415,7 @@ class Registry:
                                   detail={"model": model.name, "version": number})
         return version
 
-    async def _ensure_loaded(self, model: LoadedModel, version: LoadedVersion) -> None:
+    async def ensure_loaded(self, model: LoadedModel, version: LoadedVersion) -> None:
         """An operator's call needs this version: it is no longer held out, and it is loaded (and gated) now."""
         model.held_out.discard(version.number)
         if version.state in (DISCOVERED, UNLOADED, FAILED, EVICTED):
@@ -426,7 +429,7 @@ class Registry:
         model = self.model(name)
         async with model.lock:
             version = self.version(model, number)
-            await self._ensure_loaded(model, version)
+            await self.ensure_loaded(model, version)
             model.kept.add(number)
             model.choose_primary()
         return model
@@ -456,7 +459,7 @@ class Registry:
         model = self.model(name)
         async with model.lock:
             version = self.version(model, number)
-            await self._ensure_loaded(model, version)
+            await self.ensure_loaded(model, version)
             model.pinned = number
             model.choose_primary()
             model.event("promoted", number, "by an operator")
@@ -475,78 +478,11 @@ class Registry:
                                        detail={"model": name})
             previous = history[-1]
             version = model.versions[previous]
-            await self._ensure_loaded(model, version)
+            await self.ensure_loaded(model, version)
             model.primaries = history
             model.pinned = previous
             model.choose_primary()
             model.event("rolled_back", previous, f"from v{current}" if current is not None else "")
-        return model
-
-    async def set_canary(self, name: str, version: int | None, weight: float | None,
-                         sticky_key: str | None) -> LoadedModel:
-        """Start a canary, or change its weight (or sticky key). Its version is loaded and gated first."""
-        model = self.model(name)
-        async with model.lock:
-            current = model.canary
-            number = version if version is not None else (current.version if current else None)
-            if number is None:
-                raise OperationRefused(f"model {name!r} has no canary: give its `version`", detail={"model": name})
-            target = self.version(model, number)
-            if model.primary is target:
-                raise OperationRefused(f"v{number} is the primary; a canary must be another version")
-            await self._ensure_loaded(model, target)
-            if current is None or current.version != number or (sticky_key is not None
-                                                                   and sticky_key != current.sticky_key):
-                sticky = sticky_key if sticky_key is not None else (current.sticky_key if current else None)
-                options = CanaryOptions(version=number, weight=weight if weight is not None else 0.0,
-                                        sticky_key=sticky)
-                model.canary = Canary(options, model.config.routing.guard)
-            elif weight is not None:
-                current.weight = weight
-            canary = model.canary
-            if canary is not None:
-                model.event("canary", number, f"weight {canary.weight:g}"
-                            + (f", sticky on {canary.sticky_key}" if canary.sticky_key else ""))
-        return model
-
-    async def remove_canary(self, name: str) -> LoadedModel:
-        model = self.model(name)
-        async with model.lock:
-            if model.canary is not None:
-                model.event("canary_removed", model.canary.version)
-                model.canary = None
-        return model
-
-    async def promote_canary(self, name: str) -> LoadedModel:
-        """The canary becomes the primary, and there is no canary any more."""
-        model = self.model(name)
-        if model.canary is None:
-            raise OperationRefused(f"model {name!r} has no canary to promote", detail={"model": name})
-        number = model.canary.version
-        await self.promote(name, number)
-        async with model.lock:
-            model.canary = None
-        return model
-
-    async def add_shadow(self, name: str, version: int, sample: float) -> LoadedModel:
-        model = self.model(name)
-        async with model.lock:
-            target = self.version(model, version)
-            if model.primary is target:
-                raise OperationRefused(f"v{version} is the primary; a shadow must be another version")
-            await self._ensure_loaded(model, target)
-            model.add_shadow(version, sample)
-            model.event("shadow", version, f"sample {sample:g}")
-        return model
-
-    async def remove_shadow(self, name: str, version: int) -> LoadedModel:
-        model = self.model(name)
-        async with model.lock:
-            runner = model.shadows.pop(version, None)
-            if runner is None:
-                raise OperationRefused(f"v{version} is not a shadow of {name!r}", detail={"model": name})
-            runner.stop()
-            model.event("shadow_removed", version)
         return model
 
     @property
@@ -556,6 +492,6 @@ class Registry:
     def close(self) -> None:
         self._watcher.close()
         for model in self.models.values():
-            model.stop_shadows()
+            model.routes.stop()
             for version in model.versions.values():
                 version.close()

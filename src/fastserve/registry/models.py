@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fastserve._core import FeatureTransform
 from fastserve.batching import Batcher
@@ -21,8 +21,6 @@ from fastserve.features import describe, load_transform
 from fastserve.registry.gate import check as gate_check
 from fastserve.registry.gate_cache import GateCache, gate_key
 from fastserve.registry.repository import MODEL_FILE, folder_fingerprint
-from fastserve.routing.canary import Canary
-from fastserve.routing.shadow import ShadowRunner
 from fastserve.runtime import ModelSession
 
 log = logging.getLogger("fastserve.registry")
@@ -34,6 +32,31 @@ DISCOVERED, LOADING, WARMING, GATING, READY = "discovered", "loading", "warming"
 DRAINING, UNLOADED, FAILED, EVICTED = "draining", "unloaded", "failed", "evicted"
 STATES = (DISCOVERED, LOADING, WARMING, GATING, READY, DRAINING, UNLOADED, FAILED, EVICTED)
 EVENTS_KEPT = 200
+
+
+class Routes(Protocol):
+    """What routing keeps for a model (its canary and shadows: `routing/routes.py`), as the registry sees it."""
+
+    def apply_config(self) -> None: ...
+    def stop(self) -> None: ...
+    def versions(self) -> set[int]: ...
+    def status(self) -> dict[str, Any]: ...
+
+
+class NoRoutes:
+    """A registry that serves no requests by itself routes nothing (the `models` command, tests of loading)."""
+
+    def apply_config(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def versions(self) -> set[int]:
+        return set()
+
+    def status(self) -> dict[str, Any]:
+        return {"canary": None, "shadows": []}
 
 
 def warm_up_sizes(max_batch_size: int) -> tuple[int, ...]:
@@ -211,43 +234,17 @@ class LoadedModel:
     events: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=EVENTS_KEPT))
     swaps: int = 0
     gate_failures: int = 0
-    canary_rollbacks: int = 0
     evictions: int = 0
     config_bytes: bytes | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    canary: Canary | None = None
-    shadows: dict[int, ShadowRunner] = field(default_factory=dict)
-
-    def apply_routing(self) -> None:
-        """Canary and shadows as the config says (the admin API changes them at runtime afterwards)."""
-        routing = self.config.routing
-        self.canary = Canary(routing.canary, routing.guard) if routing.canary else None
-        self.stop_shadows()
-        for shadow in routing.shadows:
-            self.add_shadow(shadow.version, shadow.sample)
-
-    def add_shadow(self, number: int, sample: float) -> None:
-        old = self.shadows.pop(number, None)
-        if old is not None:
-            old.stop()
-        self.shadows[number] = ShadowRunner(self.name, number, lambda: self.versions.get(number), sample,
-                                            self.config.routing.guard.window_s)
-
-    def stop_shadows(self) -> None:
-        for runner in self.shadows.values():
-            runner.stop()
-        self.shadows = {}
+    routes: Routes = field(default_factory=NoRoutes)  # set by the registry, from routing
 
     def kept_loaded(self) -> set[int]:
         """Versions the budget never evicts: the canary, the shadows, and the primary of a `keep_loaded` model."""
-        kept = self.routed()
+        kept = self.routes.versions()
         if self.config.keep_loaded and self.primary is not None:
             kept.add(self.primary.number)
         return kept
-
-    def routed(self) -> set[int]:
-        """Versions the routing needs loaded: the canary and the shadows."""
-        return {*self.shadows, *([self.canary.version] if self.canary else [])}
 
     def event(self, kind: str, version: int | None = None, detail: str = "") -> None:
         entry: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": kind}
@@ -257,14 +254,6 @@ class LoadedModel:
             entry["detail"] = detail
         self.events.append(entry)
 
-    def canary_tripped(self, evidence: dict[str, Any]) -> None:
-        """The canary's guard pulled it back (weight 0): counted, and why recorded."""
-        assert self.canary is not None
-        self.canary_rollbacks += 1
-        self.event("canary_rolled_back", self.canary.version, "; ".join(evidence["reasons"]))
-        log.warning("%s: canary v%d pulled back (weight 0): %s", self.name, self.canary.version,
-                    "; ".join(evidence["reasons"]))
-
     def choose_primary(self) -> None:
         """The promoted version when ready, else the configured primary when ready, else the newest ready one that
         is not a canary or a shadow."""
@@ -273,7 +262,7 @@ class LoadedModel:
         chosen = ready.get(wanted) if wanted is not None else None
         if chosen is None and self.config.primary is None and ready:
             # The newest, leaving out versions on trial (canary, shadows) unless nothing else is ready.
-            trial = self.routed()
+            trial = self.routes.versions()
             chosen = ready[max((n for n in ready if n not in trial), default=max(ready))]
         if chosen is self.primary:
             return
@@ -305,8 +294,7 @@ class LoadedModel:
             "policy": {"policy": self.config.versions.policy, "latest": self.config.versions.latest,
                        "specific": list(self.config.versions.specific)},
             "versions": [self.versions[n].status(self.versions[n] is primary) for n in sorted(self.versions)],
-            "routing": {"canary": self.canary.status() if self.canary else None,
-                        "shadows": [self.shadows[n].status() for n in sorted(self.shadows)]},
+            "routing": self.routes.status(),
             "events": list(self.events),
         }
 

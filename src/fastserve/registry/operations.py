@@ -1,24 +1,10 @@
-"""Operators' calls on the registry by name, as the admin API and a supervisor's workers send them."""
+"""Views of the registry as the API answers them: the listing of models and the drift report."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastserve.registry.lifecycle import Registry
-
-OPERATIONS = ("load_version", "unload_version", "promote", "rollback", "set_canary", "remove_canary",
-              "promote_canary", "add_shadow", "remove_shadow", "reload")
-
-
-async def perform(registry: Registry, operation: str, *args: Any) -> dict[str, Any]:
-    """Run one operation; the answer is the model's status (every model's, for `reload`)."""
-    if operation not in OPERATIONS:
-        raise ValueError(f"unknown operation {operation!r}")
-    if operation == "reload":
-        await registry.sync()
-        return {"models": [m.status() for _, m in sorted(registry.models.items())]}
-    model = await getattr(registry, operation)(*args)
-    return model.status()
 
 
 def listing(registry: Registry) -> dict[str, Any]:

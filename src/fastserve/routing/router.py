@@ -8,6 +8,7 @@ from fastserve.exceptions import ModelNotReady, VersionNotFound
 from fastserve.registry import LoadedModel, LoadedVersion
 from fastserve.registry.models import EVICTED, READY
 from fastserve.registry.repository import version_number
+from fastserve.routing.routes import routes_of
 
 
 def choose(model: LoadedModel, version: str | None, payload: Any = None,
@@ -18,7 +19,7 @@ def choose(model: LoadedModel, version: str | None, payload: Any = None,
     primary = model.primary
     if primary is None:
         raise ModelNotReady(f"model {model.name!r} has no version ready to serve", detail={"model": model.name})
-    canary = model.canary
+    canary = routes_of(model).canary
     if canary is not None and canary.weight > 0:
         candidate = model.versions.get(canary.version)
         if candidate is not None and candidate.state == READY and candidate is not primary \

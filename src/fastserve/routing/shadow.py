@@ -18,14 +18,12 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from fastserve.registry.models import READY, LoadedVersion
 from fastserve.routing.windows import Window
-
-if TYPE_CHECKING:
-    from fastserve.registry.models import LoadedVersion
 
 log = logging.getLogger("fastserve.routing")
 
@@ -99,7 +97,7 @@ class ShadowRunner:
 
     def _run(self, items: list[tuple[np.ndarray, dict[str, np.ndarray], float]]) -> None:
         version = self._resolve()
-        session = version.session if version is not None and version.state == "ready" else None
+        session = version.session if version is not None and version.state == READY else None
         if session is None:
             with self._lock:
                 self.window.add({"dropped": len(items)})

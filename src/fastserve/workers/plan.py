@@ -13,6 +13,7 @@ from fastserve.config import CanaryOptions, load_model_config
 from fastserve.registry import LoadedModel, LoadedVersion, Registry
 from fastserve.registry.models import DISCOVERED, DRAINING, EVICTED, FAILED, READY, UNLOADED
 from fastserve.routing.canary import Canary
+from fastserve.routing.routes import routes_of
 
 log = logging.getLogger("fastserve.workers")
 
@@ -21,7 +22,8 @@ def model_entries(registry: Registry) -> dict[str, dict[str, Any]]:
     """Per model, what a worker must hold: the whole state."""
     models = {}
     for name, model in registry.models.items():
-        canary = model.canary
+        routes = routes_of(model)
+        canary = routes.canary
         models[name] = {
             "path": str(model.path),
             "config": model.config_bytes,
@@ -29,7 +31,7 @@ def model_entries(registry: Registry) -> dict[str, dict[str, Any]]:
             "evicted": {n: str(v.path) for n, v in model.versions.items() if v.state == EVICTED},
             "primary": model.primary.number if model.primary is not None else None,
             "canary": (canary.version, canary.weight, canary.sticky_key) if canary is not None else None,
-            "shadows": {n: runner.sample for n, runner in model.shadows.items()},
+            "shadows": {n: runner.sample for n, runner in routes.shadows.items()},
         }
     return models
 
@@ -73,7 +75,7 @@ async def follow(registry: Registry, plan: dict[str, Any]) -> list[str]:
     for name in [n for n in gone if n in registry.models]:
         model = registry.models.pop(name)
         model.primary = None
-        model.stop_shadows()
+        model.routes.stop()
         retired += [v for v in model.versions.values() if v.state == READY]
     registry.loaded = plan["loaded"]
     for version in retired:  # in the background: the plan is followed once no new request can reach them
@@ -120,22 +122,23 @@ def _route(model: LoadedModel, wanted: dict[str, Any]) -> None:
         model.primary = primary
     elif wanted["primary"] is None:
         model.primary = None
+    routes = routes_of(model)
     canary = wanted["canary"]
     if canary is None:
-        model.canary = None
+        routes.canary = None
     else:
         number, weight, sticky = canary
-        current = model.canary
+        current = routes.canary
         # (A canary made from the config as the worker read it judges; a worker's never does: the supervisor does.)
         if current is None or current.judge or (current.version, current.sticky_key) != (number, sticky):
-            model.canary = Canary(CanaryOptions(number, weight, sticky), model.config.routing.guard, judge=False)
+            routes.canary = Canary(CanaryOptions(number, weight, sticky), model.config.routing.guard, judge=False)
         else:
             current.weight = weight
-    for number in [n for n in model.shadows if n not in wanted["shadows"]]:
-        model.shadows.pop(number).stop()
+    for number in [n for n in routes.shadows if n not in wanted["shadows"]]:
+        routes.shadows.pop(number).stop()
     for number, sample in wanted["shadows"].items():
-        runner = model.shadows.get(number)
+        runner = routes.shadows.get(number)
         if runner is None:
-            model.add_shadow(number, sample)
+            routes.add_shadow(number, sample)
         else:
             runner.sample = sample

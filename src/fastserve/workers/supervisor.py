@@ -28,7 +28,9 @@ from fastserve.http.door import Door, _package_root
 from fastserve.http.protocol import bind_listeners, door_answers
 from fastserve.metrics import build_info, control_families, render
 from fastserve.registry import Registry
-from fastserve.registry.operations import drift_report, listing, perform
+from fastserve.registry.operations import drift_report, listing
+from fastserve.routing.operations import perform
+from fastserve.routing.routes import ModelRoutes, routes_of
 from fastserve.workers.link import Link
 from fastserve.workers.merge import process_figures, summed
 from fastserve.workers.plan import changes, model_entries, whole_plan
@@ -55,7 +57,7 @@ class Supervisor:
         self.config = config
         self.argv = argv  # the serve command's arguments, for the workers
         self.registry = Registry(config.models_dir, config.device, max_loaded=config.max_loaded_versions,
-                                 lazy=config.lazy, state_dir=config.state_dir, serves=False)
+                                 lazy=config.lazy, state_dir=config.state_dir, serves=False, routes=ModelRoutes)
         self.workers = [_Worker(i) for i in range(workers)]
         self.balance = balance
         self.seq = 0  # the last plan broadcast; a worker's hello gets the whole state under it
@@ -295,11 +297,12 @@ class Supervisor:
                     self._merge(name, entry)
             tripped = False
             for model in self.registry.models.values():
-                canary = model.canary
+                routes = routes_of(model)
+                canary = routes.canary
                 if canary is not None and canary.guard.enabled and canary.weight > 0 and canary.pending():
                     evidence = canary.check()
                     if evidence is not None:
-                        model.canary_tripped(evidence)
+                        routes.tripped(evidence)
                         tripped = True
         if tripped:
             await self.broadcast()
@@ -308,11 +311,12 @@ class Supervisor:
         model = self.registry.models.get(name)
         if model is None:
             return
+        routes = routes_of(model)
         canary = entry.get("canary")
-        if canary is not None and model.canary is not None and model.canary.version == canary[0]:
-            model.canary.add_evidence(canary[1])
+        if canary is not None and routes.canary is not None and routes.canary.version == canary[0]:
+            routes.canary.add_evidence(canary[1])
         for number, buckets in entry.get("shadows", {}).items():
-            runner = model.shadows.get(number)
+            runner = routes.shadows.get(number)
             if runner is not None:
                 runner.merge(buckets)
         for number, calls in entry.get("calls", {}).items():  # the budget's recency

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastserve.drift.monitor import DriftMonitor
 from fastserve.registry.lifecycle import freeze_loaded
+from fastserve.routing.routes import routes_of
 from fastserve.workers.link import Link
 from fastserve.workers.plan import follow
 
@@ -61,7 +62,7 @@ class WorkerControl:
             models = self.app.registry.models
             named = plan["models"] if plan["base"] is not None else models
             self._routed = {n for n in self._routed if n in models and n not in named} | {
-                n for n in named if n in models and (models[n].canary is not None or models[n].shadows)}
+                n for n in named if n in models and routes_of(models[n]).versions()}
             if first_loaded:
                 freeze_loaded()
         for problem in problems:
@@ -91,10 +92,11 @@ class WorkerControl:
             if model is None:
                 continue
             entry: dict[str, Any] = {}
-            if model.canary is not None:
-                entry["canary"] = (model.canary.version, model.canary.take_evidence())
-            if model.shadows:
-                entry["shadows"] = {n: runner.take() for n, runner in model.shadows.items()}
+            routes = routes_of(model)
+            if routes.canary is not None:
+                entry["canary"] = (routes.canary.version, routes.canary.take_evidence())
+            if routes.shadows:
+                entry["shadows"] = {n: runner.take() for n, runner in routes.shadows.items()}
             calls = {n: v.calls for n, v in model.versions.items() if v.calls}
             if calls:
                 entry["calls"] = calls

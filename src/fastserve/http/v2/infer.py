@@ -20,6 +20,7 @@ from fastserve.http.v2.request import (
     split_body,
 )
 from fastserve.http.v2.tensors import encode_output
+from fastserve.routing.routes import routes_of
 
 if TYPE_CHECKING:
     from fastserve.registry import LoadedModel, LoadedVersion
@@ -65,7 +66,7 @@ class V2Wire:
         if primary is not None and primary.session is not None:  # (an evicted primary has none)
             refuse_oversized(head, False, primary.session, primary.config.inputs, primary.field_count, "$.inputs")
         self.request = request = parse_request(head, tail)
-        canary = model.canary
+        canary = routes_of(model).canary
         if canary is not None and canary.field is not None:
             return first_values(request, canary.field)
         return None

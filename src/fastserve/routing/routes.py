@@ -1,0 +1,69 @@
+"""A model's routes: its canary (with the guard that can pull it back) and its shadows. The registry holds one per
+model without knowing what is in it (`registry.models.Routes`); routing, http and the workers reach it through
+`routes_of`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastserve.registry.models import LoadedModel
+from fastserve.routing.canary import Canary
+from fastserve.routing.shadow import ShadowRunner
+
+log = logging.getLogger("fastserve.routing")
+
+
+class ModelRoutes:
+    __slots__ = ("canary", "model", "rollbacks", "shadows")
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self.canary: Canary | None = None
+        self.shadows: dict[int, ShadowRunner] = {}
+        self.rollbacks = 0  # canaries the guard pulled back
+
+    def apply_config(self) -> None:
+        """Canary and shadows as the model's config says (the admin API changes them at runtime afterwards)."""
+        routing = self.model.config.routing
+        self.canary = Canary(routing.canary, routing.guard) if routing.canary else None
+        self.stop()
+        for shadow in routing.shadows:
+            self.add_shadow(shadow.version, shadow.sample)
+
+    def add_shadow(self, number: int, sample: float) -> None:
+        old = self.shadows.pop(number, None)
+        if old is not None:
+            old.stop()
+        versions = self.model.versions
+        self.shadows[number] = ShadowRunner(self.model.name, number, lambda: versions.get(number), sample,
+                                            self.model.config.routing.guard.window_s)
+
+    def stop(self) -> None:
+        """Stop every shadow (the model is going, or its config replaces them)."""
+        for runner in self.shadows.values():
+            runner.stop()
+        self.shadows = {}
+
+    def versions(self) -> set[int]:
+        """Versions routing needs loaded: the canary and the shadows."""
+        return {*self.shadows, *([self.canary.version] if self.canary else [])}
+
+    def tripped(self, evidence: dict[str, Any]) -> None:
+        """The canary's guard pulled it back (weight 0): counted, and why recorded."""
+        assert self.canary is not None
+        self.rollbacks += 1
+        why = "; ".join(evidence["reasons"])
+        self.model.event("canary_rolled_back", self.canary.version, why)
+        log.warning("%s: canary v%d pulled back (weight 0): %s", self.model.name, self.canary.version, why)
+
+    def status(self) -> dict[str, Any]:
+        return {"canary": self.canary.status() if self.canary else None,
+                "shadows": [self.shadows[n].status() for n in sorted(self.shadows)]}
+
+
+def routes_of(model: LoadedModel) -> ModelRoutes:
+    """The model's routes, as routing made them (`Registry(..., routes=ModelRoutes)`)."""
+    routes = model.routes
+    assert isinstance(routes, ModelRoutes), "a registry that routes is made with routes=ModelRoutes"
+    return routes
