@@ -28,7 +28,7 @@ from fastserve.http.errors import error_headers
 from fastserve.http.inputs import Inputs, timeout_ms
 from fastserve.registry.models import READY
 from fastserve.routing.router import choose
-from fastserve.routing.routes import ModelRoutes, routes_of
+from fastserve.routing.routes import routes_of
 
 if TYPE_CHECKING:
     from fastserve.batching import Batcher
@@ -229,7 +229,7 @@ class Prediction:
         if self.version is None:
             routes = routes_of(model)  # type: ignore[arg-type]
             if routes.canary is not None:
-                _guard(routes, self.on_canary, self.started, False, outputs.get("label"))
+                routes.record(self.on_canary, perf_counter() - self.started, False, outputs.get("label"))
             if routes.shadows and not self.on_canary:
                 for runner in routes.shadows.values():
                     runner.offer(self.x, outputs)  # type: ignore[arg-type]
@@ -244,7 +244,7 @@ class Prediction:
         model = self.model
         if isinstance(exc, InferenceError) and model is not None and routes_of(model).canary is not None \
                 and self.version is None and self.target is not None:
-            _guard(routes_of(model), self.on_canary, self.started, True, None)
+            routes_of(model).record(self.on_canary, perf_counter() - self.started, True, None)
         status, body, content_type = self.wire.error(exc)
         if status == 500:  # refusals (4xx, overload 503s) are the client's to see, not the log's
             log.error("%s: %s", self.path, exc.message)
@@ -280,17 +280,6 @@ async def serve(app: ServingApp, scope: Scope, receive: Any, send: Any, wire: Wi
         await send_bytes(send, 200, answer, answer_headers)
     finally:
         p.end(status)
-
-
-def _guard(routes: ModelRoutes, on_canary: bool, started: float, error: bool, labels: Any) -> None:
-    """Count the answer for the canary's guard; when the guard trips, record why."""
-    canary = routes.canary
-    if canary is None:
-        return
-    evidence = canary.observe(on_canary, perf_counter() - started, error,
-                              labels.tolist() if labels is not None else ())
-    if evidence is not None:
-        routes.tripped(evidence)
 
 
 def _header_timeout(value: bytes, body_timeout: float | None) -> float:

@@ -49,6 +49,15 @@ class ModelRoutes:
         """Versions routing needs loaded: the canary and the shadows."""
         return {*self.shadows, *([self.canary.version] if self.canary else [])}
 
+    def record(self, on_canary: bool, seconds: float, error: bool, labels: Any) -> None:
+        """An answer (or a failed run) of the primary or the canary, for the guard; when it trips, why is recorded."""
+        canary = self.canary
+        if canary is None:
+            return
+        evidence = canary.observe(on_canary, seconds, error, labels.tolist() if labels is not None else ())
+        if evidence is not None:
+            self.tripped(evidence)
+
     def tripped(self, evidence: dict[str, Any]) -> None:
         """The canary's guard pulled it back (weight 0): counted, and why recorded."""
         assert self.canary is not None
