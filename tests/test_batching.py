@@ -32,52 +32,40 @@ class Slow:
 
 def test_max_delay_is_honoured_and_companions_share_a_batch(session):
     """Runs of 10 ms, arrivals every 2 ms (a loaded machine's late timers leave them well under a run apart), a 40 ms
-    delay: waiting helps, so the batcher gathers companions, and the oldest request waits no longer than the delay
-    (plus a run)."""
+    delay: waiting helps, so the batcher gathers companions. (That the oldest waits no longer than the delay is the
+    core's decision, tested on a clock of its own: tests/core/test_batcher.py.)"""
     slow = Slow(session, 0.010)
     batcher = Batcher(slow, BatchingOptions(max_batch_size=64, max_delay_us=40_000), "churn v1",
                       warm_up={1: 0.010, 8: 0.010})
     x = np.ones((1, 22), dtype=np.float32)
 
     async def main():
-        waits = []
-
-        async def one():
-            started = time.perf_counter()
-            await batcher.submit(x)
-            waits.append(time.perf_counter() - started)
-
         tasks = []
         for _ in range(8):
-            tasks.append(asyncio.create_task(one()))
+            tasks.append(asyncio.create_task(batcher.submit(x)))
             await asyncio.sleep(0.002)
-        await asyncio.gather(*tasks)
-        return waits
+        return await asyncio.gather(*tasks)
 
     try:
-        waits = asyncio.run(main())
+        answers = asyncio.run(main())
     finally:
         batcher.close()
     stats = batcher.queue.stats()
-    assert stats["batched_rows"] == 8
+    assert len(answers) == 8 and stats["batched_rows"] == 8
     assert stats["batches"] <= 3, stats  # the first goes alone, before arrivals are known to be frequent
-    # The timer of uvloop/asyncio fires late by up to a millisecond or so; a loaded machine adds more.
-    assert max(waits) < 0.040 + 0.010 + 0.030, waits
 
 
 def test_lone_request_does_not_wait(session):
+    """A 500 ms delay, and one request: waiting could not help, so it runs at once, a batch of its own counted with
+    no wait at all (the first bucket of the queue wait; a request that waited for the timer would not be there)."""
     batcher = Batcher(session, BatchingOptions(max_batch_size=64, max_delay_us=500_000), "churn v1")
     x = np.ones((1, 22), dtype=np.float32)
-
-    async def main():
-        started = time.perf_counter()
-        await batcher.submit(x)
-        return time.perf_counter() - started
-
     try:
-        assert asyncio.run(main()) < 0.25  # far below the 500 ms delay: waiting could not help
+        asyncio.run(batcher.submit(x))
     finally:
         batcher.close()
+    stats = batcher.queue.stats()
+    assert stats["batches"] == 1 and stats["queue_wait"][0] == 1 and sum(stats["queue_wait"]) == 1, stats
 
 
 def test_deadline_from_slo_and_client_timeout(session):

@@ -29,6 +29,8 @@ def guarded(request):
 
 
 def connect(srv) -> socket.socket:
+    """A connection whose reads give up after 15 s: an answer the server owes within its 1 s deadlines (and the
+    once-a-second sweep) and never sends fails the test, however loaded the machine (no elapsed-time bound)."""
     s = socket.create_connection(("127.0.0.1", srv.port))
     s.settimeout(15)
     return s
@@ -61,16 +63,15 @@ def test_slow_headers_get_408_within_the_deadline(guarded):
         status, _, body = read_answer(s)
         elapsed = time.monotonic() - started
         assert status == 408 and body["error"]["code"] == "request_timeout", body
-        assert HEADER_TIMEOUT_S <= elapsed < HEADER_TIMEOUT_S + 3, elapsed  # swept once a second
+        assert elapsed >= HEADER_TIMEOUT_S, elapsed  # not before its deadline
         assert_closed(s)
 
 
 def test_idle_new_connection_is_closed_too(guarded):
     with connect(guarded) as s:
-        started = time.monotonic()
         status, _, _ = read_answer(s)
         # Accepted a second after it opened (no bytes came), then the deadline and the once-a-second sweep.
-        assert status == 408 and time.monotonic() - started < HEADER_TIMEOUT_S + 4
+        assert status == 408
 
 
 def test_open_connections_are_exported(guarded):
@@ -116,7 +117,6 @@ def test_body_under_the_minimum_rate_gets_408(guarded):
                 break
         assert answer.startswith(b"HTTP/1.1 408"), answer
         assert b"under the minimum of 1024" in answer
-        assert time.monotonic() - started < HEADER_TIMEOUT_S + 3
 
 
 @pytest.mark.parametrize("headers", [
@@ -159,14 +159,12 @@ def test_a_header_line_that_never_ends_on_a_kept_connection_gets_431(guarded):
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_answer(s)[0] == 200
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
-        started = time.monotonic()
         with contextlib.suppress(OSError):  # the server may close while the line is still being sent
             for _ in range(10):
                 time.sleep(0.02)
                 s.sendall(b"a" * 1000)  # limit 4096
         status, _, body = read_answer(s)
-        assert status == 431 and body["error"]["code"] == "headers_too_large"
-        assert time.monotonic() - started < HEADER_TIMEOUT_S  # not the deadline's 408
+        assert status == 431 and body["error"]["code"] == "headers_too_large"  # not the deadline's 408
 
 
 def test_a_header_line_over_the_limit_in_one_read_on_a_kept_connection_gets_431_at_once(guarded):
@@ -192,9 +190,8 @@ def test_a_request_written_a_byte_at_a_time_is_answered(guarded, request_bytes, 
         for k in range(len(request_bytes)):
             s.sendall(request_bytes[k:k + 1])
             time.sleep(0.002)
-        sent = time.monotonic()
         status, _, body = read_answer(s)
-        assert status == expected and time.monotonic() - sent < 0.5, body
+        assert status == expected, body  # (were it held until a deadline, the answer would be a 408)
         if status == 200:
             assert body["status"] == "alive"
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # and the connection goes on
