@@ -1,17 +1,6 @@
 """Drift of a serving version against its reference profile: sketches fed from every batch, tumbling windows,
-scores per column, and a status with the top drifting columns.
-
-Scores per column, from counts in the reference's own bins: PSI, the binned Kolmogorov-Smirnov statistic, the
-Jensen-Shannon distance, a two-sample z-test of the window's mean against the reference mean, and a z-test of the
-share of missing values. A column alerts when one of the three tests exceeds its critical value at a false-alarm
-budget of `alerts_per_day` per model over a day of windows, split (Bonferroni) over every column and, within a
-column, 80% to the mean test (the most powerful against the commonest drift, a shift), 10% to KS (any change of
-shape) and 10% to the missing share (which must also move by `missing_min_change`); or when PSI >= `psi_alert` on
-a window of at least `psi_min_rows` rows (PSI's own sampling noise is about bins / rows). `warn` uses a 10x looser
-budget and `psi_warn`.
-
-For a model with a feature spec the input columns are the raw fields (see drift/profile.py), fed per request from
-the transform's single pass; the predictions are fed per batch by the batcher.
+scores per column (PSI, KS, Jensen-Shannon, mean and missing-share z-tests), and a status with the top drifting
+columns. The tests and their false-alarm budget: docs/configuration.md, "Drift".
 """
 
 from __future__ import annotations

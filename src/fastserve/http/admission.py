@@ -1,16 +1,6 @@
 """Admission at the headers for models with a latency SLO: a limit on how many of a model's requests are in the
-server at once, adapted to the latency they get.
-
-Under overload the time a request waits goes before any handler sees it (in socket buffers, behind the event loop's
-backlog) where the batcher's deadline check cannot see it, and a refusal made after the body is read and decoded
-costs half of serving. So each SLO model's requests admitted at their headers and not yet answered are counted, and
-one over the model's limit is answered 503 + Retry-After at once: its body is read past, never decoded, and the
-connection stays open. The limit follows the time admitted requests take from their last body byte to their answer
-(additive increase, multiplicative decrease, once per round of `limit` answers): it shrinks by a fifth after a round
-in which more than 5% took over a third of the SLO, and grows by one after a round that used at least half of it.
-Unused, it stays where it is: a limit that grew through a long light load would let the first burst of an overload
-in whole, and its answers late. A request holds a place only once its body is in: a slow client cannot take a
-model's places.
+server at once, adapted to the latency they get (AIMD). Why at the headers, and how the limit moves:
+docs/architecture.md, "Admission at the headers".
 """
 
 from __future__ import annotations

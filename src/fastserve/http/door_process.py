@@ -1,26 +1,6 @@
-"""The door process: accepts the server's connections and holds each until its first request's header block is
-complete, then passes the socket and what came to the serving process (SCM_RIGHTS over a Unix socket pair).
-
-A slow or silent client, and the storms of connects, timeouts and reconnects a thousand of them make, then cost the
-serving process nothing: it only sees connections with a request head ready to parse. The door answers what it can
-without a parser: 408 past the header deadline, 431 over the header limit. What is not HTTP is passed on for the
-parser to answer. It runs at a lower priority than the serving process, so where the two share a core the serving
-loop preempts it whenever a request is ready.
-
-Run by http/door.py as `python -m fastserve.http.door_process`, its configuration (JSON) on stdin. Standard library
-only: it starts in a few tens of milliseconds and holds a few MB.
-
-Messages to a serving process, one per datagram: `C` + HANDOVER (the head's length, and how many connections the
-door holds at that moment, for the connection limit) + the head's first part, with the connection's descriptor;
-`H` + a further part of that head, for a head longer than one datagram (each belongs to the `C` before it); `S` +
-JSON counts each second (connections waiting, refusals by reason, whether it has stopped accepting), which also tell
-the serving process the door is alive. The channel's end tells the door the serving process is gone.
-
-With worker processes (`fastserve serve --workers N`) the door also listens on a Unix socket of the supervisor's
-(`workers_fd`): each worker connects a channel there and says `W`; the supervisor connects one and says `R` (it gets
-the reports, the refusal and lost-connection counts among them, and no connections). A worker sends `L` + LOAD (its
-open connections and requests in flight) as they change; each connection goes to the worker with the fewest (`balance`),
-counting what was passed to it since its last report.
+"""The door process: accepts the server's connections, holds each until its first request's header block is
+complete (answering 408 and 431 itself), then passes the socket and its head to a serving process. Why, and its
+messages: docs/architecture.md, "The door process".
 """
 
 from __future__ import annotations
