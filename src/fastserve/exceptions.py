@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 
@@ -142,7 +143,7 @@ class NotAcceptable(RequestError):
     code = "not_acceptable"
 
 
-class Overloaded(FastserveError):
+class LoadShed(FastserveError):
     """Refused to protect latency; the client may retry after `retry_after_s` seconds."""
 
     code = "overloaded"
@@ -152,11 +153,11 @@ class Overloaded(FastserveError):
         self.retry_after_s = max(1, retry_after_s)
 
 
-class QueueFull(Overloaded):
+class QueueFull(LoadShed):
     code = "queue_full"
 
 
-class DeadlineUnmeetable(Overloaded):
+class DeadlineUnmeetable(LoadShed):
     """The request's deadline (the model's SLO or the client's timeout) cannot be met: refused before running."""
 
     code = "deadline_exceeded"
@@ -172,3 +173,11 @@ class InferenceError(FastserveError, RuntimeError):
     """ONNX Runtime failed on input that passed validation."""
 
     code = "inference_failed"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Overloaded":  # its name until the client's own `fastserve.client.Overloaded` took it
+        warnings.warn("fastserve.exceptions.Overloaded is now fastserve.exceptions.LoadShed (the client raises "
+                      "fastserve.client.Overloaded)", DeprecationWarning, stacklevel=2)
+        return LoadShed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

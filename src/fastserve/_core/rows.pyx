@@ -14,7 +14,8 @@ from fastserve.exceptions import InvalidInput
 cdef double _FLOAT32_MAX = 3.4028234663852886e38
 
 
-cdef str type_name(object value):
+cpdef str type_name(object value):
+    """A value's JSON/msgpack type, as error messages name it (a tuple is an array, as decoders never make one)."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -12,13 +12,13 @@ from fastserve.exceptions import (
     FastserveError,
     InferenceError,
     InvalidInput,
+    LoadShed,
     MalformedBody,
     MethodNotAllowed,
     ModelNotReady,
     NotAcceptable,
     NotFound,
     OperationRefused,
-    Overloaded,
     QueueFull,
     RequestError,
     Unauthorized,
@@ -33,7 +33,7 @@ _STATUS: tuple[tuple[type[FastserveError], int], ...] = (
     (OperationRefused, 409),
     (ModelNotReady, 503),
     (QueueFull, 429),
-    (Overloaded, 503),
+    (LoadShed, 503),
     (BodyTooLarge, 413),
     (MethodNotAllowed, 405),
     (UnsupportedMediaType, 415),
@@ -88,7 +88,7 @@ def error_headers(exc: FastserveError, status: int) -> list[tuple[bytes, bytes]]
     closes its connection: the rest of it is not read past (the close lingers: http/protocol.py)."""
     if isinstance(exc, BodyTooLarge):
         return [(b"connection", b"close")]
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, LoadShed):
         return [(b"retry-after", str(exc.retry_after_s).encode())]
     if status == 503:
         return [(b"retry-after", b"1")]

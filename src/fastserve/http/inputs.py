@@ -10,7 +10,7 @@ import numpy as np
 
 from fastserve._core import FeatureTransform, fill_rows, first_non_finite
 from fastserve._core.keys import json_top_array_length, json_value_bound, msgpack_item_count
-from fastserve._core.rows import shown
+from fastserve._core.rows import shown, type_name
 from fastserve.config import InputOptions
 from fastserve.exceptions import InvalidInput
 from fastserve.runtime import ModelSession
@@ -21,12 +21,6 @@ _TENSOR_KEYS = frozenset({"dtype", "shape", "data"})
 VALUES_ROOM = 1024  # values a request may hold outside its data: keys, shapes, parameters, several inputs
 # Raw tensors are little-endian whatever the machine.
 TENSOR_DTYPES = {"float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
-
-
-def type_name(value: Any) -> str:
-    """A value's JSON/msgpack type, as error messages name it."""
-    return {dict: "object", list: "array", str: "string", bool: "bool", type(None): "null"}.get(
-        type(value), type(value).__name__)
 
 
 def _names(keys: Any) -> list[str]:

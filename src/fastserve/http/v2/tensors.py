@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from fastserve._core.rows import type_name
 from fastserve.exceptions import InvalidInput
-from fastserve.http.inputs import type_name
 
 # Datatypes a request may send, as numpy dtypes (little-endian whatever the machine).
 NUMERIC: dict[str, np.dtype[Any]] = {name: np.dtype(code) for name, code in
