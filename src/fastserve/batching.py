@@ -241,6 +241,8 @@ class Batcher:
 
     def _schedule(self) -> None:
         q = self.queue
+        loop = self._loop
+        assert loop is not None  # (set by the first submit, which is what schedules)
         while self._free:
             now = monotonic_ns()
             wait = q.wait_ns(now)
@@ -261,10 +263,10 @@ class Batcher:
             if q.in_flight == 1 and self._short.estimate(rows) < self._inline_max_ns:
                 self._run_inline(instance, items, rows, batch)
                 if q.queued_requests:  # what waits is scheduled after the loop has seen to its sockets
-                    self._loop.call_soon(self._schedule)  # type: ignore[union-attr]
+                    loop.call_soon(self._schedule)
                 return
             done = functools.partial(self._done, instance, items, rows, batch)
-            instance.submit(batch, done, self._loop)  # type: ignore[arg-type]
+            instance.submit(batch, done, loop)
 
     def _run_inline(self, instance: _Instance, items: list[_Item], rows: int, batch: np.ndarray) -> None:
         """Run a short batch on the loop thread, every instance being idle: a hand-off to a worker costs two thread
@@ -322,7 +324,8 @@ class Batcher:
                 return
             self._timer.cancel()
         self._timer_at = at
-        self._timer = self._loop.call_later(wait_ns / 1e9, self._on_timer)  # type: ignore[union-attr]
+        assert self._loop is not None
+        self._timer = self._loop.call_later(wait_ns / 1e9, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -129,7 +129,7 @@ def build_info() -> Metric:
 
 
 class _Collector:
-    def __init__(self, stats: RequestStats, registry: Registry, admission: Admission,
+    def __init__(self, stats: RequestStats, registry: Registry, admission: Admission | None,
                  histograms: str = "auto") -> None:
         self._stats = stats
         self._registry = registry
@@ -213,7 +213,7 @@ class _Collector:
                                   labels=["model"])
         admitted = GaugeMetricFamily("fastserve_admission_in_flight", "Requests of the model admitted and not yet "
                                      "answered", labels=["model"])
-        for name, limit_of in sorted(self._admission.limits.items()):
+        for name, limit_of in sorted(self._admission.limits.items() if self._admission is not None else ()):
             refused.add_metric([name], limit_of.refused)
             limit.add_metric([name], limit_of.limit)
             admitted.add_metric([name], limit_of.in_flight)
@@ -376,7 +376,7 @@ async def format_family(family: Metric) -> bytes:
 
 def control_families(registry: Registry) -> list[Metric]:
     """The registry's state, routing and drift families (a supervisor's, which serves nothing itself)."""
-    return list(_Collector(RequestStats(), registry, None).control())  # type: ignore[arg-type]
+    return list(_Collector(RequestStats(), registry, None).control())
 
 
 class Metrics:

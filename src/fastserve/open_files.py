@@ -8,10 +8,18 @@ without privileges); the door process, started after, inherits it.
 
 from __future__ import annotations
 
-try:
-    import resource
-except ImportError:  # (not on Windows)
-    resource = None  # type: ignore[assignment]
+import importlib
+from types import ModuleType
+
+
+def _resource() -> ModuleType | None:
+    try:
+        return importlib.import_module("resource")
+    except ImportError:  # (not on Windows)
+        return None
+
+
+resource = _resource()
 
 
 def raise_open_files_limit(wanted: int) -> str:

@@ -145,10 +145,11 @@ class DriftMonitor:
         self.from_fields = profile["inputs"].get("source") == "fields"
         self.field_index: list[int] = []
         if self.from_fields:
-            unknown = [name for name in self.inputs.names if name not in (fields or ())]
+            read: list[str] = list(fields or ())
+            unknown = [name for name in self.inputs.names if name not in read]
             if unknown:
                 raise ValueError(f"the profile describes fields the feature spec does not read: {', '.join(unknown)}")
-            self.field_index = [fields.index(name) for name in self.inputs.names]  # type: ignore[union-attr]
+            self.field_index = [read.index(name) for name in self.inputs.names]
         self.status = "ok"
         self.last: dict[str, Any] | None = None
         self.windows = 0

@@ -108,7 +108,7 @@ class Door:
             if ours is not None:
                 theirs.close()
         if ours is None:
-            self._join(b"R", self.workers.getsockname())  # type: ignore[union-attr]
+            self._join(b"R", theirs.getsockname())  # (the supervisor's: `theirs` is its workers' socket)
         else:
             ours.setblocking(False)
             self.channel = ours
@@ -149,7 +149,8 @@ class Door:
                 self._loaded = load
             except OSError:  # a full queue: the next look tells it; the channel's end is read by _receive
                 pass
-        self.loop.call_later(_LOAD_EVERY_S, self._report_load)  # type: ignore[union-attr]
+        assert self.loop is not None  # (set by start, before the first report)
+        self.loop.call_later(_LOAD_EVERY_S, self._report_load)
 
     def check(self) -> None:
         """Restart a door that is alive but stuck (each sweep): it would accept nothing while the server looks
@@ -195,7 +196,8 @@ class Door:
                     self.passing = None
                     self._connect(passing.sock, bytes(passing.head), passing.waiting)
             elif kind == b"S":
-                self.reported = self.loop.time()  # type: ignore[union-attr]
+                assert self.loop is not None
+                self.reported = self.loop.time()
                 counts = json.loads(message[1:])
                 self.on_counts(counts["waiting"], counts.get("refused", {}), counts.get("lost", 0))
                 if counts.get("stopped") and self.closing:

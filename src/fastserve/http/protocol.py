@@ -417,9 +417,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _release(self, seconds: float | None) -> None:
         limit, self.admission_limit = self.admission_limit, None
-        if self.admitted_at:  # else answered before its body was in (refused early): never counted
+        if self.admitted_at and limit is not None:  # else refused before its body was in: never counted
             self.admitted_at = 0.0
-            limit.release(seconds)  # type: ignore[union-attr]
+            limit.release(seconds)
 
     def _forget(self) -> None:
         """Give back what the connection's unanswered requests hold: admission places, counts."""

@@ -100,7 +100,8 @@ class Server(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._stop_listening()
-        await self._stopping  # type: ignore[misc]
+        assert self._stopping is not None  # (made by _stop_listening)
+        await self._stopping
         if self.door is not None:
             await self.door.wait_closed()  # connections whose heads were begun are passed (or refused) by then
         await super().shutdown(sockets)
@@ -170,12 +171,15 @@ class Server(uvicorn.Server):
     def _recount(self) -> None:
         """Set each admission limit's count from the connections that hold one of its requests: whatever path a request
         takes out of the server, a place it held cannot stay taken for longer than a sweep."""
+        admission = self._admission
+        if admission is None:
+            return
         held: dict[int, int] = {}
         connection: Any
         for connection in self.server_state.connections:
             if getattr(connection, "admission_limit", None) is not None and connection.admitted_at:
                 held[id(connection.admission_limit)] = held.get(id(connection.admission_limit), 0) + 1
-        for limit in self._admission.limits.values():  # type: ignore[union-attr]
+        for limit in admission.limits.values():
             counted = held.get(id(limit), 0)
             if limit.in_flight != counted:
                 log.warning("admission: %s had %d requests counted in the server, %d found; corrected",

@@ -122,7 +122,9 @@ class ModelSession:
             raise ModelLoadError(f"{label}: input `{self.input.name}` is {self.input.dtype}; "
                                  f"fastserve takes {' or '.join(_INPUT_DTYPES)} inputs")
         self.input_dtype = np.dtype(_INPUT_DTYPES[self.input.dtype])
-        self.n_features: int = self.input.shape[1]  # type: ignore[assignment]
+        width = self.input.shape[1]
+        assert isinstance(width, int)  # (checked above)
+        self.n_features: int = width
         batch = self.input.shape[0]
         self.fixed_batch: int | None = batch if isinstance(batch, int) else None
         self.output_names = [o.name for o in self.outputs]

@@ -247,10 +247,10 @@ class Supervisor:
 
     async def _ask_all(self, kind: str, body: Any = None, timeout: float = 10.0) -> list[tuple[_Worker, Any]]:
         """One call to every worker linked now, at once: (worker, its answer, or the exception it raised)."""
-        workers = [w for w in self.workers if w.link is not None]
-        answers = await asyncio.gather(*(w.link.call(kind, body, timeout) for w in workers),  # type: ignore[union-attr]
+        linked = [(w, w.link) for w in self.workers if w.link is not None]
+        answers = await asyncio.gather(*(link.call(kind, body, timeout) for _, link in linked),
                                        return_exceptions=True)
-        return list(zip(workers, answers, strict=True))
+        return [(w, answer) for (w, _), answer in zip(linked, answers, strict=True)]
 
     async def broadcast(self, only_changes: bool = False) -> None:
         """The models that changed since the last plan, to every worker; returns once each has followed it (or
