@@ -14,7 +14,7 @@ from pathlib import Path
 # Lowest first. A module may import from its own package and from packages in lower layers; packages in the same
 # layer are independent of each other. (`fastserve` is the package's own __init__: the version.)
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("fastserve", "exceptions", "plain", "malloc", "open_files", "cores"),
+    ("fastserve", "exceptions", "numpy_encoding", "malloc", "open_files", "cores"),
     ("_core", "toml_table"),
     ("features",),
     ("config",),

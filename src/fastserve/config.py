@@ -300,7 +300,7 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
                        features=features, features_text=features_text)
 
 
-def _share(table: TomlTable, key: str, default: float | None) -> float:
+def _fraction(table: TomlTable, key: str, default: float | None) -> float:
     value = table.need(key, (int, float)) if default is None else table.take(key, (int, float), default)
     if not 0 <= value <= 1:
         raise table.fail(f"`{key}` must be between 0 and 1, got {value}")
@@ -319,7 +319,7 @@ def sticky_key_error(sticky: str) -> str | None:
 
 def parse_canary(table: TomlTable) -> CanaryOptions:
     version = table.need("version", int)
-    weight = _share(table, "weight", None)
+    weight = _fraction(table, "weight", None)
     sticky = table.take("sticky_key", str, None)
     why = sticky_key_error(sticky) if sticky is not None else None
     if why is not None:
@@ -329,7 +329,7 @@ def parse_canary(table: TomlTable) -> CanaryOptions:
 
 
 def parse_shadow(table: TomlTable) -> ShadowOptions:
-    shadow = ShadowOptions(version=table.need("version", int), sample=_share(table, "sample", 1.0))
+    shadow = ShadowOptions(version=table.need("version", int), sample=_fraction(table, "sample", 1.0))
     table.done()
     return shadow
 
@@ -344,10 +344,10 @@ def parse_routing(table: TomlTable) -> RoutingOptions:
         enabled=g.take("enabled", bool, True),
         window_s=float(g.take("window_s", (int, float), 60.0)),
         min_requests=g.positive("min_requests", 100),
-        max_error_rate_increase=_share(g, "max_error_rate_increase", 0.01),
+        max_error_rate_increase=_fraction(g, "max_error_rate_increase", 0.01),
         max_p99_ratio=float(g.take("max_p99_ratio", (int, float), 2.0)),
         p99_slack_ms=float(g.take("p99_slack_ms", (int, float), 2.0)),
-        max_divergence=_share(g, "max_divergence", 0.05),
+        max_divergence=_fraction(g, "max_divergence", 0.05),
     )
     if guard.window_s <= 0 or guard.max_p99_ratio < 1 or guard.p99_slack_ms < 0:
         raise g.fail("`window_s` must be > 0, `max_p99_ratio` >= 1 and `p99_slack_ms` >= 0")

@@ -11,11 +11,11 @@ import pytest
 from fastserve._core.answers import msgpack_arrays
 from fastserve.http.codecs import MSGPACK, encode
 from fastserve.http.predict import msgpack_answer
-from fastserve.plain import plain
+from fastserve.numpy_encoding import encode_numpy
 
 
 def as_msgpack_writes_it(outputs: dict[str, np.ndarray]) -> bytes:
-    return msgpack.packb(outputs, use_bin_type=True, default=plain)
+    return msgpack.packb(outputs, use_bin_type=True, default=encode_numpy)
 
 
 def drawn(rng: np.random.Generator) -> dict[str, np.ndarray]:

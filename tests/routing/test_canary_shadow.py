@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fastserve.config import CanaryOptions, GuardOptions
-from fastserve.routing.canary import Canary, key_point
+from fastserve.routing.canary import Canary, key_position
 from tests.conftest import start_server
 from tests.loadclient import post_many
 from tests.routing import formula_models
@@ -85,8 +85,8 @@ def test_sticky_keys_stay_put_and_a_weight_change_moves_only_the_keys_it_must(tm
                             headers={**MSGPACK, "x-user-id": next(u for u in users if after[u] == 2)})
     finally:
         srv.stop()
-    assert {u for u in users if before[u] == 2} == {u for u in users if key_point(u) < 0.2}
-    assert {u for u in users if after[u] == 2} == {u for u in users if key_point(u) < 0.5}
+    assert {u for u in users if before[u] == 2} == {u for u in users if key_position(u) < 0.2}
+    assert {u for u in users if after[u] == 2} == {u for u in users if key_position(u) < 0.5}
     moved = [u for u in users if before[u] != after[u]]
     assert all(before[u] == 1 and after[u] == 2 for u in moved)  # only primary -> canary, only those between
     assert 0.2 < len(moved) / len(users) < 0.4

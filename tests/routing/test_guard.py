@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastserve.config import CanaryOptions, GuardOptions
-from fastserve.routing.canary import Canary, key_point
+from fastserve.routing.canary import Canary, key_position
 from fastserve.routing.windows import Window, differ_by_chance, js_divergence, quantile_s, slower_than_chance
 
 
@@ -159,6 +159,6 @@ def test_js_divergence_and_quantiles():
 
 
 def test_key_points_are_stable_and_spread():
-    points = [key_point(f"user-{i}") for i in range(10_000)]
-    assert key_point("user-1") == points[1]  # the same in every process: a fixed hash, not Python's
+    points = [key_position(f"user-{i}") for i in range(10_000)]
+    assert key_position("user-1") == points[1]  # the same in every process: a fixed hash, not Python's
     assert abs(sum(p < 0.3 for p in points) / len(points) - 0.3) < 0.02

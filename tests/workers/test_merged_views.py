@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fastserve.http.door import door_supported
-from fastserve.routing.canary import key_point
+from fastserve.routing.canary import key_position
 from tests.conftest import MODELS, copy_model
 from tests.loadclient import post_many
 from tests.registry.test_hot_swap import wait_for
@@ -74,7 +74,7 @@ def test_a_sticky_key_lands_on_the_same_version_in_every_worker(tmp_path):
     finally:
         srv.stop()
     assert all(len(v) == 1 for v in seen.values()), seen
-    assert {k: v.pop() for k, v in seen.items()} == {k: "2" if key_point(k) < 0.5 else "1" for k in seen}
+    assert {k: v.pop() for k, v in seen.items()} == {k: "2" if key_position(k) < 0.5 else "1" for k in seen}
 
 
 def test_shadow_comparisons_of_every_worker_are_merged(tmp_path):

@@ -1,6 +1,6 @@
 # cython: language_level=3
 """Answers in msgpack: a map of output arrays written in one pass over their values, byte for byte what
-`msgpack.packb(outputs, use_bin_type=True, default=plain)` writes (each array as nested arrays of its values as
+`msgpack.packb(outputs, use_bin_type=True, default=encode_numpy)` writes (each array as nested arrays of its values as
 Python gives them: float64 for floats, the shortest integer form for integers), without a Python object per value."""
 
 cimport numpy as cnp

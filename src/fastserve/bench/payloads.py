@@ -12,7 +12,7 @@ import msgpack
 import numpy as np
 import orjson
 
-from fastserve.plain import plain
+from fastserve.numpy_encoding import encode_numpy
 
 FORMATS = ("json", "msgpack", "tensor")  # native bodies: JSON rows, msgpack rows, msgpack raw tensor
 PROTOCOLS = ("native", "v2", "v2-binary")
@@ -74,8 +74,8 @@ def rows_body(x: np.ndarray, fmt: str, protocol: str, input_name: str = "inputs"
 def records_body(records: Sequence[dict[str, Any]], fmt: str) -> Body:
     """Raw records (`{"records": [...]}`), for a model with a feature spec; native JSON or msgpack only."""
     if fmt == "json":
-        return Body(orjson.dumps({"records": list(records)}, default=plain), JSON)
-    return Body(msgpack.packb({"records": list(records)}, use_bin_type=True, default=plain), MSGPACK)
+        return Body(orjson.dumps({"records": list(records)}, default=encode_numpy), JSON)
+    return Body(msgpack.packb({"records": list(records)}, use_bin_type=True, default=encode_numpy), MSGPACK)
 
 
 def raw_request(host: str, path: str, body: Body, headers: Sequence[tuple[str, str]] = ()) -> bytes:

@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 
 from fastserve.client.exceptions import InvalidRequest, Overloaded, ServerError
-from fastserve.plain import plain
+from fastserve.numpy_encoding import encode_numpy
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
@@ -41,8 +41,8 @@ class Prediction:
 
 def pack(obj: Any, media: str) -> bytes:
     if media == JSON:
-        return orjson.dumps(obj, default=plain, option=orjson.OPT_SERIALIZE_NUMPY)
-    return msgpack.packb(obj, use_bin_type=True, default=plain)
+        return orjson.dumps(obj, default=encode_numpy, option=orjson.OPT_SERIALIZE_NUMPY)
+    return msgpack.packb(obj, use_bin_type=True, default=encode_numpy)
 
 
 def unpack(content: bytes, content_type: str | None) -> Any:

@@ -21,7 +21,7 @@ _HEADER = "header:"
 SLOW_CHECKS = 3
 
 
-def key_point(key: Any) -> float:
+def key_position(key: Any) -> float:
     """A key's fixed place in [0, 1): the canary takes the keys below its weight, so raising the weight from w1 to
     w2 moves exactly the keys between w1 and w2 and no other (MurmurHash3: the same place in every process)."""
     return (murmurhash3(str(key)) & 0xFFFFFFFF) / 4294967296.0
@@ -64,13 +64,13 @@ class Canary:
             return column[0]
         return None
 
-    def takes(self, key: Any) -> bool:
+    def routes_to_canary(self, key: Any) -> bool:
         """Whether this request goes to the canary."""
         if self.weight <= 0:
             return False
         if key is None:
             return random.random() < self.weight
-        return key_point(key) < self.weight
+        return key_position(key) < self.weight
 
     def observe(self, on_canary: bool, latency_s: float, error: bool, labels: Any) -> dict[str, Any] | None:
         """Count one answered request; every 32 answers or half second, check the guard. Returns the evidence when

@@ -23,7 +23,7 @@ def choose(model: LoadedModel, version: str | None, payload: Any = None,
     if canary is not None and canary.weight > 0:
         candidate = model.versions.get(canary.version)
         if candidate is not None and candidate.state == READY and candidate is not primary \
-                and canary.takes(canary.key(payload, headers or [])):
+                and canary.routes_to_canary(canary.key(payload, headers or [])):
             return candidate, True
     return primary, False
 

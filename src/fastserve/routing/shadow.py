@@ -139,7 +139,7 @@ class ShadowRunner:
             window = self.window.read()["sums"]
             total = dict(self.window.total)
         return {"version": self.number, "sample": self.sample,
-                "window": _figures(window, self.window.seconds), "total": _figures(total, None)}
+                "window": _summary(window, self.window.seconds), "total": _summary(total, None)}
 
     def take(self) -> list[tuple[int, dict[str, Any]]]:
         """A worker's comparisons since it was last asked, for its supervisor's `merge`."""
@@ -157,7 +157,7 @@ class ShadowRunner:
         self._thread.join(5)
 
 
-def _figures(sums: dict[str, float], seconds: float | None) -> dict[str, Any]:
+def _summary(sums: dict[str, float], seconds: float | None) -> dict[str, Any]:
     requests = sums.get("requests", 0.0)
     out: dict[str, Any] = {
         "compared": int(requests - sums.get("errors", 0.0)),

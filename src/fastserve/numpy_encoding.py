@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 
-def plain(value: Any) -> Any:
+def encode_numpy(value: Any) -> Any:
     """An encoder's `default` hook: what msgpack never takes (arrays, numpy scalars) and orjson does not take
     natively (arrays of strings or objects), as lists and Python scalars."""
     if isinstance(value, np.ndarray):
