@@ -154,7 +154,7 @@ def wire_costs(model_name: str, raws: dict[str, list[bytes]], repeats: int, seco
                 wire = wires[case]()
                 wire.start(headers)
                 wire.decode(body, model)
-                wire.inputs(target)
+                wire.inputs(target, target.session)
                 return wire.answer(target, outputs)
 
             return lambda: once

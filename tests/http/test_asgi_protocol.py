@@ -16,7 +16,11 @@ from tests.http.test_door import *  # noqa: F403
 from tests.http.test_errors import *  # noqa: F403
 from tests.http.test_predict import *  # noqa: F403
 from tests.http.test_shutdown import *  # noqa: F403
-from tests.http.test_v2 import *  # noqa: F403
+from tests.http.v2.conftest import golden_records, repo, tc  # noqa: F401 (the V2 tests' fixtures)
+from tests.http.v2.test_infer import *  # noqa: F403
+from tests.http.v2.test_metadata import *  # noqa: F403
+from tests.http.v2.test_request import *  # noqa: F403
+from tests.http.v2.test_tensors import *  # noqa: F403
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -84,9 +84,10 @@ def exchange(registry: Registry, body: Body) -> Callable[[], int]:
             wire.start(headers)
             model = registry.model(name)
             target, _ = choose(model, None, wire.decode(body.body, model), headers)
-            x, _, _ = wire.inputs(target)
+            assert target.serving is not None
+            x, _, _ = wire.inputs(target, target.serving.session)
             if not outputs:  # the model runs on a worker thread: once, in the first (untimed) call
-                outputs.update(target.session.run(x))  # type: ignore[union-attr]
+                outputs.update(target.serving.session.run(x))
             wire.answer(target, outputs)
             return 200
         except FastserveError as exc:

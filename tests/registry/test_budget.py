@@ -174,3 +174,20 @@ def test_a_gate_passed_is_not_run_again_for_the_same_files_even_after_a_restart(
     finally:
         srv.stop()
     assert gates[other] == "passed" and gates_again == "passed (cached)", (gates, gates_again)
+
+
+def test_v2_metadata_of_an_evicted_version_is_answered_and_of_one_never_loaded_says_so(tmp_path):
+    repository(tmp_path, 3)
+    srv = start_server(tmp_path, "--poll-interval", "0", "--max-loaded-versions", "1", "--lazy")
+    try:
+        never = httpx.get(f"{srv.url}/v2/models/m2")
+        assert predict(srv, "m0").status_code == 200
+        assert predict(srv, "m1").status_code == 200  # m0 evicted to make room
+        assert states(srv)["m0"] == "evicted"
+        evicted = httpx.get(f"{srv.url}/v2/models/m0")
+    finally:
+        log = srv.stop()
+    assert evicted.status_code == 200, evicted.text
+    assert evicted.json()["inputs"] == [{"name": "inputs", "datatype": "FP32", "shape": [-1, 22]}]
+    assert never.status_code == 503 and "has not been loaded yet; its first request loads it" in never.text
+    assert "Traceback" not in log, log

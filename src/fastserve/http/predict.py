@@ -90,13 +90,13 @@ class NativeWire:
         self.decoded = decode(body, self.body_fmt)
         return self.decoded
 
-    def inputs(self, target: LoadedVersion) -> Inputs:
+    def inputs(self, target: LoadedVersion, session: ModelSession) -> Inputs:
         if self.rows_for is not None:
-            if self.rows_for is target:
-                return Inputs(self.rows, None, None)  # type: ignore[arg-type]
+            if self.rows_for is target and self.rows is not None:
+                return Inputs(self.rows, None, None)
             self.decoded = decode(self.body, self.body_fmt)  # a version named in the path: its own reading
-        return predict_inputs(self.decoded, target.session,  # type: ignore[arg-type]
-                              target.config.inputs, target.transform, target.sketches_raw_fields)
+        return predict_inputs(self.decoded, session, target.config.inputs, target.transform,
+                              target.sketches_raw_fields)
 
     def answer(self, target: LoadedVersion, outputs: Outputs) -> tuple[bytes, Headers]:
         body = msgpack_answer(target.model, target.number, outputs) if self.fmt == MSGPACK else None

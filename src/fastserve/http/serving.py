@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from fastserve.config import ServerConfig
     from fastserve.metrics import Metrics
     from fastserve.registry import LoadedModel, LoadedVersion, Registry
+    from fastserve.runtime import ModelSession
 
 log = logging.getLogger("fastserve.http")
 
@@ -66,7 +67,7 @@ class Wire(Protocol):
         """Decode the body; returns what routing reads a canary's sticky key from (a `records` or `columns`
         object)."""
 
-    def inputs(self, target: LoadedVersion) -> Inputs:
+    def inputs(self, target: LoadedVersion, session: ModelSession) -> Inputs:
         """The chosen version's input matrix from the decoded body, the body's own timeout in milliseconds, and,
         when the version's drift monitor sketches raw fields and the body has them, their raw codes."""
 
@@ -182,12 +183,13 @@ class Prediction:
         self.target, self.on_canary = target, _ = choose(model, self.version, payload, headers)
         self.model_label, self.version_label = target.model, str(target.number)
         target.calls += 1
-        if target.state != READY:
+        serving = target.serving
+        if target.state != READY or serving is None:
             self._cold(model, target)
-        self.x, timeout, self.raw = self.wire.inputs(target)
+        self.x, timeout, self.raw = self.wire.inputs(target, serving.session)
         if self.timeout_header is not None:
             timeout = _header_timeout(self.timeout_header, timeout)
-        batcher: Batcher = target.batcher  # type: ignore[assignment]
+        batcher = serving.batcher
         stats = self.stats
         return (batcher, self.x, batcher.deadline_ns(self.arrived_ns, timeout),
                 stats.in_flight == 1 and stats.received <= 1)
@@ -223,17 +225,18 @@ class Prediction:
 
     def answer(self, outputs: Outputs) -> tuple[bytes, Headers]:
         """The run's outputs: drift, the canary's guard, the shadows' copies; the answer's body and headers."""
-        target, model = self.target, self.model
-        if self.raw is not None:
-            target.drift.observe_fields(self.raw)  # type: ignore[union-attr]
+        target, model, x = self.target, self.model, self.x
+        assert target is not None and model is not None and x is not None  # (set by prepare, before any run)
+        if self.raw is not None and target.drift is not None:
+            target.drift.observe_fields(self.raw)
         if self.version is None:
-            routes = routes_of(model)  # type: ignore[arg-type]
+            routes = routes_of(model)
             if routes.canary is not None:
                 routes.record(self.on_canary, perf_counter() - self.started, False, outputs.get("label"))
             if routes.shadows and not self.on_canary:
                 for runner in routes.shadows.values():
-                    runner.offer(self.x, outputs)  # type: ignore[arg-type]
-        return self.wire.answer(target, outputs)  # type: ignore[arg-type]
+                    runner.offer(x, outputs)
+        return self.wire.answer(target, outputs)
 
     def error(self, exc: BaseException) -> tuple[int, bytes, Headers]:
         """The answer to what `prepare`, the batcher or `answer` raised: (status, body, headers)."""

@@ -22,6 +22,7 @@ from fastserve.registry.gate import check as gate_check
 from fastserve.registry.gate_cache import GateCache, gate_key
 from fastserve.registry.repository import MODEL_FILE, folder_fingerprint
 from fastserve.runtime import ModelSession
+from fastserve.runtime.session import TensorInfo
 
 log = logging.getLogger("fastserve.registry")
 
@@ -69,6 +70,15 @@ def warm_up_sizes(max_batch_size: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """What a loaded version serves with, made together at its load and dropped together at its close: a version
+    that has one has both."""
+
+    session: ModelSession
+    batcher: Batcher
+
+
 @dataclass
 class LoadedVersion:
     model: str
@@ -77,8 +87,7 @@ class LoadedVersion:
     config: ModelConfig
     state: str = DISCOVERED
     error: str | None = None
-    session: ModelSession | None = None
-    batcher: Batcher | None = None
+    serving: Serving | None = None  # while loaded (in a supervisor of workers: never, the workers serve)
     transform: FeatureTransform | None = None
     load_seconds: float | None = None
     warmup_seconds: float | None = None
@@ -90,7 +99,16 @@ class LoadedVersion:
     last_used: float = 0.0  # monotonic seconds: when it last had a request, or was loaded
     warming: asyncio.Future[None] | None = None  # its load on demand, shared by every request waiting for it
     metadata: dict[str, Any] = field(default_factory=dict)  # the session's inputs and outputs, kept after it goes
+    tensors: tuple[TensorInfo, list[TensorInfo]] | None = None  # its input and outputs, from its first load on
     provider: str = ""  # the execution provider its session ran on
+
+    @property
+    def session(self) -> ModelSession | None:
+        return self.serving.session if self.serving is not None else None
+
+    @property
+    def batcher(self) -> Batcher | None:
+        return self.serving.batcher if self.serving is not None else None
 
     @property
     def sketches_raw_fields(self) -> bool:
@@ -142,14 +160,15 @@ class LoadedVersion:
             return
         self.gate = ("passed (cached)" if cached else "passed") if self.config.gate.enabled else "off"
         self.metadata, self.provider = session.metadata(), session.providers[0]
+        self.tensors = (session.input, session.outputs)
         self.transform = transform
         self.drift = self._drift_monitor(session)
         if serve:
-            self.session = session
-            self.batcher = Batcher(session, self.config.batching, self.label, warm_up=best,
-                                   inline_max_s=self.config.runtime.inline_run_max_us * 1e-6)
+            batcher = Batcher(session, self.config.batching, self.label, warm_up=best,
+                              inline_max_s=self.config.runtime.inline_run_max_us * 1e-6)
             if self.drift is not None:
-                self.batcher.observe = self.drift.observe
+                batcher.observe = self.drift.observe
+            self.serving = Serving(session, batcher)
         self.load_seconds = time.perf_counter() - started
         self.ready_at = time.time()
         self.last_used = time.monotonic()
@@ -197,9 +216,9 @@ class LoadedVersion:
         self.state = UNLOADED
 
     def close(self) -> None:
-        if self.batcher is not None:
-            self.batcher.close()
-        self.batcher = self.session = None  # the session's memory goes with its last reference
+        if self.serving is not None:
+            self.serving.batcher.close()
+        self.serving = None  # the session's memory goes with its last reference
 
     def status(self, primary: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {"version": self.number, "state": "serving" if primary else self.state}

@@ -24,6 +24,7 @@ from fastserve.routing.routes import routes_of
 
 if TYPE_CHECKING:
     from fastserve.registry import LoadedModel, LoadedVersion
+    from fastserve.runtime import ModelSession
 
 JSON = b"application/json"
 BINARY = b"application/octet-stream"
@@ -71,17 +72,18 @@ class V2Wire:
             return first_values(request, canary.field)
         return None
 
-    def inputs(self, target: LoadedVersion) -> Inputs:
-        request, session = self.request, target.session
-        self.outputs = selected_outputs(request, session)  # type: ignore[arg-type]
-        x, raw = model_input(request, session, target.config.inputs, target.transform,  # type: ignore[arg-type]
-                             target.sketches_raw_fields)
-        return Inputs(x, request.timeout_ms, raw)  # type: ignore[union-attr]
+    def inputs(self, target: LoadedVersion, session: ModelSession) -> Inputs:
+        request = self.request
+        assert request is not None  # (read by decode)
+        self.outputs = selected_outputs(request, session)
+        x, raw = model_input(request, session, target.config.inputs, target.transform, target.sketches_raw_fields)
+        return Inputs(x, request.timeout_ms, raw)
 
     def answer(self, target: LoadedVersion, outputs: Outputs) -> tuple[bytes, Headers]:
         blobs: list[bytes] = []
         response: dict[str, Any] = {"model_name": target.model, "model_version": str(target.number)}
-        request_id = self.request.id  # type: ignore[union-attr]
+        assert self.request is not None  # (read by decode)
+        request_id = self.request.id
         if request_id is not None:
             response["id"] = request_id
         response["outputs"] = [encode_output(name, outputs[name], binary, blobs) for name, binary in self.outputs]

@@ -56,13 +56,17 @@ async def ready(request: Request) -> Response:
 
 async def model_metadata(request: Request) -> Response:
     model = _registry(request).model(request.path_params["name"])
-    session = _version(model, request.path_params.get("version")).session
+    version = _version(model, request.path_params.get("version"))
+    if version.tensors is None:  # (loaded on demand, and not yet: `--lazy`)
+        raise ModelNotReady(f"{version.label} has not been loaded yet; its first request loads it",
+                            detail={"model": model.name, "version": version.number})
+    tensor_in, tensors_out = version.tensors
     return JSONResponse({
         "name": model.name,
         "versions": [str(n) for n, v in sorted(model.versions.items()) if v.state == READY],
         "platform": PLATFORM,
-        "inputs": [_tensor(session.input)],  # type: ignore[union-attr]
-        "outputs": [_tensor(o) for o in session.outputs],  # type: ignore[union-attr]
+        "inputs": [_tensor(tensor_in)],
+        "outputs": [_tensor(o) for o in tensors_out],
     })
 
 
