@@ -208,8 +208,8 @@ def _bodies(args: argparse.Namespace, model: payloads.ModelInput, data: Data) ->
         if data.rows is not None:
             out.append(payloads.rows_body(data.rows[index], args.format or "json", args.protocol, model.input_name))
         else:
-            out.append(payloads.records_body([data.records[i] for i in index],  # type: ignore[index]
-                                             args.format or "json"))
+            assert data.records is not None  # (a sample has rows or records)
+            out.append(payloads.records_body([data.records[i] for i in index], args.format or "json"))
     return out
 
 

@@ -25,6 +25,8 @@ class HistogramLike(Protocol):
     def percentile(self, q: float) -> float: ...
     def merge(self, other: Any) -> None: ...
     def to_dict(self) -> dict[str, Any]: ...
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HistogramLike: ...
 
 
 @dataclass
@@ -97,7 +99,7 @@ def from_dict(d: dict[str, Any]) -> Result:
 def _merged(histograms: Sequence[HistogramLike]) -> HistogramLike:
     """A new histogram holding all of them (a copy of the first, through its dict form, so none is changed)."""
     first = histograms[0]
-    out: HistogramLike = type(first).from_dict(first.to_dict())  # type: ignore[attr-defined]
+    out = type(first).from_dict(first.to_dict())
     for h in histograms[1:]:
         out.merge(h)
     return out

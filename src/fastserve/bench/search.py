@@ -164,7 +164,8 @@ def compare_search(runs: Mapping[str, Callable[[float], T]], criteria: Criteria,
             return searches
         for name in rotated(active, r):
             s = searches[name]
-            s.record(runs[name](s.rate))  # type: ignore[arg-type]  # active: rate is set
+            assert s.rate is not None  # (active: its rate is set)
+            s.record(runs[name](s.rate))
         r += 1
 
 

@@ -13,7 +13,7 @@ from fastserve._core import FeatureTransform, fill_rows
 from fastserve.config import InputOptions
 from fastserve.exceptions import InvalidInput, MalformedBody, RequestError
 from fastserve.http.inputs import check_rows, refuse_transformed, to_input_dtype, type_name
-from fastserve.http.v2.tensors import DATATYPES, NUMERIC, Tensor, check_datatype, fail
+from fastserve.http.v2.tensors import NUMERIC, Tensor, check_datatype, fail
 from fastserve.runtime import ModelSession
 
 _REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs", "model_name", "model_version"})
@@ -103,9 +103,7 @@ def _inputs(value: Any, tail: memoryview) -> list[Tensor]:
         name, shape = item.get("name"), item.get("shape")
         if type(name) is not str or not name:
             raise fail(f"expected the input's name (a string), got {type_name(name)}", f"inputs[{i}].name")
-        datatype: str = item.get("datatype")  # type: ignore[assignment]  # checked on the next line
-        if datatype not in DATATYPES:
-            check_datatype(datatype, f"inputs[{i}].datatype")
+        datatype = check_datatype(item.get("datatype"), f"inputs[{i}].datatype")
         if type(shape) is not list or not shape or not all(type(d) is int and d >= 0 for d in shape):
             raise fail(f"expected a shape (an array of non-negative integers), got {shape!r}", f"inputs[{i}].shape")
         parameters = item.get("parameters")
