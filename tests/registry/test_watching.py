@@ -129,3 +129,26 @@ def test_the_repository_moved_away_and_back_is_looked_at_again(tmp_path, watcher
     version(tmp_path / "aside" / "b" / "1")
     os.rename(tmp_path / "aside", repo)
     assert sorted(w.look(repo)) == ["a", "b"]
+
+
+def test_a_model_file_written_while_its_folder_is_being_read_is_seen_at_the_next_look(tmp_path, watcher,
+                                                                                       monkeypatch):
+    """Polling: the stamp that says "unchanged" is taken before the folder is read, so a write that lands during
+    the read changes the next look's stamp instead of hiding behind this one."""
+    version(tmp_path / "a" / "1")
+    w = watcher(False)
+    w.look(tmp_path)
+    (tmp_path / "a" / "2").mkdir()
+    later(tmp_path / "a")
+    real = repository._versions
+
+    def listed_then_written(model_dir):
+        found = real(model_dir)
+        if not (model_dir / "2" / "model.onnx").exists():
+            (model_dir / "2" / "model.onnx").write_text("x")  # right after the listing saw folder 2 empty
+            later(model_dir / "2")
+        return found
+    monkeypatch.setattr(repository, "_versions", listed_then_written)
+    assert sorted(w.look(tmp_path)["a"][2]) == [1]
+    monkeypatch.setattr(repository, "_versions", real)
+    assert sorted(w.look(tmp_path)["a"][2]) == [1, 2]

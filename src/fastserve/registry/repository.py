@@ -143,11 +143,12 @@ class Watcher:
     def _look_one(self, name: str, path: Path, out: Look, seen: dict[Path, _Seen]) -> None:
         if self._events is not None:
             self._events.watch(name, str(path))  # before reading it: a change from here on is an event
+        before = self._seen.get(path)
+        known = before[2] if before is not None else []
         try:
-            stamp = _stamp(path, self._seen.get(path))
+            stamp = _stamp(path, known)  # before reading: a change from here on shows in the next look's stamp
         except FileNotFoundError:  # removed while we looked
             return
-        before = self._seen.get(path)
         if before is not None and before[0] == stamp:
             item, unfinished = before[1], before[2]
         else:
@@ -155,7 +156,8 @@ class Watcher:
             item = (path, config_fingerprint(path), versions)
             if item[1] is None and not versions and not unfinished:
                 return  # neither a config nor a version: not a model folder
-            stamp = _stamp(path, (stamp, item, unfinished))
+            if unfinished != known:  # folders first seen now: unstamped, so the next look reads the model again
+                stamp = (*stamp[:3], *(-2 for _ in unfinished))
         if self._events is not None:
             for folder in unfinished:
                 self._events.watch(name, folder)
@@ -164,16 +166,16 @@ class Watcher:
             out[name] = item
 
 
-def _stamp(path: Path, before: _Seen | None) -> tuple[int, ...]:
-    """What changes when a model folder does: its time, its config's size and time, unfinished version folders'
-    times."""
+def _stamp(path: Path, unfinished: list[str]) -> tuple[int, ...]:
+    """What changes when a model folder does: its time, its config's size and time, and the times of the unfinished
+    version folders it had at the last look."""
     stamp = [os.stat(path).st_mtime_ns]
     try:
         st = os.stat(os.path.join(path, MODEL_CONFIG_FILE))
         stamp += [st.st_size, st.st_mtime_ns]
     except FileNotFoundError:
         stamp += [-1, -1]
-    for folder in before[2] if before is not None else ():
+    for folder in unfinished:
         try:
             stamp.append(os.stat(folder).st_mtime_ns)
         except FileNotFoundError:
