@@ -245,9 +245,8 @@ class Prediction:
             status, body, content_type = self.wire.error(FastserveError("internal error; see the server log"))
             return status, body, [(b"content-type", content_type)]
         model = self.model
-        if isinstance(exc, InferenceError) and model is not None and routes_of(model).canary is not None \
-                and self.version is None and self.target is not None:
-            routes_of(model).record(self.on_canary, perf_counter() - self.started, True, None)
+        if isinstance(exc, InferenceError) and model is not None and self.version is None and self.target is not None:
+            routes_of(model).record(self.on_canary, perf_counter() - self.started, True, None)  # (no canary: nothing)
         status, body, content_type = self.wire.error(exc)
         if status == 500:  # refusals (4xx, overload 503s) are the client's to see, not the log's
             log.error("%s: %s", self.path, exc.message)

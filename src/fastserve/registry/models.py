@@ -100,7 +100,12 @@ class LoadedVersion:
     warming: asyncio.Future[None] | None = None  # its load on demand, shared by every request waiting for it
     metadata: dict[str, Any] = field(default_factory=dict)  # the session's inputs and outputs, kept after it goes
     tensors: tuple[TensorInfo, list[TensorInfo]] | None = None  # its input and outputs, from its first load on
-    provider: str = ""  # the execution provider its session ran on
+
+    @property
+    def provider(self) -> str:
+        """The execution provider its session ran on ("" before its first load)."""
+        providers = self.metadata.get("providers")
+        return providers[0] if providers else ""
 
     @property
     def session(self) -> ModelSession | None:
@@ -159,7 +164,7 @@ class LoadedVersion:
             log.error("%s: failed to load: %s", self.label, exc.message)
             return
         self.gate = ("passed (cached)" if cached else "passed") if self.config.gate.enabled else "off"
-        self.metadata, self.provider = session.metadata(), session.providers[0]
+        self.metadata = session.metadata()
         self.tensors = (session.input, session.outputs)
         self.transform = transform
         self.drift = self._drift_monitor(session)
