@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 SEED = 20261123
 N_ROWS = 16_000
 N_GOLDEN = 64
+N_HOLDOUT = 4_000  # held-out rows: each version's reference quality (quality.json)
 
 NUMERIC = [
     "age", "tenure_months", "monthly_spend", "total_spend", "support_calls", "late_payments",
@@ -133,10 +134,12 @@ def build(out: Path) -> None:
 
     from fastserve.drift.profile import build_profile, write_profile
     from fastserve.export.files import rename_outputs, to_onnx, write_version
-    from fastserve.export.sklearn import export_pipeline
+    from fastserve.export.sklearn import export_pipeline, holdout_quality
+    from fastserve.quality.measures import write_quality
 
     X, churn, spend = make_dataset(N_ROWS, SEED)
     X_gold, _, _ = make_dataset(N_GOLDEN, SEED + 1)
+    X_hold, churn_hold, spend_hold = make_dataset(N_HOLDOUT, SEED + 2)
     d = X.shape[1]
     common = {"features": FEATURES, "categorical_vocabularies": CATEGORICAL, "rows": N_ROWS}
 
@@ -149,6 +152,7 @@ def build(out: Path) -> None:
         write_version(out / name / "1", to_onnx(model, d, name, zipmap=False), golden, info(estimator=estimator))
         write_profile(out / name / "1", build_profile(X, FEATURES, {"label": model.predict(X),
                                                                    "probabilities": model.predict_proba(X)}))
+        write_quality(out / name / "1", holdout_quality(model, X_hold, churn_hold, True))
 
     # The churn classifier is trained as applications hold their data (raw records with category names and gaps)
     # and goes through `fastserve export sklearn`, like any pipeline would.
@@ -157,7 +161,8 @@ def build(out: Path) -> None:
                     ("model", GradientBoostingClassifier(n_estimators=100, max_depth=6, learning_rate=0.1,
                                                          subsample=0.8, random_state=SEED))]).fit(frame, churn)
     with tempfile.TemporaryDirectory() as tmp:
-        exported = export_pipeline(gbm, frame, "churn", Path(tmp), version=1, golden=N_GOLDEN, seed=SEED)
+        exported = export_pipeline(gbm, frame, "churn", Path(tmp), version=1, golden=N_GOLDEN, seed=SEED,
+                                   holdout=(raw_frame(X_hold, SEED + 2), churn_hold))
         target = out / "churn" / "1"
         if target.exists():
             shutil.rmtree(target)
@@ -178,6 +183,7 @@ def build(out: Path) -> None:
     write_version(out / "spend" / "1", onx, {"inputs": X_gold, "prediction": reg.predict(X_gold).reshape(-1, 1)},
                   info(estimator="GradientBoostingRegressor(100, depth 4)", target="next month's spend"))
     write_profile(out / "spend" / "1", build_profile(X, FEATURES, {"prediction": reg.predict(X).reshape(-1, 1)}))
+    write_quality(out / "spend" / "1", holdout_quality(reg, X_hold, spend_hold, False))
 
 
 def _compare(a: Path, b: Path) -> list[str]:

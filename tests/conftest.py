@@ -113,6 +113,17 @@ def golden() -> dict[str, dict[str, np.ndarray]]:
     return {name: dict(np.load(MODELS / name / "1" / "validation.npz")) for name in ("churn", "churn_mlp", "spend")}
 
 
+def customers(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows like the bundled models' training data (models/make_models.py): inputs, churn labels, spend."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_models", MODELS / "make_models.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_dataset(n, seed)  # type: ignore[no-any-return]
+
+
 def copy_model(src: str, dest: Path, config: str | None = None, name: str | None = None) -> Path:
     """A bundled model copied into `dest`, optionally with another fastserve.toml."""
     target = dest / (name or src)

@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("_core", "toml_table"),
     ("features",),
     ("config",),
-    ("runtime", "drift"),
+    ("runtime", "drift", "quality"),
     ("batching",),
     ("registry",),
     ("routing",),

@@ -1,4 +1,4 @@
-"""Command line: `fastserve serve|models|drift|profile|export|bench`."""
+"""Command line: `fastserve serve|models|drift|quality|profile|export|bench`."""
 
 from __future__ import annotations
 
@@ -169,8 +169,16 @@ def _export_sklearn(args: argparse.Namespace) -> int:
     # joblib files are pickles: loading one runs code from it. Export only pipelines you trust.
     pipeline = joblib.load(args.pipeline)
     sample = read_sample(Path(args.sample))
+    holdout = None
+    if args.holdout:
+        if not args.label:
+            raise ExportError("--holdout needs --label COLUMN: the holdout's column of labels")
+        records = read_sample(Path(args.holdout))
+        if args.label not in records.columns:
+            raise ExportError(f"the holdout has no column {args.label!r} (columns: {', '.join(records.columns)})")
+        holdout = (records.drop(columns=[args.label]), records[args.label].to_numpy())
     folder = export_pipeline(pipeline, sample, args.name, Path(args.out), version=args.version, golden=args.golden,
-                             description=args.description)
+                             description=args.description, holdout=holdout)
     print(f"wrote {folder} (model.onnx, features.toml, validation set); serve it with `fastserve serve {args.out}`")
     return 0
 
@@ -212,6 +220,13 @@ def _drift(args: argparse.Namespace) -> int:
     from fastserve import remote
 
     print(remote.drift_table(remote.call(args.url, "GET", f"/v1/models/{args.model}/drift", None)))
+    return 0
+
+
+def _quality(args: argparse.Namespace) -> int:
+    from fastserve import remote
+
+    print(remote.quality_table(remote.call(args.url, "GET", f"/v1/models/{args.model}/quality", None)))
     return 0
 
 
@@ -310,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     drift.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     drift.set_defaults(run=_drift)
 
+    quality = sub.add_parser("quality", help="a running server's live quality against labels for a model")
+    quality.add_argument("url", help="the server, e.g. http://127.0.0.1:8000")
+    quality.add_argument("model")
+    quality.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    quality.set_defaults(run=_quality)
+
     profile = sub.add_parser("profile", help="write a version's reference profile (drift) from a data sample")
     profile.add_argument("data", help="training sample, .csv or .parquet: raw fields for a model with a feature "
                          "spec, else one column per model input, in order")
@@ -332,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     sk.add_argument("--out", required=True, help="model repository to write into")
     sk.add_argument("--golden", type=int, default=64, help="validation records drawn from the sample (default 64)")
     sk.add_argument("--description", default="", help="model description for a new fastserve.toml")
+    sk.add_argument("--holdout", default=None, help="held-out records with their labels, .csv or .parquet: the "
+                    "version's reference quality (quality.json), which live quality is compared with")
+    sk.add_argument("--label", default=None, help="the holdout's column of labels")
     sk.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     sk.set_defaults(run=_export_sklearn)
 

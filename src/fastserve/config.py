@@ -104,6 +104,29 @@ class DriftOptions:
 
 
 @dataclass(frozen=True)
+class FeedbackOptions:
+    """What each answer keeps for the labels that come later: at most `max_bytes` of it per model, for
+    `ttl_seconds`, for a `sample` share of requests."""
+
+    enabled: bool = True
+    max_bytes: int = 4 << 20
+    ttl_seconds: float = 86400.0
+    sample: float = 1.0
+
+
+@dataclass(frozen=True)
+class QualityOptions:
+    """Live quality against labels: windows close after `window_rows` labelled rows or `window_seconds`; a window
+    of at least `min_rows` is compared with the version's reference quality at a false-alarm budget of
+    `alerts_per_day`."""
+
+    window_rows: int = 1000
+    window_seconds: float = 3600.0
+    min_rows: int = 100
+    alerts_per_day: float = 1.0
+
+
+@dataclass(frozen=True)
 class GateOptions:
     """What a version must pass before it serves: its validation set's outputs within tolerance, no NaN/Inf, and
     (with a latency SLO) its warm-up run time within the SLO."""
@@ -143,6 +166,7 @@ class GuardOptions:
     max_p99_ratio: float = 2.0  # canary p99 / primary p99 (in-server latency)
     p99_slack_ms: float = 2.0  # a p99 within this many ms of the primary's never trips
     max_divergence: float = 0.05  # Jensen-Shannon divergence (base 2) of the predicted-label distributions
+    quality: bool = False  # also judge on live labels: pull back a canary whose losses are worse beyond chance
 
 
 @dataclass(frozen=True)
@@ -165,6 +189,8 @@ class ModelConfig:
     gate: GateOptions = field(default_factory=GateOptions)
     routing: RoutingOptions = field(default_factory=RoutingOptions)
     drift: DriftOptions = field(default_factory=DriftOptions)
+    feedback: FeedbackOptions = field(default_factory=FeedbackOptions)
+    quality: QualityOptions = field(default_factory=QualityOptions)
     # [[features]], for versions without their own features.toml; compared through their text (compiled features
     # compare by identity).
     features: tuple[Feature, ...] | None = field(default=None, compare=False)
@@ -270,7 +296,23 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
         raise gt.fail("`atol` and `rtol` must be >= 0")
     gt.done()
     routing = parse_routing(top.sub("routing"))
-    dt = top.sub("drift")
+    drift = _parse_drift(top.sub("drift"))
+    feedback = _parse_feedback(top.sub("feedback"))
+    quality = _parse_quality(top.sub("quality"))
+    features = top.take("features", list, None)
+    features_text = json.dumps(features, sort_keys=True) if features is not None else None
+    if features is not None:
+        features = parse_features(features, where)
+    top.done()
+    if batching.max_queue_rows < inputs.max_rows:
+        raise ConfigError(f"{where}: [batching] max_queue_rows ({batching.max_queue_rows}) must be >= [inputs] "
+                          f"max_rows ({inputs.max_rows}), or a request of max_rows rows could never be queued")
+    return ModelConfig(name=name, description=description, primary=primary, keep_loaded=keep_loaded, runtime=runtime,
+                       inputs=inputs, batching=batching, versions=versions, gate=gate, routing=routing, drift=drift,
+                       feedback=feedback, quality=quality, features=features, features_text=features_text)
+
+
+def _parse_drift(dt: TomlTable) -> DriftOptions:
     drift = DriftOptions(
         enabled=dt.take("enabled", bool, True),
         window_rows=dt.positive("window_rows", 5000, minimum=100),
@@ -287,17 +329,33 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
         raise dt.fail("`window_seconds` must be >= 0, `alerts_per_day` > 0, 0 < psi_warn <= psi_alert, and "
                       "0 <= missing_min_change <= 1")
     dt.done()
-    features = top.take("features", list, None)
-    features_text = json.dumps(features, sort_keys=True) if features is not None else None
-    if features is not None:
-        features = parse_features(features, where)
-    top.done()
-    if batching.max_queue_rows < inputs.max_rows:
-        raise ConfigError(f"{where}: [batching] max_queue_rows ({batching.max_queue_rows}) must be >= [inputs] "
-                          f"max_rows ({inputs.max_rows}), or a request of max_rows rows could never be queued")
-    return ModelConfig(name=name, description=description, primary=primary, keep_loaded=keep_loaded, runtime=runtime,
-                       inputs=inputs, batching=batching, versions=versions, gate=gate, routing=routing, drift=drift,
-                       features=features, features_text=features_text)
+    return drift
+
+
+def _parse_feedback(ft: TomlTable) -> FeedbackOptions:
+    feedback = FeedbackOptions(
+        enabled=ft.take("enabled", bool, True),
+        max_bytes=ft.positive("max_bytes", FeedbackOptions.max_bytes, minimum=65536),
+        ttl_seconds=float(ft.take("ttl_seconds", (int, float), FeedbackOptions.ttl_seconds)),
+        sample=_fraction(ft, "sample", 1.0),
+    )
+    if feedback.ttl_seconds <= 0:
+        raise ft.fail("`ttl_seconds` must be > 0")
+    ft.done()
+    return feedback
+
+
+def _parse_quality(qt: TomlTable) -> QualityOptions:
+    quality = QualityOptions(
+        window_rows=qt.positive("window_rows", QualityOptions.window_rows, minimum=10),
+        window_seconds=float(qt.take("window_seconds", (int, float), QualityOptions.window_seconds)),
+        min_rows=qt.positive("min_rows", QualityOptions.min_rows, minimum=10),
+        alerts_per_day=float(qt.take("alerts_per_day", (int, float), QualityOptions.alerts_per_day)),
+    )
+    if quality.window_seconds < 0 or quality.alerts_per_day <= 0:
+        raise qt.fail("`window_seconds` must be >= 0 and `alerts_per_day` > 0")
+    qt.done()
+    return quality
 
 
 def _fraction(table: TomlTable, key: str, default: float | None) -> float:
@@ -348,6 +406,7 @@ def parse_routing(table: TomlTable) -> RoutingOptions:
         max_p99_ratio=float(g.take("max_p99_ratio", (int, float), 2.0)),
         p99_slack_ms=float(g.take("p99_slack_ms", (int, float), 2.0)),
         max_divergence=_fraction(g, "max_divergence", 0.05),
+        quality=g.take("quality", bool, False),
     )
     if guard.window_s <= 0 or guard.max_p99_ratio < 1 or guard.p99_slack_ms < 0:
         raise g.fail("`window_s` must be > 0, `max_p99_ratio` >= 1 and `p99_slack_ms` >= 0")

@@ -17,6 +17,8 @@ import fastserve
 from fastserve._core.batcher import TIME_BUCKETS_S
 from fastserve.config import AUTO_PER_VERSION_MODELS
 from fastserve.drift.monitor import STATUSES
+from fastserve.quality.monitor import STATUSES as QUALITY_STATUSES
+from fastserve.registry.feedback import OUTCOMES
 from fastserve.registry.models import DRAINING, READY, STATES
 from fastserve.routing.routes import routes_of
 
@@ -44,6 +46,7 @@ class Admission(Protocol):
 # Seconds. Fine at the low end, where a tabular model answers. The compiled batcher counts in the same buckets.
 LATENCY_BUCKETS = TIME_BUCKETS_S
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MEASURES = ("accuracy", "log_loss", "brier", "roc_auc", "calibration_error", "mae", "rmse", "bias")
 
 
 class _Histogram:
@@ -186,6 +189,7 @@ class _Collector:
         yield connections
         yield from self._batching()
         yield from self._admitted()
+        yield from self._stores()
 
     def control(self) -> Iterator[Metric]:
         """The registry's state, routing and drift: with worker processes, the supervisor's (it merges the workers'
@@ -205,6 +209,7 @@ class _Collector:
         yield from self._lifecycle()
         yield from self._routing()
         yield from self._drift()
+        yield from self._quality()
 
     def _admitted(self) -> Iterator[Metric]:
         refused = CounterMetricFamily("fastserve_admission_refused", "Requests to a model with a latency SLO answered "
@@ -243,6 +248,51 @@ class _Collector:
                         if column[name] is not None:
                             family.add_metric([*key, column["name"]], column[name])
         yield from (status, windows, psi, ks, js)
+
+    def _stores(self) -> Iterator[Metric]:
+        """Each model's answers awaiting labels (per process: with workers, the supervisor sums them)."""
+        kept = GaugeMetricFamily("fastserve_feedback_store_bytes", "Memory held by the model's answers awaiting "
+                                 "labels", labels=["model"])
+        dropped = CounterMetricFamily("fastserve_feedback_answers_not_kept", "Answers the store let go before a "
+                                      "label came (fell_out: written over within the budget), or never kept "
+                                      "(sampled_out, too_large)", labels=["model", "reason"])
+        for name, loaded in sorted(self._registry.models.items()):
+            store = loaded.store
+            if store is None:
+                continue
+            status = store.status()
+            kept.add_metric([name], status["bytes"])
+            for reason in ("fell_out", "sampled_out", "too_large"):
+                dropped.add_metric([name, reason], status[reason])
+        yield from (kept, dropped)
+
+    def _quality(self) -> Iterator[Metric]:
+        status = GaugeMetricFamily("fastserve_quality_status", "Live quality of the last window against the "
+                                   "version's reference: 0 ok, 1 warn, 2 alert", labels=["model", "version"])
+        labelled = CounterMetricFamily("fastserve_quality_labels", "Rows scored against labels since load",
+                                       labels=["model", "version"])
+        measure = GaugeMetricFamily("fastserve_quality", "Live quality measures (accuracy, log_loss, brier, roc_auc, "
+                                    "calibration_error; mae, rmse, bias) of the last window and since load",
+                                    labels=["model", "version", "measure", "scope"])
+        outcomes = CounterMetricFamily("fastserve_feedback_ids", "Ids in feedback, by outcome (joined, unknown, "
+                                       "expired, repeated)", labels=["model", "outcome"])
+        for loaded in self._registry.models.values():
+            if loaded.feedback_ids:
+                for outcome in OUTCOMES:
+                    outcomes.add_metric([loaded.name, outcome], loaded.feedback_ids[outcome])
+            for v in loaded.versions.values():
+                monitor = v.quality
+                if monitor is None or not monitor.since_load.rows:
+                    continue
+                key = [loaded.name, str(v.number)]
+                if monitor.status in QUALITY_STATUSES:
+                    status.add_metric(key, QUALITY_STATUSES.index(monitor.status))
+                labelled.add_metric(key, monitor.since_load.rows)
+                for scope, figures in (("since_load", monitor.since_load.figures()), ("last_window", monitor.last)):
+                    for name, value in (figures or {}).items():
+                        if name in MEASURES and value is not None:
+                            measure.add_metric([*key, name, scope], value)
+        yield from (status, labelled, measure, outcomes)
 
     def _routing(self) -> Iterator[Metric]:
         weight = GaugeMetricFamily("fastserve_canary_weight", "Share of traffic sent to the canary",

@@ -78,3 +78,34 @@ def drift_table(report: dict[str, Any]) -> str:
             lines.append(f"  {c['name'][:28]:<28} {c['status']:<6} {num(c['psi'])} {num(c['ks'])} {num(c['js'])} "
                          f"{num(c['z'])} {num(c.get('missing_z')):>9}")
     return "\n".join(lines)
+
+
+def quality_table(report: dict[str, Any]) -> str:
+    """GET /v1/models/{name}/quality as a table: per version, its reference, last window and since load."""
+    store, ids = report.get("store"), report["ids"]
+    kept = (f"{store['kept_requests']} requests, {store['bytes'] / 2**20:.1f} of {store['max_bytes'] / 2**20:.1f} "
+            "MiB" if store else "none yet")
+    lines = [f"{report['model']}: answers kept for labels: {kept}; ids in feedback: joined {ids['joined']}, unknown "
+             f"{ids['unknown']}, expired {ids['expired']}, repeated {ids['repeated']}"]
+    for version in report["versions"]:
+        quality = version.get("quality")
+        if quality is None:
+            lines.append(f"v{version['version']}  {version['state']}  no live quality ({version.get('why', '')})")
+            continue
+        lines.append(f"v{version['version']}  {version['state']}  {quality['kind']}  status {quality['status']}  "
+                     f"windows {quality['windows']}")
+        last = quality.get("last_window") or {}
+        names = [k for k in ("accuracy", "log_loss", "brier", "roc_auc", "calibration_error", "mae", "rmse", "bias")
+                 if any(k in (scope or {}) for scope in (quality.get("reference"), last, quality["since_load"]))]
+        lines.append(f"  {'':<16}{'rows':>8}" + "".join(f"{n:>19}" for n in names))
+        for title, figures in (("reference", quality.get("reference")), ("last window", last),
+                               ("current window", quality["current_window"]), ("since load", quality["since_load"])):
+            if not figures:
+                continue
+            cells = "".join(f"{figures[n]:>19.4f}" if figures.get(n) is not None else f"{'-':>19}" for n in names)
+            lines.append(f"  {title:<16}{figures.get('rows', 0):>8}{cells}")
+        for name, test in (last.get("tests") or {}).items():
+            if test["status"] != "ok":
+                lines.append(f"  {test['status']}: {name} {test['live']} vs {test['reference']} at reference "
+                             f"(z {test['z']})")
+    return "\n".join(lines)

@@ -27,7 +27,8 @@ TOKEN = "fuzz-admin-token-0123456789"
 EXAMPLES = 50  # per operation
 ROUTES = [  # (method, path) of every route the app serves, from http/app.py and http/admin.py
     ("post", "/v1/models/{name}/predict"), ("post", "/v1/models/{name}/versions/{version}/predict"),
-    ("get", "/v1/models"), ("get", "/v1/models/{name}"), ("get", "/v1/models/{name}/drift"), ("get", "/healthz"),
+    ("get", "/v1/models"), ("get", "/v1/models/{name}"), ("get", "/v1/models/{name}/drift"),
+    ("post", "/v1/models/{name}/feedback"), ("get", "/v1/models/{name}/quality"), ("get", "/healthz"),
     ("get", "/readyz"), ("get", "/metrics"), ("get", "/openapi.json"),
     ("post", "/v1/admin/models/{name}/versions/{version}/load"),
     ("post", "/v1/admin/models/{name}/versions/{version}/unload"),

@@ -23,6 +23,7 @@ from fastserve.drift.profile import build_profile, input_names, write_profile
 from fastserve.exceptions import ExportError
 from fastserve.export.files import publish, rename_outputs, to_onnx, write_version
 from fastserve.features import parse_features
+from fastserve.quality.measures import reference_quality, write_quality
 
 TOLERANCE = 1e-6
 _UNKNOWN_STRING = "\x00fastserve-unknown-category"
@@ -355,8 +356,11 @@ def next_version(model_dir: Path) -> int:
 
 
 def export_pipeline(pipeline: Any, sample: Any, name: str, out: Path, *, version: int | None = None,
-                    golden: int = 64, seed: int = 0, description: str = "") -> Path:
-    """Write `out/name/version/` (model.onnx, features.toml, validation set, build.json) and return it."""
+                    golden: int = 64, seed: int = 0, description: str = "",
+                    holdout: tuple[Any, Any] | None = None) -> Path:
+    """Write `out/name/version/` (model.onnx, features.toml, validation set, build.json) and return it. With
+    `holdout` (records and their labels, data the pipeline was not fit on), also the version's reference quality
+    (quality.json), which live quality is compared with."""
     from sklearn.base import is_classifier
 
     column_transformer, estimator = _pipeline_parts(pipeline)
@@ -400,6 +404,8 @@ def export_pipeline(pipeline: Any, sample: Any, name: str, out: Path, *, version
                              else {"prediction": np.asarray(pipeline.predict(sample)).reshape(-1, 1)})
     write_profile(staging, build_profile(x.astype(np.float32), input_names(transform.features, width),
                                          reference_outputs, transform, raw))
+    if holdout is not None:
+        write_quality(staging, holdout_quality(pipeline, *holdout, classifier))
     config = model_dir / "fastserve.toml"
     if not config.exists():
         text = f"[model]\ndescription = {json.dumps(description or f'{_name(estimator)} exported from scikit-learn')}\n"
@@ -407,3 +413,21 @@ def export_pipeline(pipeline: Any, sample: Any, name: str, out: Path, *, version
     final = model_dir / str(number)
     publish(staging, final)
     return final
+
+
+def holdout_quality(pipeline: Any, records: Any, labels: Any, classifier: bool) -> dict[str, Any]:
+    """The pipeline's quality on held-out records (quality.json)."""
+    labels = np.asarray(labels)
+    if len(labels) != len(records) or len(labels) == 0:
+        raise ExportError(f"the holdout has {len(records)} records and {len(labels)} labels; give one label a record")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if classifier:
+            classes = [c.item() if hasattr(c, "item") else c for c in pipeline.classes_]
+            unknown = sorted({str(v) for v in labels.tolist()} - {str(c) for c in classes})
+            if unknown:
+                raise ExportError(f"the holdout's labels include classes the pipeline does not know: {unknown[:5]}")
+            outputs = {"label": np.asarray(pipeline.predict(records)),
+                       "probabilities": np.asarray(pipeline.predict_proba(records))}
+            return reference_quality(outputs, labels, classes)
+        return reference_quality({"prediction": np.asarray(pipeline.predict(records)).reshape(-1, 1)}, labels)

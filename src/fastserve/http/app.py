@@ -15,7 +15,7 @@ from starlette.routing import Route
 from fastserve.config import ServerConfig
 from fastserve.cores import threads_per_worker
 from fastserve.exceptions import FastserveError
-from fastserve.http import admin, endpoints, v2
+from fastserve.http import admin, endpoints, feedback, v2
 from fastserve.http.admission import Admission
 from fastserve.http.predict import handle_predict, predict_target
 from fastserve.metrics import Metrics
@@ -33,6 +33,7 @@ class SupervisorLink(Protocol):
     async def operate(self, operation: str, *args: Any) -> Any: ...
     async def view(self, kind: str, *args: Any) -> Any: ...
     async def warm(self, name: str, number: int) -> None: ...
+    async def feedback(self, name: str, ids: list[str], labels: list[Any]) -> dict[str, Any]: ...
 
 
 class App:
@@ -63,6 +64,8 @@ class App:
                 Route("/v1/models", endpoints.list_models, methods=["GET"]),
                 Route("/v1/models/{name}", endpoints.model_status, methods=["GET"]),
                 Route("/v1/models/{name}/drift", endpoints.model_drift, methods=["GET"]),
+                Route("/v1/models/{name}/feedback", feedback.feedback, methods=["POST"]),
+                Route("/v1/models/{name}/quality", feedback.quality, methods=["GET"]),
                 Route("/healthz", endpoints.healthz, methods=["GET"]),
                 Route("/readyz", endpoints.readyz, methods=["GET"]),
                 Route("/metrics", endpoints.metrics, methods=["GET"]),

@@ -95,6 +95,9 @@ def _nullable(schema: Schema) -> Schema:
 
 # --- schemas ---------------------------------------------------------------------------------------------------------
 
+_REQUEST_ID_ANSWER: Schema = {"description": "The request's id: the client's X-Request-Id, else V2's `id`, else one "
+                               "the server made. Labels name its rows `id` (a request of one row) or `id:row`.",
+                               "required": True, "schema": {"type": "string"}}
 _SCALAR: Schema = {"type": ["number", "string", "boolean", "null"]}
 _ROWS: Schema = {"type": "array", "minItems": 1, "description": "Rows of the model's input features, in order.",
                  "items": {"type": "array", "minItems": 1, "items": {"type": "number"}}}
@@ -178,6 +181,10 @@ PARAMETERS: dict[str, Schema] = {
     "version": {"name": "version", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0},
                 "example": 1, "description": "A version number (a version folder's name)."},
     "timeout": {"name": "X-Request-Timeout-Ms", "in": "header", "required": False, "schema": _TIMEOUT},
+    "requestId": {"name": "X-Request-Id", "in": "header", "required": False,
+                  "schema": {"type": "string", "pattern": "^[!-~]{1,128}$"},
+                  "description": "The request's id, for the labels posted later to `/feedback` (default: one the "
+                                 "server makes)."},
 }
 
 
@@ -186,7 +193,8 @@ PARAMETERS: dict[str, Schema] = {
 def _predict_paths() -> Paths:
     ok = {"description": "Every model output, in the format `Accept` asks for (default: the request's).",
           "headers": {"X-Model-Version": {"description": "The version that answered.", "required": True,
-                                          "schema": {"type": "string", "pattern": "^[0-9]+$"}}},
+                                          "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+                      "X-Request-Id": _REQUEST_ID_ANSWER},
           "content": {f: {"schema": ref("schemas", "PredictResponse")} for f in (JSON, MSGPACK)}}
     example = {"inputs": [[0.5] * 22]}  # a row for the bundled churn model
     body = {"required": True,
@@ -197,10 +205,10 @@ def _predict_paths() -> Paths:
     other = "Other methods: 405 with `Allow: POST`."
     return {
         "/v1/models/{name}/predict": {"description": other, "post": operation(
-            "Predict with the model's primary (or canary)", "predict", ok, errors, parameters=("name", "timeout"),
-            body=body)},
+            "Predict with the model's primary (or canary)", "predict", ok, errors,
+            parameters=("name", "timeout", "requestId"), body=body)},
         "/v1/models/{name}/versions/{version}/predict": {"description": other, "post": operation(
-            "Predict with one version", "predict", ok, errors, parameters=("name", "version", "timeout"),
+            "Predict with one version", "predict", ok, errors, parameters=("name", "version", "timeout", "requestId"),
             body=body)},
     }
 
@@ -226,6 +234,47 @@ def _model_paths() -> Paths:
         "/v1/models/{name}/drift": {"get": operation(
             "Per version: drift status and the last window's scores", "models", _json(drift), ("NotFoundJSON",),
             parameters=("name",))},
+    }
+
+
+def _quality_paths() -> Paths:
+    label = {"type": ["integer", "string", "number"], "description": "The true class, or a regressor's true value."}
+    request_id = {"type": "string", "minLength": 1, "maxLength": 140,
+                  "description": "An answer's X-Request-Id (`id:row` for a row of a request of several rows)."}
+    feedback = {"anyOf": [
+        {"type": "object", "required": ["ids", "labels"], "additionalProperties": False,
+         "properties": {"ids": {"type": "array", "minItems": 1, "items": request_id},
+                        "labels": {"type": "array", "minItems": 1, "items": label}}},
+        {"type": "object", "required": ["records"], "additionalProperties": False,
+         "properties": {"records": {"type": "array", "minItems": 1, "items": {
+             "type": "object", "required": ["id", "label"], "additionalProperties": False,
+             "properties": {"id": request_id, "label": label}}}}}]}
+    counted = {"type": "integer", "minimum": 0}
+    joined = {"type": "object", "required": ["model", "received", "joined", "unknown", "expired", "repeated",
+                                             "not_joined"],
+              "properties": {"model": {"type": "string"}, "received": counted, "joined": counted,
+                             "unknown": counted, "expired": counted, "repeated": counted,
+                             "not_joined": {"type": "array", "items": {"type": "object"}}}}
+    quality = {"type": "object", "required": ["model", "store", "ids", "versions"], "properties": {
+        "model": {"type": "string"}, "store": _nullable({"type": "object"}), "ids": {"type": "object"},
+        "versions": {"type": "array", "items": {
+            "type": "object", "required": ["version", "state", "quality"],
+            "properties": {"version": {"type": "integer"}, "state": {"enum": list(STATES)},
+                           "quality": _nullable({"type": "object", "required": ["kind", "status"]}),
+                           "why": {"type": "string"}}}}}}
+    body = {"required": True, "content": {f: {"schema": feedback, "example": {"ids": ["1f3a9c0e00000001"],
+                                                                              "labels": [1]}}
+                                          for f in (JSON, MSGPACK)}}
+    ok = {"description": "How many labels joined an answer, and why the others did not.",
+          "content": {f: {"schema": joined} for f in (JSON, MSGPACK)}}
+    return {
+        "/v1/models/{name}/feedback": {"post": operation(
+            "Labels for earlier answers, by request id", "quality", ok,
+            ("MalformedBody", "NotFound", "NotAcceptable", "BodyTooLarge", "UnsupportedMediaType", "InvalidInput"),
+            parameters=("name",), body=body)},
+        "/v1/models/{name}/quality": {"get": operation(
+            "Per version: live quality against labels, by window and since load, beside its reference", "models",
+            _json(quality), ("NotFoundJSON",), parameters=("name",))},
     }
 
 
@@ -369,8 +418,8 @@ def _v2_paths() -> Paths:
     return paths
 
 
-ROUTE_GROUPS: tuple[Callable[[], Paths], ...] = (_predict_paths, _model_paths, _service_paths, _admin_paths,
-                                                 _v2_paths)
+ROUTE_GROUPS: tuple[Callable[[], Paths], ...] = (_predict_paths, _model_paths, _quality_paths, _service_paths,
+                                                 _admin_paths, _v2_paths)
 
 
 def document() -> dict[str, Any]:

@@ -57,8 +57,8 @@ class NativeWire:
         self.rows: np.ndarray | None = None  # the body's matrix, read straight from its bytes for `rows_for`
         self.rows_for: LoadedVersion | None = None
 
-    def start(self, headers: Headers) -> tuple[bytes | None, bytes | None]:
-        content_type = accept = content_length = timeout_header = None
+    def start(self, headers: Headers) -> tuple[bytes | None, bytes | None, bytes | None]:
+        content_type = accept = content_length = timeout_header = request_id = None
         for key, value in headers:
             if key == b"content-type":
                 content_type = value
@@ -68,9 +68,14 @@ class NativeWire:
                 content_length = value
             elif key == b"x-request-timeout-ms":
                 timeout_header = value
+            elif key == b"x-request-id":
+                request_id = value
         self.body_fmt = request_format(content_type)
         self.fmt = response_format(accept, self.body_fmt)
-        return content_length, timeout_header
+        return content_length, timeout_header, request_id
+
+    def body_id(self) -> str | None:
+        return None
 
     def decode(self, body: bytes, model: LoadedModel) -> Any:
         primary = model.primary

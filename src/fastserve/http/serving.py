@@ -9,7 +9,10 @@ canary's guard, the shadows' copies, and the request's metrics.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
+import re
 from time import monotonic, monotonic_ns, perf_counter
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
@@ -26,6 +29,7 @@ from fastserve.exceptions import (
 )
 from fastserve.http.errors import error_headers
 from fastserve.http.inputs import Inputs, timeout_ms
+from fastserve.registry.feedback import keep_answer
 from fastserve.registry.models import READY
 from fastserve.routing.router import choose
 from fastserve.routing.routes import routes_of
@@ -60,8 +64,12 @@ COLD_WAIT_S = 30.0  # a request for an evicted version waits this long for its l
 class Wire(Protocol):
     """One request in one wire format: made per request, so it may keep what it read for the later steps."""
 
-    def start(self, headers: Headers) -> tuple[bytes | None, bytes | None]:
-        """Read the request's headers, once: (Content-Length, X-Request-Timeout-Ms). Raises on one it refuses."""
+    def start(self, headers: Headers) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """Read the request's headers, once: (Content-Length, X-Request-Timeout-Ms, X-Request-Id). Raises on one
+        it refuses."""
+
+    def body_id(self) -> str | None:
+        """The request's id as its body gives it (V2's `id`), once decoded."""
 
     def decode(self, body: bytes, model: LoadedModel) -> Any:
         """Decode the body; returns what routing reads a canary's sticky key from (a `records` or `columns`
@@ -146,8 +154,8 @@ class Prediction:
     The ASGI route (`serve`) and the compiled protocol (http/_protocol.pyx, which answers from the batch's
     completion with no coroutine) drive the same steps."""
 
-    __slots__ = ("app", "arrived_ns", "model", "model_label", "name", "on_canary", "path", "raw", "started",
-                 "stats", "target", "timeout_header", "version", "version_label", "wire", "x")
+    __slots__ = ("app", "arrived_ns", "model", "model_label", "name", "on_canary", "path", "raw", "request_id",
+                 "started", "stats", "target", "timeout_header", "version", "version_label", "wire", "x")
 
     def __init__(self, app: ServingApp, wire: Wire, name: str, version: str | None, path: str) -> None:
         self.started = perf_counter()
@@ -162,10 +170,13 @@ class Prediction:
         self.on_canary = False
         self.x: np.ndarray | None = None
         self.raw: np.ndarray | None = None
+        self.request_id: str | None = None
 
     def head(self, method: str, headers: Headers) -> bytes | None:
         """Read the headers; returns the Content-Length. Raises a refusal."""
-        content_length, self.timeout_header = self.wire.start(headers)
+        content_length, self.timeout_header, request_id = self.wire.start(headers)
+        if request_id is not None:
+            self.request_id = client_request_id(request_id)
         if method != "POST":
             raise MethodNotAllowed(f"{self.path} takes POST, got {method}", allow="POST")
         return content_length
@@ -236,21 +247,37 @@ class Prediction:
             if routes.shadows and not self.on_canary:
                 for runner in routes.shadows.values():
                     runner.offer(x, outputs)
-        return self.wire.answer(target, outputs)
+        request_id = self.identify()
+        if target.config.feedback.enabled:
+            keep_answer(model, target.number, request_id, outputs)
+        body, headers = self.wire.answer(target, outputs)
+        headers.append((b"x-request-id", request_id.encode()))
+        return body, headers
+
+    def identify(self) -> str:
+        """The request's id: the client's X-Request-Id, else V2's body `id` (when it can travel in a header), else
+        one made here."""
+        request_id = self.request_id
+        if request_id is None:
+            body_id = self.wire.body_id()
+            request_id = self.request_id = (body_id if body_id is not None and _HEADER_ID.fullmatch(body_id)
+                                            else new_request_id())
+        return request_id
 
     def error(self, exc: BaseException) -> tuple[int, bytes, Headers]:
         """The answer to what `prepare`, the batcher or `answer` raised: (status, body, headers)."""
+        id_header = (b"x-request-id", self.identify().encode())
         if not isinstance(exc, FastserveError):
             log.error("unexpected error serving %s", self.path, exc_info=exc)
             status, body, content_type = self.wire.error(FastserveError("internal error; see the server log"))
-            return status, body, [(b"content-type", content_type)]
+            return status, body, [(b"content-type", content_type), id_header]
         model = self.model
         if isinstance(exc, InferenceError) and model is not None and self.version is None and self.target is not None:
             routes_of(model).record(self.on_canary, perf_counter() - self.started, True, None)  # (no canary: nothing)
         status, body, content_type = self.wire.error(exc)
         if status == 500:  # refusals (4xx, overload 503s) are the client's to see, not the log's
             log.error("%s: %s", self.path, exc.message)
-        return status, body, [(b"content-type", content_type), *error_headers(exc, status)]
+        return status, body, [(b"content-type", content_type), id_header, *error_headers(exc, status)]
 
     def end(self, status: int) -> None:
         stats = self.stats
@@ -282,6 +309,25 @@ async def serve(app: ServingApp, scope: Scope, receive: Any, send: Any, wire: Wi
         await send_bytes(send, 200, answer, answer_headers)
     finally:
         p.end(status)
+
+
+_ID_PREFIX = os.urandom(4).hex()  # (per process: ids made by different workers never meet)
+_ids = itertools.count(1)
+_HEADER_ID = re.compile(r"[!-~]{1,128}")  # visible ASCII, as a header value carries it
+MAX_REQUEST_ID = 128
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ids):08x}"
+
+
+def client_request_id(value: bytes) -> str:
+    """A client's X-Request-Id, refused unless it is 1 to 128 visible ASCII characters."""
+    text = value.decode("latin-1")
+    if not _HEADER_ID.fullmatch(text):
+        raise RequestError(f"X-Request-Id must be 1 to {MAX_REQUEST_ID} visible ASCII characters (no spaces), got "
+                           f"{text[:160]!r}", detail={"header": "X-Request-Id"})
+    return text
 
 
 def _header_timeout(value: bytes, body_timeout: float | None) -> float:

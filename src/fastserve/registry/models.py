@@ -18,6 +18,8 @@ from fastserve.drift.monitor import DriftMonitor
 from fastserve.drift.profile import PROFILE_FILE, read_profile
 from fastserve.exceptions import FastserveError, ModelLoadError
 from fastserve.features import describe, load_transform
+from fastserve.quality.monitor import QualityMonitor, monitor_for
+from fastserve.quality.store import Store
 from fastserve.registry.gate import check as gate_check
 from fastserve.registry.gate_cache import GateCache, gate_key
 from fastserve.registry.repository import MODEL_FILE, folder_fingerprint
@@ -94,6 +96,7 @@ class LoadedVersion:
     ready_at: float | None = None
     gate: str | None = None
     drift: DriftMonitor | None = None
+    quality: QualityMonitor | None = None  # made at its first load, kept while the version is known (labels come late)
     fingerprint: tuple[Any, ...] = ()  # the folder's files when it was loaded
     calls: int = 0  # requests routed to it (the budget's recency: read and reset each second)
     last_used: float = 0.0  # monotonic seconds: when it last had a request, or was loaded
@@ -168,6 +171,8 @@ class LoadedVersion:
         self.tensors = (session.input, session.outputs)
         self.transform = transform
         self.drift = self._drift_monitor(session)
+        if self.quality is None:
+            self.quality = monitor_for(self.path, self.label, self.config.quality, self.metadata["outputs"])
         if serve:
             batcher = Batcher(session, self.config.batching, self.label, warm_up=best,
                               inline_max_s=self.config.runtime.inline_run_max_us * 1e-6)
@@ -262,6 +267,8 @@ class LoadedModel:
     config_bytes: bytes | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     routes: Routes = field(default_factory=NoRoutes)  # set by the registry, from routing
+    store: Store | None = None  # its answers awaiting labels (made with the first answer kept)
+    feedback_ids: collections.Counter[str] = field(default_factory=collections.Counter)  # ids in feedback, by outcome
 
     def kept_loaded(self) -> set[int]:
         """Versions the budget never evicts: the canary, the shadows, and the primary of a `keep_loaded` model."""

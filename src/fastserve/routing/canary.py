@@ -42,6 +42,7 @@ class Canary:
         self.guard = guard
         self.windows = {False: Window(guard.window_s), True: Window(guard.window_s)}  # keyed by "is canary"
         self.tripped: dict[str, Any] | None = None
+        self.quality: dict[str, Any] | None = None  # the last comparison on live labels (`[routing.guard] quality`)
         self.rollbacks = 0
         self._checked = 0.0
         self._since_check = 0
@@ -141,4 +142,6 @@ class Canary:
                                "rollbacks": self.rollbacks}
         if self.tripped:
             out["tripped"] = self.tripped
+        if self.quality:
+            out["quality"] = self.quality
         return out

@@ -5,11 +5,14 @@ model without knowing what is in it (`registry.models.Routes`); routing, http an
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
+from fastserve.quality.monitor import compare
 from fastserve.registry.models import LoadedModel
 from fastserve.routing.canary import Canary
 from fastserve.routing.shadow import ShadowRunner
+from fastserve.routing.windows import GUARD_ALPHA
 
 log = logging.getLogger("fastserve.routing")
 
@@ -57,6 +60,30 @@ class ModelRoutes:
         evidence = canary.observe(on_canary, seconds, error, labels.tolist() if labels is not None else ())
         if evidence is not None:
             self.tripped(evidence)
+
+    def judge_quality(self) -> bool:
+        """After labels were scored: with `[routing.guard] quality = true`, the canary's recent loss against the
+        primary's (`quality.monitor.compare`, two-sided at the guard's alpha): worse pulls it back (returns True),
+        better is reported in its status."""
+        canary = self.canary
+        if canary is None or not canary.guard.quality or not canary.guard.enabled or canary.weight <= 0:
+            return False
+        primary, candidate = self.model.primary, self.model.versions.get(canary.version)
+        if primary is None or candidate is None or primary.quality is None or candidate.quality is None:
+            return False
+        verdict = compare(candidate.quality, primary.quality, GUARD_ALPHA, canary.guard.min_requests)
+        if verdict is None:
+            return False
+        canary.quality = verdict
+        if verdict["verdict"] != "worse":
+            return False
+        canary.weight = 0.0
+        canary.rollbacks += 1
+        canary.tripped = {"quality": verdict, "at": time.time(), "reasons": [
+            f"{verdict['loss']} on live labels {verdict['canary']} vs {verdict['primary']} on the primary, worse "
+            f"beyond chance (Welch z {verdict['z']}, two-sided p < {GUARD_ALPHA:g})"]}
+        self.tripped(canary.tripped)
+        return True
 
     def tripped(self, evidence: dict[str, Any]) -> None:
         """The canary's guard pulled it back (weight 0): counted, and why recorded."""

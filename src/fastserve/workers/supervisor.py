@@ -28,7 +28,8 @@ from fastserve.http.door import Door, _package_root
 from fastserve.http.protocol import bind_listeners, door_answers
 from fastserve.metrics import build_info, control_families, render
 from fastserve.registry import Registry
-from fastserve.registry.operations import drift_report, listing
+from fastserve.registry.feedback import feedback_answer, merge_outcomes, score_labels
+from fastserve.registry.operations import drift_report, listing, quality_report
 from fastserve.routing.operations import perform
 from fastserve.routing.routes import ModelRoutes, routes_of
 from fastserve.workers.link import Link
@@ -232,10 +233,15 @@ class Supervisor:
             await self.registry.warm(model, self.registry.version(model, number))
             await self.broadcast()
             return None
+        if kind == "feedback":
+            return await self.feedback(*body)
         if kind == "view":
             view, args = body
             if view == "listing":
                 return listing(self.registry)
+            if view == "quality":
+                stores = [s for _, s in await self._ask_all("store", args[0]) if isinstance(s, dict)]
+                return quality_report(self.registry, args[0], stores)
             await self.gather()  # the workers' latest evidence, comparisons and sketches in what is shown
             if view == "status":
                 return self.registry.model(args[0]).status()
@@ -244,6 +250,16 @@ class Supervisor:
             if view == "metrics":
                 return await self.metrics()
         raise ValueError(f"unknown call {kind!r}")
+
+    async def feedback(self, name: str, ids: list[str], labels: list[Any]) -> dict[str, Any]:
+        """Labels: joined in each worker's store (the answers are kept where they were made), scored here."""
+        model = self.registry.model(name)
+        answers = [a for _, a in await self._ask_all("join", (name, ids)) if not isinstance(a, BaseException)]
+        outcomes, joined = merge_outcomes(answers, len(ids))
+        score_labels(model, joined, labels)
+        if routes_of(model).judge_quality():
+            await self.broadcast()
+        return feedback_answer(model, ids, outcomes)
 
     async def _ask_all(self, kind: str, body: Any = None, timeout: float = 10.0) -> list[tuple[_Worker, Any]]:
         """One call to every worker linked now, at once: (worker, its answer, or the exception it raised)."""

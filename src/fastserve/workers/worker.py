@@ -11,6 +11,8 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 from fastserve.drift.monitor import DriftMonitor
+from fastserve.quality.store import UNKNOWN
+from fastserve.registry.feedback import take_labels
 from fastserve.registry.lifecycle import freeze_loaded
 from fastserve.routing.routes import routes_of
 from fastserve.workers.link import Link
@@ -74,6 +76,13 @@ class WorkerControl:
             return await self._follow(body)
         if kind == "collect":
             return self.collect()
+        if kind == "join":  # labels for answers this worker may have made
+            name, ids = body
+            model = self.app.registry.models.get(name)
+            return take_labels(model, ids) if model is not None else ([UNKNOWN] * len(ids), [])
+        if kind == "store":
+            model = self.app.registry.models.get(body)
+            return model.store.status() if model is not None and model.store is not None else None
         if kind == "metrics":  # (a loop turn after each family: a scrape never holds the serving loop long)
             families = []
             for family in self.app.metrics.serving():
@@ -117,6 +126,12 @@ class WorkerControl:
         """An evicted version has requests here: the supervisor loads it (one decision) and every worker follows."""
         assert self.link is not None
         await self.link.call("warm", (name, number))
+
+    async def feedback(self, name: str, ids: list[str], labels: list[Any]) -> dict[str, Any]:
+        """Labels, joined in every worker's store and scored in the supervisor."""
+        assert self.link is not None
+        answer: dict[str, Any] = await self.link.call("feedback", (name, ids, labels))
+        return answer
 
     async def view(self, kind: str, *args: Any) -> Any:
         assert self.link is not None

@@ -46,8 +46,8 @@ class V2Wire:
         self.request: InferRequest | None = None
         self.outputs: list[tuple[str, bool]] = []
 
-    def start(self, headers: Headers) -> tuple[bytes | None, bytes | None]:
-        content_length = timeout_header = None
+    def start(self, headers: Headers) -> tuple[bytes | None, bytes | None, bytes | None]:
+        content_length = timeout_header = request_id = None
         for key, value in headers:
             if key == b"content-length":
                 content_length = value
@@ -55,11 +55,16 @@ class V2Wire:
                 self.header_length = value
             elif key == b"x-request-timeout-ms":
                 timeout_header = value
+            elif key == b"x-request-id":
+                request_id = value
             elif key == b"content-encoding" and value.strip().lower() != b"identity":
                 encoding = value.decode("latin-1")
                 raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send the body "
                                            "uncompressed", detail={"content_encoding": encoding})
-        return content_length, timeout_header
+        return content_length, timeout_header, request_id
+
+    def body_id(self) -> str | None:
+        return self.request.id if self.request is not None else None
 
     def decode(self, body: bytes, model: LoadedModel) -> Any:
         primary = model.primary

@@ -1,0 +1,177 @@
+# cython: language_level=3
+"""A ring of answered rows kept by request id, in memory fixed by its capacity: what a label joins later. Writing a
+request's rows frees the requests whose rows it writes over; their ids go into a Bloom filter of fixed size (two
+generations), so a label that comes too late is told apart from an id never seen. `put` is the request path's step:
+a few hundred nanoseconds, whatever the traffic."""
+
+cimport numpy as cnp
+from cpython.object cimport PyObject_Hash
+from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.string cimport memcpy, memset
+
+import numpy as np
+
+cnp.import_array()
+
+cdef Py_ssize_t FIRST_SIZE = 1024  # rows allocated at first; doubled as they fill, up to the capacity
+
+
+cdef class AnswerRing:
+    """Rows of `width` float32 scores with a version, an int64 label, and per request its first row's id, time and
+    row count. The arrays are allocated as the ring fills (doubling), up to `capacity` rows."""
+
+    cdef readonly object versions, times, labels, scores, rows
+    cdef readonly list ids
+    cdef readonly dict where
+    cdef readonly Py_ssize_t size, capacity, width, next, longest
+    cdef readonly long long fell_out
+    cdef int32_t* _versions
+    cdef double* _times
+    cdef int64_t* _labels
+    cdef float* _scores
+    cdef int32_t* _rows
+    cdef bytearray _current, _older
+    cdef readonly Py_ssize_t filter_bits, filter_capacity
+    cdef Py_ssize_t _filter_count
+
+    def __cinit__(self, Py_ssize_t capacity, Py_ssize_t width, Py_ssize_t filter_bytes):
+        self.capacity = max(1, capacity)
+        self.width = max(0, width)
+        self.where = {}
+        self.ids = []
+        self.size = self.next = 0
+        self.longest = 1
+        self.fell_out = 0
+        half = max(8, filter_bytes // 2)
+        self.filter_bits = half * 8
+        self.filter_capacity = max(1, <Py_ssize_t>(self.filter_bits / 9.6))  # ~1% false positives, two hashes
+        self._current = bytearray(half)
+        self._older = bytearray(half)
+        self._filter_count = 0
+        self._grow(min(self.capacity, FIRST_SIZE))
+
+    @property
+    def filter_bytes(self) -> int:
+        return len(self._current) + len(self._older)
+
+    cdef _grow(self, Py_ssize_t size):
+        cdef Py_ssize_t old = self.size
+        versions, times = np.zeros(size, np.int32), np.zeros(size, np.float64)
+        labels, rows = np.zeros(size, np.int64), np.zeros(size, np.int32)
+        scores = np.zeros((size, self.width), np.float32)
+        if old:
+            versions[:old], times[:old], labels[:old], rows[:old] = self.versions, self.times, self.labels, self.rows
+            scores[:old] = self.scores
+        self.ids.extend([None] * (size - old))
+        self.versions, self.times, self.labels, self.scores, self.rows = versions, times, labels, scores, rows
+        self._versions = <int32_t*>cnp.PyArray_DATA(versions)
+        self._times = <double*>cnp.PyArray_DATA(times)
+        self._labels = <int64_t*>cnp.PyArray_DATA(labels)
+        self._scores = <float*>cnp.PyArray_DATA(scores)
+        self._rows = <int32_t*>cnp.PyArray_DATA(rows)
+        self.size = size
+
+    cdef inline void _positions(self, object key, Py_ssize_t* a, Py_ssize_t* b) except *:
+        cdef uint64_t h = <uint64_t>PyObject_Hash(key)
+        a[0] = <Py_ssize_t>(h % <uint64_t>self.filter_bits)
+        b[0] = <Py_ssize_t>(((h >> 32) * <uint64_t>0x9E3779B1) % <uint64_t>self.filter_bits)
+
+    cdef _remember(self, object key):
+        cdef Py_ssize_t a = 0, b = 0
+        cdef unsigned char* bits
+        if self._filter_count >= self.filter_capacity:
+            self._current, self._older = self._older, self._current
+            memset(<unsigned char*>self._current, 0, len(self._current))
+            self._filter_count = 0
+        self._positions(key, &a, &b)
+        bits = <unsigned char*>self._current
+        bits[a >> 3] |= 1 << (a & 7)
+        bits[b >> 3] |= 1 << (b & 7)
+        self._filter_count += 1
+
+    def fell_out_recently(self, str key) -> bool:
+        """Whether `key` was dropped from the ring (among about the last `filter_capacity` dropped; ~1% false
+        positives)."""
+        cdef Py_ssize_t a = 0, b = 0
+        cdef unsigned char* bits
+        self._positions(key, &a, &b)
+        for generation in (self._current, self._older):
+            bits = <unsigned char*>(<bytearray>generation)
+            if bits[a >> 3] & (1 << (a & 7)) and bits[b >> 3] & (1 << (b & 7)):
+                return True
+        return False
+
+    cdef _drop(self, Py_ssize_t slot):
+        key = self.ids[slot]
+        self.ids[slot] = None
+        self.where.pop(key, None)
+        self._remember(key)
+        self.fell_out += 1
+
+    cdef _free(self, Py_ssize_t start, Py_ssize_t n):
+        """Drop the requests with rows in [start, start + n): they are about to be written over."""
+        cdef Py_ssize_t slot, back
+        cdef list ids = self.ids
+        for slot in range(start, start + n):
+            if ids[slot] is not None:
+                self._drop(slot)
+        back = start - 1  # a request of the last lap starting before `start` may reach into it
+        while back >= 0 and back > start - self.longest and ids[back] is None:
+            back -= 1
+        if back >= 0 and ids[back] is not None and back + self._rows[back] > start:
+            self._drop(back)
+
+    cpdef Py_ssize_t put(self, str key, int version, cnp.ndarray label, cnp.ndarray scores, double now) except -2:
+        """Keep a request's rows under `key`: `label` int64 (n,) or None, `scores` float32 C-contiguous (n, k) or
+        None. Returns its first row, or -1 when it has no rows or more than the ring holds."""
+        cdef Py_ssize_t n, start, end, k, i, j, copied
+        cdef float* source
+        cdef int64_t* label_data
+        if label is not None:
+            if cnp.PyArray_TYPE(label) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(label):
+                label = np.ascontiguousarray(label, dtype=np.int64)
+            n = cnp.PyArray_DIM(label, 0)
+        elif scores is not None:
+            n = cnp.PyArray_DIM(scores, 0)
+        else:
+            return -1
+        if scores is not None and (cnp.PyArray_TYPE(scores) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(scores) != 2
+                                   or not cnp.PyArray_IS_C_CONTIGUOUS(scores)):
+            scores = np.ascontiguousarray(np.asarray(scores, dtype=np.float32).reshape(n, -1))
+        if n == 0 or n > self.capacity or (scores is not None and cnp.PyArray_DIM(scores, 0) != n):
+            return -1
+        if n > self.longest:
+            self.longest = n
+        start = self.next
+        if start + n > self.size:
+            if self.size < self.capacity:
+                self._grow(min(self.capacity, max(self.size * 2, start + n)))
+            if start + n > self.size:
+                start = 0  # wrap: the tail too short for these rows stays unused this lap
+        self._free(start, n)
+        old = self.where.pop(key, None)  # an id sent twice: the later answer is kept
+        if old is not None:
+            self.ids[<Py_ssize_t>old] = None
+        self.where[key] = start
+        self.ids[start] = key
+        self._rows[start] = <int32_t>n
+        self._times[start] = now
+        end = start + n
+        for i in range(start, end):
+            self._versions[i] = version
+        if label is not None:
+            label_data = <int64_t*>cnp.PyArray_DATA(label)
+            memcpy(&self._labels[start], label_data, n * sizeof(int64_t))
+        if scores is not None and self.width:
+            k = cnp.PyArray_DIM(scores, 1)
+            source = <float*>cnp.PyArray_DATA(scores)
+            if k == self.width:
+                memcpy(&self._scores[start * self.width], source, n * k * sizeof(float))
+            else:  # (a version with another number of classes than the ring was sized for)
+                copied = min(k, self.width)
+                memset(&self._scores[start * self.width], 0, n * self.width * sizeof(float))
+                for i in range(n):
+                    for j in range(copied):
+                        self._scores[(start + i) * self.width + j] = source[i * k + j]
+        self.next = end
+        return start

@@ -1,0 +1,76 @@
+"""The store of answers awaiting labels: joins by id and `id:row`, outcomes, the memory budget, the time to live."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+
+from fastserve.config import FeedbackOptions
+from fastserve.quality.store import EXPIRED, JOINED, REPEATED, UNKNOWN, Store
+
+
+def _outputs(n: int, label: int = 1) -> dict[str, np.ndarray]:
+    p = np.tile(np.array([[0.25, 0.75]], np.float32), (n, 1))
+    return {"label": np.full(n, label, np.int64), "probabilities": p}
+
+
+def test_a_label_joins_the_row_its_id_names_once() -> None:
+    store = Store(FeedbackOptions(), width=2)
+    store.put("one", 1, _outputs(1))
+    store.put("three", 2, _outputs(3, label=0))
+    outcomes, joined = store.join(["three:2", "one", "three", "three:5", "nobody", "one", "three:0"])
+    assert outcomes == [JOINED, JOINED, UNKNOWN, UNKNOWN, UNKNOWN, REPEATED, JOINED]
+    by_version = {j.version: j for j in joined}
+    assert sorted(by_version) == [1, 2]
+    assert by_version[1].places.tolist() == [1] and by_version[1].predicted.tolist() == [1]
+    assert sorted(by_version[2].places.tolist()) == [0, 6] and by_version[2].predicted.tolist() == [0, 0]
+    np.testing.assert_allclose(by_version[2].scores, [[0.25, 0.75]] * 2)
+    assert store.join(["three:2"])[0] == [REPEATED]  # a label counts once, in a later feedback too
+
+
+def test_string_labels_come_back_as_strings() -> None:
+    store = Store(FeedbackOptions(), width=2)
+    store.put("a", 1, {"label": np.array(["yes", "no"], dtype=object), "probabilities": np.zeros((2, 2))})
+    _, joined = store.join(["a:1", "a:0"])
+    assert joined[0].predicted.tolist() == ["no", "yes"]
+
+
+def test_past_its_time_to_live_an_answer_is_expired() -> None:
+    store = Store(FeedbackOptions(ttl_seconds=60.0), width=2)
+    store.put("old", 1, _outputs(1))
+    start = store.ring.where["old"]
+    assert store.join(["old"], now=store.ring.times[start] + 61.0)[0] == [EXPIRED]
+    assert store.join(["old"], now=store.ring.times[start] + 59.0)[0] == [JOINED]
+
+
+def test_a_flood_of_unanswered_ids_stays_in_the_budget_and_late_labels_are_told_expired() -> None:
+    budget = 1 << 20
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        store = Store(FeedbackOptions(max_bytes=budget), width=2)
+        for i in range(60_000):  # (each id as long as a generated one)
+            store.put(f"request-{i:08d}", 1, _outputs(1 + i % 3))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert store.nbytes <= budget
+    assert held <= budget, f"the store holds {held} bytes, over its budget of {budget}"
+    assert store.status()["fell_out"] > 30_000
+    outcomes, _ = store.join(["request-00000000", "request-00000001", "request-00059999:2", "never-sent"])
+    assert outcomes == [EXPIRED, EXPIRED, JOINED, UNKNOWN]
+
+
+def test_a_request_written_over_in_part_is_dropped_whole() -> None:
+    store = Store(FeedbackOptions(max_bytes=65536), width=2)
+    big = store.capacity // 2 + 1
+    store.put("big", 1, _outputs(big))
+    store.put("next", 1, _outputs(big))  # does not fit after "big": wraps to the start, over "big"
+    assert store.join(["big:0", f"big:{big - 1}", "next:0"])[0] == [EXPIRED, EXPIRED, JOINED]
+
+
+def test_sampled_out_answers_are_counted_not_kept() -> None:
+    store = Store(FeedbackOptions(sample=0.0), width=2)
+    store.put("a", 1, _outputs(1))
+    assert store.counts["sampled_out"] == 1 and store.join(["a"])[0] == [UNKNOWN]
