@@ -223,3 +223,58 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **results}, indent=2) + "\n")
     return path
+
+
+def alternate_configs(model: str, configs: Mapping[str, str], raws: list[bytes], rate: float, seconds: float,
+                      rounds: int) -> dict[str, Any]:
+    """One server per config of a bundled `model` (its fastserve.toml replaced), pinned to core 0, in alternating
+    rounds at the same open-loop rate from core 1: server CPU per request (median over rounds), p50 and p99."""
+    import shutil
+    import tempfile
+
+    from benchmarks.loadgen import open_loop
+
+    with tempfile.TemporaryDirectory() as tmp:
+        servers = {}
+        cpu: dict[str, list[float]] = {name: [] for name in configs}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
+        try:
+            for name, config in configs.items():
+                folder = Path(tmp) / name
+                shutil.copytree(ROOT / "models" / model, folder / model)
+                (folder / model / "fastserve.toml").write_text(config)
+                servers[name] = start_fastserve(folder, 0)
+            pin_self(1)
+            for _ in range(rounds):
+                for name, server in servers.items():
+                    before = server.cpu_seconds()
+                    summary = open_loop(server.port, raws, rate, seconds).summary()
+                    cpu[name].append((server.cpu_seconds() - before) / max(1, summary["ok"]) * 1e6)
+                    runs[name].append(summary)
+        finally:
+            for server in servers.values():
+                server.stop()
+    out: dict[str, Any] = {"rate": rate, "seconds_per_round": seconds, "rounds": rounds}
+    for name in configs:
+        out[name] = {"cpu_us_per_request": float(np.median(cpu[name])),
+                     "p50_ms": float(np.median([r["p50_ms"] for r in runs[name]])),
+                     "p99_ms": float(np.median([r["p99_ms"] for r in runs[name]])),
+                     "ok": int(sum(r["ok"] for r in runs[name])), "sent": int(sum(r["sent"] for r in runs[name]))}
+    return out
+
+
+def churn_record_requests() -> list[bytes]:
+    """One-record JSON predicts to the bundled churn model, one per golden record."""
+    records = json.loads((ROOT / "models" / "churn" / "1" / "validation_records.json").read_text())
+    return [Client.build("POST", "/v1/models/churn/predict", json.dumps({"records": [record]}).encode())
+            for record in records]
+
+
+def rate_parser(doc: str | None) -> Any:
+    """The arguments of a benchmark with an in-process part and an HTTP part at one open-loop rate."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rate", type=float, default=1500.0, help="one-row requests per second (default 1500)")
+    return parser

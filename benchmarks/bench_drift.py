@@ -7,8 +7,10 @@
    with the 22 raw fields) on the bundled churn model's profile, for batches of 1 and 64 rows; what writing the raw
    field codes adds to the feature transform's pass; memory per column.
 2. Detection: on replayed reference data (100 normal columns, a 50,000-row reference, 1,000-row windows) the
-   alerts per day of one-minute windows, and the share of trials in which a 0.2 sigma mean shift in one column is
-   flagged within 1,000 rows (and 0.1 sigma within 5,000), on that column alone; over several seeded references.
+   alerts per day of one-minute windows, and the rows of shifted traffic until the shifted column alone alerts
+   (from the shift's start, window by window): 0.1, 0.2 and 0.5 sigma mean shifts in one column, and 0.05 of a
+   categorical field's shares moved from one category to another; the share of 0.2 sigma shifts flagged within
+   1,000 rows is the target's figure; over several seeded references.
 3. Through HTTP: the bundled churn model with drift on and off (`[drift] enabled = false`), one server each, in
    alternating rounds at the same open-loop rate of one-row JSON records: the server's CPU time per request
    (utime + stime from /proc) and p50/p99, and drift's share as the ratio of CPU per request.
@@ -16,18 +18,21 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks._harness import ROOT, machine, pin_self, start_fastserve, time_cases, write_results
-from benchmarks.loadgen import open_loop
+from benchmarks._harness import (
+    ROOT,
+    alternate_configs,
+    churn_record_requests,
+    machine,
+    rate_parser,
+    time_cases,
+    write_results,
+)
 from fastserve._core.sketch import BinnedSketch
 from fastserve.config import DriftOptions, load_model_config
 from fastserve.drift.monitor import DriftMonitor
@@ -93,82 +98,85 @@ def in_process(repeats: int, seconds: float) -> dict:
     }
 
 
+CATEGORIES = np.array([0.3, 0.25, 0.2, 0.15, 0.1])  # the categorical field's shares; the shift moves 0.05 of them
+SHIFTED = np.array([0.25, 0.25, 0.2, 0.15, 0.15])  # from the first category to the last
+MAX_WINDOWS = 40  # a trial not flagged within this many windows counts as not flagged
+
+
+def _close(monitor: DriftMonitor, x: np.ndarray) -> dict:
+    monitor.inputs.window.update(np.ascontiguousarray(x, dtype=np.float32))
+    return monitor.close_window()
+
+
+def _rows_until_flagged(profile: dict, column: str, windows_of: Callable[[], np.ndarray]) -> int | None:
+    """Rows of shifted traffic, in 1,000-row windows from the shift's start, until `column` alone alerts."""
+    monitor = DriftMonitor(profile, DriftOptions(window_rows=1000), "shift")
+    for w in range(MAX_WINDOWS):
+        alerts = [c["name"] for c in _close(monitor, windows_of())["inputs"] if c["status"] == "alert"]
+        if alerts:
+            return (w + 1) * 1000 if alerts == [column] else None
+    return None
+
+
+def _delays(found: list[int | None]) -> dict:
+    flagged = np.array([r for r in found if r is not None], dtype=float)
+    out: dict = {"trials": len(found), "flagged": len(flagged),
+                 "within_1000_rows": sum(1 for r in found if r is not None and r <= 1000) / len(found)}
+    for q in (50, 90, 99):  # over all trials: an unflagged one counts as past the last window
+        padded = np.array([r if r is not None else np.inf for r in found], dtype=float)
+        value = float(np.percentile(padded, q))
+        out[f"p{q}_rows"] = value if np.isfinite(value) else None
+    out["mean_rows_of_flagged"] = float(flagged.mean()) if len(flagged) else None
+    return out
+
+
 def detection(seeds: int, windows: int, trials: int) -> dict:
-    """False alarms and power of the default alert rule, per seeded reference (see the module's docstring)."""
+    """False alarms and power of the default alert rule, per seeded reference (see the module's docstring), and
+    the rows until a shift is flagged: 0.1, 0.2 and 0.5 sigma mean shifts in one of 100 normal columns, and a shift
+    of 0.05 of a categorical field's shares (one of 99 normal columns and it)."""
     logging.getLogger("fastserve.drift").setLevel(logging.ERROR)  # status changes are logged; thousands here
     d = 100
     out: dict = {"columns": d, "reference_rows": 50_000, "window_rows": 1000, "windows_per_seed": windows,
                  "trials_per_seed": trials, "seeds": []}
+    found: dict[str, list[int | None]] = {"0.1sigma": [], "0.2sigma": [], "0.5sigma": [], "categorical": []}
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
         profile = build_profile(rng.normal(size=(50_000, d)), [f"f{j}" for j in range(d)], {})
-
-        def close(monitor: DriftMonitor, x: np.ndarray) -> dict:
-            monitor.inputs.window.update(np.ascontiguousarray(x, dtype=np.float32))
-            return monitor.close_window()
+        mixed = rng.normal(size=(50_000, d))
+        mixed[:, 0] = rng.choice(5, 50_000, p=CATEGORIES)
+        mixed_profile = build_profile(mixed, [f"f{j}" for j in range(d)], {})
         monitor = DriftMonitor(profile, DriftOptions(window_rows=1000), "replay")
-        alerts = sum(close(monitor, rng.normal(size=(1000, d)))["status"] == "alert" for _ in range(windows))
-        found = {}
-        for shift, rows in ((0.2, 1000), (0.1, 5000)):
-            hits = 0
-            for _ in range(trials):
-                x = rng.normal(size=(rows, d))
+        alerts = sum(_close(monitor, rng.normal(size=(1000, d)))["status"] == "alert" for _ in range(windows))
+        for shift in (0.1, 0.2, 0.5):
+            def shifted(shift: float = shift, rng: np.random.Generator = rng) -> np.ndarray:
+                x = rng.normal(size=(1000, d))
                 x[:, 7] += shift
-                result = close(DriftMonitor(profile, DriftOptions(window_rows=rows), "shift"), x)
-                hits += [c["name"] for c in result["inputs"] if c["status"] == "alert"] == ["f7"]
-            found[f"{shift}sigma_{rows}_rows"] = hits
-        out["seeds"].append({"seed": seed, "false_alerts": alerts, **found})
-    total_windows = seeds * windows
-    out["false_alerts_per_day"] = sum(s["false_alerts"] for s in out["seeds"]) / total_windows * 1440
-    for key in ("0.2sigma_1000_rows", "0.1sigma_5000_rows"):
-        out[f"detected_{key}"] = sum(s[key] for s in out["seeds"]) / (seeds * trials)
+                return x
+            found[f"{shift}sigma"] += [_rows_until_flagged(profile, "f7", shifted) for _ in range(trials)]
+
+        def categorical(rng: np.random.Generator = rng) -> np.ndarray:
+            x = rng.normal(size=(1000, d))
+            x[:, 0] = rng.choice(5, 1000, p=SHIFTED)
+            return x
+        found["categorical"] += [_rows_until_flagged(mixed_profile, "f0", categorical) for _ in range(trials)]
+        out["seeds"].append({"seed": seed, "false_alerts": alerts})
+    out["false_alerts_per_day"] = sum(s["false_alerts"] for s in out["seeds"]) / (seeds * windows) * 1440
+    out["delays"] = {name: _delays(rows) for name, rows in found.items()}
+    out["detected_0.2sigma_1000_rows"] = out["delays"]["0.2sigma"]["within_1000_rows"]
     return out
 
 
 def through_http(rate: float, seconds: float, rounds: int) -> dict:
-    from benchmarks._harness import Client
-
-    records = json.loads((ROOT / "models" / "churn" / "1" / "validation_records.json").read_text())
-    raws = [Client.build("POST", "/v1/models/churn/predict", json.dumps({"records": [record]}).encode())
-            for record in records]
-    with tempfile.TemporaryDirectory() as tmp:
-        servers = {}
-        for name, config in (("on", ""), ("off", "[drift]\nenabled = false\n")):
-            folder = Path(tmp) / name
-            shutil.copytree(ROOT / "models" / "churn", folder / "churn")
-            (folder / "churn" / "fastserve.toml").write_text(config)
-            servers[name] = start_fastserve(folder, 0)
-        pin_self(1)
-        cpu = {"on": [], "off": []}
-        runs: dict[str, list[dict]] = {"on": [], "off": []}
-        try:
-            for _ in range(rounds):
-                for name, server in servers.items():
-                    before = server.cpu_seconds()
-                    run = open_loop(server.port, raws, rate, seconds)
-                    summary = run.summary()
-                    cpu[name].append((server.cpu_seconds() - before) / max(1, summary["ok"]) * 1e6)
-                    runs[name].append(summary)
-        finally:
-            for server in servers.values():
-                server.stop()
-    out: dict = {"rate": rate, "seconds_per_round": seconds, "rounds": rounds}
-    for name in ("on", "off"):
-        out[name] = {"cpu_us_per_request": float(np.median(cpu[name])),
-                     "p50_ms": float(np.median([r["p50_ms"] for r in runs[name]])),
-                     "p99_ms": float(np.median([r["p99_ms"] for r in runs[name]])),
-                     "ok": int(sum(r["ok"] for r in runs[name])), "sent": int(sum(r["sent"] for r in runs[name]))}
+    raws = churn_record_requests()
+    out = alternate_configs("churn", {"on": "", "off": "[drift]\nenabled = false\n"}, raws, rate, seconds, rounds)
     out["cpu_ratio_on_over_off"] = out["on"]["cpu_us_per_request"] / out["off"]["cpu_us_per_request"]
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--rate", type=float, default=1500.0, help="one-row requests per second (default 1500)")
-    args = parser.parse_args(argv)
+    args = rate_parser(__doc__).parse_args(argv)
     repeats, seconds, rounds, run_s = (3, 0.1, 2, 2.0) if args.quick else (7, 0.3, 5, 4.0)
-    seeds, windows, trials = (1, 500, 50) if args.quick else (3, 5000, 200)
+    seeds, windows, trials = (1, 500, 50) if args.quick else (5, 5000, 200)
     local = in_process(repeats, seconds)
     print(f"sketch update, 64x64 float32, 32 bins: {local['sketch_ns_per_value_64x64']:.1f} ns/value "
           f"(numpy searchsorted+bincount: {local['numpy_ns_per_value_64x64']:.1f} ns, "
@@ -182,8 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     power = detection(seeds, windows, trials)
     print(f"false alerts: {power['false_alerts_per_day']:.2f} per day of one-minute windows "
           f"({seeds} references x {windows} windows); 0.2 sigma flagged within 1,000 rows in "
-          f"{power['detected_0.2sigma_1000_rows']:.1%}, 0.1 sigma within 5,000 in "
-          f"{power['detected_0.1sigma_5000_rows']:.1%} of {seeds * trials} trials")
+          f"{power['detected_0.2sigma_1000_rows']:.1%} of {seeds * trials} trials")
+    for name, delay in power["delays"].items():
+        def rows(v: float | None) -> str:
+            return f"{v:,.0f}" if v is not None else f"> {MAX_WINDOWS * 1000:,}"
+        print(f"  {name:>12}: rows until flagged p50 {rows(delay['p50_rows'])}, p90 {rows(delay['p90_rows'])}, "
+              f"p99 {rows(delay['p99_rows'])}; flagged {delay['flagged']}/{delay['trials']} (within 1,000 rows: "
+              f"{delay['within_1000_rows']:.1%})")
     http = through_http(args.rate, run_s, rounds)
     for name in ("on", "off"):
         h = http[name]

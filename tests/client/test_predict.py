@@ -124,3 +124,26 @@ def test_one_keep_alive_connection_serves_sequential_calls(versions_server, gold
             return established_connections(versions_server.port)
 
     assert 1 <= asyncio.run(burst()) <= 3
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_labels_for_answers_by_their_request_ids_from_both_clients(server, golden, fmt):
+    """The session server is shared: fresh ids of this test's own answers, so the counts are its own."""
+    x = golden["spend"]["inputs"][:4]
+    with Client(server.url, format=fmt) as client:
+        one = client.predict("spend", x[:1])
+        four = client.predict("spend", x, headers={"X-Request-Id": f"client-test-{fmt}"})
+        assert len(one.request_id) == 16 and four.request_id == f"client-test-{fmt}"
+        answer = client.feedback("spend", [one.request_id, f"{four.request_id}:3", "never-made"],
+                                 np.array([10.0, 20.0, 30.0]))
+        assert (answer["joined"], answer["unknown"]) == (2, 1)
+        assert client.quality("spend")["versions"][0]["quality"]["since_load"]["rows"] >= 2
+        with pytest.raises(ValueError, match="one label per id"):
+            client.feedback("spend", ["a"], [1.0, 2.0])
+
+    async def calls() -> dict:
+        async with AsyncClient(server.url, format=fmt) as client:
+            made = await client.predict("spend", x[:1])
+            return await client.feedback("spend", [made.request_id, made.request_id], [1.0, 2.0])
+    answer = asyncio.run(calls())
+    assert (answer["joined"], answer["repeated"]) == (1, 1)

@@ -137,3 +137,23 @@ def test_quantile_bounds_hold_the_exact_quantiles():
             lo, hi = bounds[name]
             assert lo <= exact <= hi, (j, name, lo, exact, hi)
             assert lo <= result["inputs"][j]["quantiles"][name][0] <= hi
+
+
+def test_a_missing_share_test_that_cannot_reject_gives_its_budget_to_the_others():
+    """Tarone: with no missing value in the reference nor the window, the missing-share test cannot reject, so the
+    mean test takes its share of the column's budget. A window whose mean z lies between the two critical values
+    alerts on such a column, and not on one whose reference had missing values (its three tests share the budget)."""
+    rng = np.random.default_rng(16)
+    ref = rng.normal(size=(50_000, 2))
+    ref[:50, 1] = np.nan  # column b: 50 missing values in training
+    profile = build_profile(ref, ["a", "b"], {})
+    monitor = DriftMonitor(profile, DriftOptions(window_rows=1000), "t")
+    strict, relaxed = monitor.critical["alert"]["z"], monitor.critical_untested["alert"]["z"]
+    assert relaxed < strict
+    x = rng.normal(size=(1000, 2))
+    for j, column in enumerate(monitor.inputs.columns):
+        spread = column["std"] * np.sqrt(1 / 1000 + 1 / (50_000 - column["missing"]))
+        x[:, j] += column["mean"] - x[:, j].mean() + (strict + relaxed) / 2 * spread
+    a, b = window(monitor, x)["inputs"]
+    assert relaxed < a["z"] < strict and relaxed < b["z"] < strict, (a["z"], b["z"], relaxed, strict)
+    assert (a["status"], b["status"]) == ("alert", "warn")

@@ -13,7 +13,15 @@ import numpy as np
 from fastserve.client.base import USE_CLIENT_DEFAULT, ClientBase, Timeout, model_path, predict_path
 from fastserve.client.exceptions import FastserveClientError
 from fastserve.client.retry import Call
-from fastserve.client.wire import Prediction, columns_body, inputs_body, prediction, records_body, unpack
+from fastserve.client.wire import (
+    Prediction,
+    columns_body,
+    feedback_body,
+    inputs_body,
+    prediction,
+    records_body,
+    unpack,
+)
 
 
 class AsyncClient(ClientBase):
@@ -55,6 +63,19 @@ class AsyncClient(ClientBase):
         report: dict[str, Any] = await self._get(f"{model_path(model)}/drift", timeout)
         return report
 
+    async def feedback(self, model: str, ids: Sequence[str], labels: Sequence[Any] | np.ndarray, *,
+                       timeout: Timeout = USE_CLIENT_DEFAULT) -> dict[str, Any]:
+        """As `Client.feedback`."""
+        call = self._call("POST", f"{model_path(model)}/feedback", timeout)
+        answer = await self._send(call, feedback_body(ids, labels, self.media), self._headers(None))
+        joined: dict[str, Any] = unpack(answer.content, answer.headers.get("content-type"))
+        return joined
+
+    async def quality(self, model: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> dict[str, Any]:
+        """As `Client.quality`."""
+        report: dict[str, Any] = await self._get(f"{model_path(model)}/quality", timeout)
+        return report
+
     async def health(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> bool:
         return await self._probe("/healthz", timeout)
 
@@ -77,7 +98,8 @@ class AsyncClient(ClientBase):
                        headers: Mapping[str, str] | None) -> Prediction:
         call = self._call("POST", predict_path(model, version), timeout)
         answer = await self._send(call, body, self._headers(headers), deadline_header=True)
-        return prediction(answer.content, answer.headers.get("content-type"), call.request)
+        return prediction(answer.content, answer.headers.get("content-type"), call.request,
+                          answer.headers.get("x-request-id", ""))
 
     async def _get(self, path: str, timeout: Timeout) -> Any:
         answer = await self._send(self._call("GET", path, timeout), None, {})

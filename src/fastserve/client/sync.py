@@ -13,7 +13,15 @@ import numpy as np
 from fastserve.client.base import USE_CLIENT_DEFAULT, ClientBase, Timeout, model_path, predict_path
 from fastserve.client.exceptions import FastserveClientError
 from fastserve.client.retry import Call
-from fastserve.client.wire import Prediction, columns_body, inputs_body, prediction, records_body, unpack
+from fastserve.client.wire import (
+    Prediction,
+    columns_body,
+    feedback_body,
+    inputs_body,
+    prediction,
+    records_body,
+    unpack,
+)
 
 
 class Client(ClientBase):
@@ -64,6 +72,22 @@ class Client(ClientBase):
         report: dict[str, Any] = self._get(f"{model_path(model)}/drift", timeout)
         return report
 
+    def feedback(self, model: str, ids: Sequence[str], labels: Sequence[Any] | np.ndarray, *,
+                 timeout: Timeout = USE_CLIENT_DEFAULT) -> dict[str, Any]:
+        """`POST /v1/models/{model}/feedback`: labels for earlier answers, by their request ids
+        (`Prediction.request_id`, `id:row` for a row of an answer of several rows); how many joined an answer, and
+        why the others did not (unknown, expired, repeated)."""
+        call = self._call("POST", f"{model_path(model)}/feedback", timeout)
+        answer = self._send(call, feedback_body(ids, labels, self.media), self._headers(None))
+        joined: dict[str, Any] = unpack(answer.content, answer.headers.get("content-type"))
+        return joined
+
+    def quality(self, model: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> dict[str, Any]:
+        """`GET /v1/models/{model}/quality`: per version, live quality against the labels beside its
+        reference."""
+        report: dict[str, Any] = self._get(f"{model_path(model)}/quality", timeout)
+        return report
+
     def health(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> bool:
         """Whether the server process answers (`/healthz`); False when it cannot be reached. Not retried."""
         return self._probe("/healthz", timeout)
@@ -87,7 +111,8 @@ class Client(ClientBase):
                  headers: Mapping[str, str] | None) -> Prediction:
         call = self._call("POST", predict_path(model, version), timeout)
         answer = self._send(call, body, self._headers(headers), deadline_header=True)
-        return prediction(answer.content, answer.headers.get("content-type"), call.request)
+        return prediction(answer.content, answer.headers.get("content-type"), call.request,
+                          answer.headers.get("x-request-id", ""))
 
     def _get(self, path: str, timeout: Timeout) -> Any:
         answer = self._send(self._call("GET", path, timeout), None, {})

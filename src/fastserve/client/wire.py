@@ -34,6 +34,7 @@ class Prediction:
     model: str
     version: int
     outputs: dict[str, np.ndarray]
+    request_id: str = ""  # the answer's X-Request-Id: what `feedback` names it by (`id:row` for one of its rows)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.outputs[name]
@@ -87,18 +88,27 @@ def records_body(records: Sequence[Mapping[str, Any]], media: str) -> bytes:
     return pack({"records": records if isinstance(records, list) else list(records)}, media)
 
 
+def feedback_body(ids: Sequence[str], labels: Sequence[Any] | np.ndarray, media: str) -> bytes:
+    """`{"ids", "labels"}`: one label (a class, or a true value) per answer id."""
+    ids = list(ids)
+    labels = labels.tolist() if isinstance(labels, np.ndarray) else list(labels)
+    if len(ids) != len(labels):
+        raise ValueError(f"{len(ids)} ids but {len(labels)} labels; give one label per id")
+    return pack({"ids": ids, "labels": labels}, media)
+
+
 def columns_body(columns: Mapping[str, Any], media: str) -> bytes:
     if not isinstance(columns, Mapping):
         raise TypeError(f"expected a dict of field -> column of values, got {type(columns).__name__}")
     return pack({"columns": dict(columns)}, media)
 
 
-def prediction(content: bytes, content_type: str | None, request: str) -> Prediction:
+def prediction(content: bytes, content_type: str | None, request: str, request_id: str = "") -> Prediction:
     """A 200 predict answer `{"model", "version", "outputs"}` as a Prediction."""
     try:
         answer = unpack(content, content_type)
         outputs = {name: np.asarray(value) for name, value in answer["outputs"].items()}
-        return Prediction(answer["model"], int(answer["version"]), outputs)
+        return Prediction(answer["model"], int(answer["version"]), outputs, request_id)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ServerError(200, "malformed_answer", f"the answer is not a predict answer ({exc.__class__.__name__}:"
                           f" {exc}): {content[:200]!r}", request=request) from None

@@ -24,6 +24,7 @@ FLUSH_ROWS = 256  # rows kept before the sketches are updated: bounds memory and
 
 QUANTILES = (0.1, 0.5, 0.9)
 BUDGET = {"z": 0.8, "ks": 0.1, "missing": 0.1}  # shares of each column's false-alarm budget, by test
+BUDGET_UNTESTED = {"z": 0.8 / 0.9, "ks": 0.1 / 0.9, "missing": 0.0}  # when the missing test cannot reject
 
 
 def _quantile(counts: np.ndarray, column: dict[str, Any], q: float) -> tuple[float, float, float] | None:
@@ -75,7 +76,10 @@ class _Section:
         self.reference = [np.asarray(c["counts"], dtype=np.float64) for c in self.columns]
 
     def scores(self, sketch: BinnedSketch, critical: dict[str, dict[str, float]], options: DriftOptions,
-               ) -> list[dict[str, Any]]:
+               critical_untested: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
+        """Each column's scores and status; `critical_untested`: the critical values for a column whose
+        missing-share test cannot reject (its budget shared by the other two)."""
+        critical_untested = critical_untested or critical
         out = []
         n = sketch.rows
         for j, column in enumerate(self.columns):
@@ -87,10 +91,14 @@ class _Section:
             missing_z, missing_change = (_missing_z(int(sketch.nan[j]), n, column["missing"], self.reference_rows)
                                          if "missing" in column else (0.0, 0.0))
             missing_moved = abs(missing_change) >= options.missing_min_change
+            # Tarone: with no missing value in the reference nor the window, the missing-share test cannot reject
+            # (conditioned on the total, its statistic is fixed), so its share of the budget goes to the others.
+            testable = "missing" in column and (column["missing"] > 0 or sketch.nan[j] > 0)
+            levels = critical if testable else critical_untested
             if k == 0 or m == 0:
                 status = "ok"
                 for level in ("warn", "alert"):
-                    if missing_moved and abs(missing_z) > critical[level]["missing"]:
+                    if missing_moved and abs(missing_z) > levels[level]["missing"]:
                         status = level
                 entry.update(status=status, psi=None, ks=None, js=None, z=None, missing_z=round(missing_z, 3))
                 out.append(entry)
@@ -107,7 +115,7 @@ class _Section:
             scale = math.sqrt((m + k) / (m * k))
             status = "ok"
             for level in ("warn", "alert"):
-                c = critical[level]
+                c = levels[level]
                 psi_limit = options.psi_alert if level == "alert" else options.psi_warn
                 if ks > c["ks"] * scale or abs(z) > c["z"] or (n >= options.psi_min_rows and psi >= psi_limit) \
                         or (missing_moved and abs(missing_z) > c["missing"]):
@@ -160,17 +168,21 @@ class DriftMonitor:
         self._window_rows = 0  # rows served in the current window
         columns = len(self.inputs.columns) + (len(self.predictions.columns) if self.predictions else 0)
         per_day = 86400.0 / options.window_seconds if options.window_seconds > 0 else 1440.0
-        self.critical = {level: self._critical(options.alerts_per_day * factor / per_day / columns)
-                         for level, factor in (("alert", 1.0), ("warn", 10.0))}
+        levels = (("alert", 1.0), ("warn", 10.0))
+        self.critical = {level: self._critical(options.alerts_per_day * factor / per_day / columns, BUDGET)
+                         for level, factor in levels}
+        self.critical_untested = {level: self._critical(options.alerts_per_day * factor / per_day / columns,
+                                                        BUDGET_UNTESTED) for level, factor in levels}
 
     @staticmethod
-    def _critical(alpha: float) -> dict[str, float]:
-        """Critical values for a column's false-alarm probability alpha, shared out by BUDGET: the KS coefficient
+    def _critical(alpha: float, budget: dict[str, float]) -> dict[str, float]:
+        """Critical values for a column's false-alarm probability alpha, shared out by `budget`: the KS coefficient
         c(alpha) and the two-sided normal z of the mean and missing-share tests."""
         def z(share: float) -> float:
             return NormalDist().inv_cdf(1 - min(max(alpha * share, 1e-15), 0.5) / 2)
-        ks_alpha = min(max(alpha * BUDGET["ks"], 1e-15), 0.5)
-        return {"ks": math.sqrt(-math.log(ks_alpha / 2) / 2), "z": z(BUDGET["z"]), "missing": z(BUDGET["missing"])}
+        ks_alpha = min(max(alpha * budget["ks"], 1e-15), 0.5)
+        return {"ks": math.sqrt(-math.log(ks_alpha / 2) / 2), "z": z(budget["z"]),
+                "missing": z(budget["missing"]) if budget["missing"] > 0 else math.inf}
 
     def observe(self, x: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
         """Keep a batch (the batcher's hook) for the sketches; every `FLUSH_ROWS` rows they are updated at once, so
@@ -238,9 +250,9 @@ class DriftMonitor:
 
     def close_window(self) -> dict[str, Any]:
         """Score the window against the reference, fold it into the total, start the next one."""
-        inputs = self.inputs.scores(self.inputs.window, self.critical, self.options)
-        predictions = self.predictions.scores(self.predictions.window, self.critical, self.options) \
-            if self.predictions else []
+        inputs = self.inputs.scores(self.inputs.window, self.critical, self.options, self.critical_untested)
+        predictions = self.predictions.scores(self.predictions.window, self.critical, self.options,
+                                              self.critical_untested) if self.predictions else []
         status = max((c["status"] for c in inputs + predictions), key=STATUSES.index, default="ok")
         drifting = sorted((c for c in inputs + predictions if c["status"] != "ok"),
                           key=lambda c: (-STATUSES.index(c["status"]), -abs(c["z"] or 0)))
@@ -262,7 +274,7 @@ class DriftMonitor:
 
     def report(self) -> dict[str, Any]:
         self.flush()
-        total_inputs = self.inputs.scores(self.inputs.total, self.critical, self.options) \
+        total_inputs = self.inputs.scores(self.inputs.total, self.critical, self.options, self.critical_untested) \
             if self.inputs.total.rows else []
         return {"status": self.status, "windows": self.windows, "window_rows": self.options.window_rows,
                 "window_seconds": self.options.window_seconds,

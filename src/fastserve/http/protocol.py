@@ -197,7 +197,7 @@ class Lingering:
         self.timer.cancel()
 
 
-def _nowhere(data: bytes) -> None:
+def _nowhere(data: bytes | bytearray | memoryview) -> None:
     pass
 
 
@@ -216,6 +216,10 @@ class _Transport:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
+
+    def silence(self) -> None:
+        """Writes from now on go nowhere (a request still being answered when the connection lingers)."""
+        self.write = _nowhere
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -251,9 +255,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.shed = False  # the current request was answered 503 at its headers: its body is read past
         self.unanswered = 0  # requests of this connection counted in `stats.received` (more when pipelined)
         self.lingering: Lingering | None = None
+        self.proxy: _Transport | None = None  # the transport uvicorn's side holds
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(_Transport(transport, self.close_transport))  # type: ignore[arg-type]
+        self.proxy = _Transport(transport, self.close_transport)
+        super().connection_made(self.proxy)  # type: ignore[arg-type]
         # Answered once its headers are read (a reply before the request would race the client's write).
         self.over_capacity = self.open_connections() > self.limits.max_connections
         if self.head:
@@ -271,16 +277,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Every close of this connection: at once where its requests were read whole, else a lingering close."""
         if self.transport.is_closing() or self.lingering is not None:
             return
+        assert self.proxy is not None  # (set at connection_made, before any close)
         if self.phase == IDLE:
-            self.transport.real.close()  # type: ignore[attr-defined]
+            self.proxy.real.close()
         else:
             self._linger()
 
     def _linger(self) -> None:
+        assert self.proxy is not None
         self.phase = IDLE
-        self.lingering = Lingering(self.transport.real)  # type: ignore[attr-defined]
+        self.lingering = Lingering(self.proxy.real)
         # A request still being answered (one a refused pipelined request came behind) writes nowhere now.
-        self.transport.write = _nowhere  # type: ignore[method-assign,assignment]
+        self.proxy.silence()
         # Done with as on a disconnect: its request (and any pipelined behind it) ends, its places are given back.
         self._forget()
         cycle = self.cycle

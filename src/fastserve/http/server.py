@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -46,6 +47,10 @@ class Server(uvicorn.Server):
         super().__init__(config)
         self._join = join
         self.full = full  # the connections' protocol, with the limits
+        # What accepts a connection here (`full`, or the doorman ahead of it), made with uvicorn's arguments.
+        accepting = config.http
+        assert not isinstance(accepting, str), "build_server passes uvicorn the protocol class itself"
+        self.accepting: Callable[..., asyncio.Protocol] = accepting
         self._on_shutdown = on_shutdown  # called at once on SIGTERM/SIGINT: readiness turns false
         self._admission = admission
         self._door_process = door_process
@@ -126,8 +131,8 @@ class Server(uvicorn.Server):
     async def _take_backlog(self) -> None:
         """Accept what waits in the listening sockets' backlog, as the event loop would."""
         loop = asyncio.get_running_loop()
-        make = functools.partial(self.config.http_protocol_class, config=self.config,  # type: ignore[call-arg]
-                                 server_state=self.server_state, app_state=self.lifespan.state)
+        make = functools.partial(self.accepting, config=self.config, server_state=self.server_state,
+                                 app_state=self.lifespan.state)
         taken = []
         for server in self.servers:
             for listener in server.sockets:
