@@ -46,7 +46,7 @@ def _extensions() -> list:
         macros.append(("CYTHON_TRACE_NOGIL", "1"))
     # No fused multiply-add: transforms must round each operation as numpy does.
     compile_args = (["-O0", "-g"] if debug else ["-O3"]) + ["-ffp-contract=off"]
-    modules = [f"_core.{name}" for name in ("rows", "batcher", "transforms", "sketch", "keys", "answers",
+    modules = [f"_core.{name}" for name in ("rows", "batcher", "transforms", "sketch", "scan", "answers",
                                                    "answer_ring")]
     modules.append("http._protocol")  # the compiled connection protocol (`fastserve serve --http compiled`)
     # `fastserve bench`: the histogram anywhere; the load generator and its sink drive epoll, so Linux only.

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -244,10 +245,23 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
     primary = model.take("primary", int, None)
     keep_loaded = model.take("keep_loaded", bool, False)
     if primary is not None and primary < 0:
-        raise ConfigError(f"{where} [model]: `primary` must be a version number >= 0, got {primary}")
+        raise model.fail(f"`primary` must be a version number >= 0, got {primary}")
     model.done()
+    sections = {key: parse(top.sub(key)) for key, parse in SECTIONS.items()}
+    features = top.take("features", list, None)
+    features_text = json.dumps(features, sort_keys=True) if features is not None else None
+    if features is not None:
+        features = parse_features(features, where)
+    top.done()
+    inputs, batching = sections["inputs"], sections["batching"]
+    if batching.max_queue_rows < inputs.max_rows:
+        raise ConfigError(f"{where}: [batching] max_queue_rows ({batching.max_queue_rows}) must be >= [inputs] "
+                          f"max_rows ({inputs.max_rows}), or a request of max_rows rows could never be queued")
+    return ModelConfig(name=name, description=description, primary=primary, keep_loaded=keep_loaded,
+                       features=features, features_text=features_text, **sections)
 
-    rt = top.sub("runtime")
+
+def _parse_runtime(rt: TomlTable) -> RuntimeOptions:
     runtime = RuntimeOptions(
         device=rt.choice("device", tuple(DEVICES), "auto"),
         intra_op_threads=rt.positive("intra_op_threads", 1, minimum=0),
@@ -258,19 +272,23 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
         inline_run_max_us=rt.positive("inline_run_max_us", 200, minimum=0),
     )
     rt.done()
+    return runtime
 
-    inp = top.sub("inputs")
+
+def _parse_inputs(inp: TomlTable) -> InputOptions:
     inputs = InputOptions(
         allow_non_finite=inp.take("allow_non_finite", bool, False),
         max_rows=inp.positive("max_rows", 4096),
         unknown_fields=inp.choice("unknown_fields", ("ignore", "error"), "ignore"),
     )
     inp.done()
+    return inputs
 
-    bt = top.sub("batching")
+
+def _parse_batching(bt: TomlTable) -> BatchingOptions:
     slo = bt.take("latency_slo_ms", (int, float), None)
     if slo is not None and not 0 < slo <= 3_600_000:
-        raise ConfigError(f"{where} [batching]: `latency_slo_ms` must be > 0 (milliseconds), got {slo}")
+        raise bt.fail(f"`latency_slo_ms` must be > 0 (milliseconds), got {slo}")
     batching = BatchingOptions(
         max_batch_size=bt.positive("max_batch_size", 64),
         max_delay_us=bt.positive("max_delay_us", 1000, minimum=0),
@@ -280,7 +298,10 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
         oversize=bt.choice("oversize", OVERSIZE_POLICIES, "alone"),
     )
     bt.done()
-    vt = top.sub("versions")
+    return batching
+
+
+def _parse_versions(vt: TomlTable) -> VersionOptions:
     policy = vt.choice("policy", VERSION_POLICIES, "latest")
     specific = vt.take("specific", list, [])
     if any(type(v) is not int or v < 0 for v in specific) or (policy == "specific" and not specific):
@@ -288,28 +309,16 @@ def parse_model_config(data: dict[str, Any], name: str, where: str) -> ModelConf
                       f"{specific!r}")
     versions = VersionOptions(policy=policy, latest=vt.positive("latest", 1), specific=tuple(specific))
     vt.done()
+    return versions
 
-    gt = top.sub("gate")
+
+def _parse_gate(gt: TomlTable) -> GateOptions:
     gate = GateOptions(enabled=gt.take("enabled", bool, True), atol=float(gt.take("atol", (int, float), 1e-4)),
                        rtol=float(gt.take("rtol", (int, float), 1e-4)))
     if not (gate.atol >= 0 and gate.rtol >= 0):
         raise gt.fail("`atol` and `rtol` must be >= 0")
     gt.done()
-    routing = parse_routing(top.sub("routing"))
-    drift = _parse_drift(top.sub("drift"))
-    feedback = _parse_feedback(top.sub("feedback"))
-    quality = _parse_quality(top.sub("quality"))
-    features = top.take("features", list, None)
-    features_text = json.dumps(features, sort_keys=True) if features is not None else None
-    if features is not None:
-        features = parse_features(features, where)
-    top.done()
-    if batching.max_queue_rows < inputs.max_rows:
-        raise ConfigError(f"{where}: [batching] max_queue_rows ({batching.max_queue_rows}) must be >= [inputs] "
-                          f"max_rows ({inputs.max_rows}), or a request of max_rows rows could never be queued")
-    return ModelConfig(name=name, description=description, primary=primary, keep_loaded=keep_loaded, runtime=runtime,
-                       inputs=inputs, batching=batching, versions=versions, gate=gate, routing=routing, drift=drift,
-                       feedback=feedback, quality=quality, features=features, features_text=features_text)
+    return gate
 
 
 def _parse_drift(dt: TomlTable) -> DriftOptions:
@@ -418,6 +427,14 @@ def parse_routing(table: TomlTable) -> RoutingOptions:
         raise table.fail("a version is a shadow twice")
     return RoutingOptions(canary=parse_canary(TomlTable(canary, f"{where} canary")) if canary is not None else None,
                           shadows=parsed, guard=guard)
+
+
+# [section] of fastserve.toml -> its parser (each refuses unknown keys); the keys are ModelConfig's fields.
+SECTIONS: dict[str, Callable[[TomlTable], Any]] = {
+    "runtime": _parse_runtime, "inputs": _parse_inputs, "batching": _parse_batching, "versions": _parse_versions,
+    "gate": _parse_gate, "routing": parse_routing, "drift": _parse_drift, "feedback": _parse_feedback,
+    "quality": _parse_quality,
+}
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:

@@ -7,7 +7,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fastserve._core.keys import json_duplicate_key, msgpack_duplicate_key
+from fastserve._core.scan import json_duplicate_key, msgpack_duplicate_key
 from tests.fuzz import targets
 from tests.fuzz.conftest import fuzz_settings
 

@@ -43,7 +43,8 @@ class Prediction:
 def pack(obj: Any, media: str) -> bytes:
     if media == JSON:
         return orjson.dumps(obj, default=encode_numpy, option=orjson.OPT_SERIALIZE_NUMPY)
-    return msgpack.packb(obj, use_bin_type=True, default=encode_numpy)
+    packed: bytes = msgpack.packb(obj, use_bin_type=True, default=encode_numpy)
+    return packed
 
 
 def unpack(content: bytes, content_type: str | None) -> Any:

@@ -134,4 +134,5 @@ def read_profile(folder: Path) -> dict[str, Any] | None:
     path = folder / PROFILE_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    profile: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return profile

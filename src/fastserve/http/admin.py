@@ -137,7 +137,8 @@ def _by_method(**endpoints: Any) -> Any:
     """One route for a path with several methods: two Routes on one path would each answer 405 with only their own
     method in `Allow`."""
     async def dispatch(request: Request) -> Response:
-        return await endpoints[request.method](request)
+        response: Response = await endpoints[request.method](request)
+        return response
     return dispatch
 
 

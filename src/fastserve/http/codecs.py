@@ -7,7 +7,7 @@ from typing import Any
 import msgpack
 import orjson
 
-from fastserve._core.keys import json_duplicate_key, msgpack_duplicate_key
+from fastserve._core.scan import json_duplicate_key, msgpack_duplicate_key
 from fastserve.exceptions import MalformedBody, NotAcceptable, UnsupportedMediaType
 from fastserve.numpy_encoding import encode_numpy
 
@@ -116,4 +116,5 @@ def _refuse_ext(code: int, data: bytes) -> Any:
 def encode(obj: Any, fmt: str) -> bytes:
     if fmt == JSON:
         return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
-    return msgpack.packb(obj, use_bin_type=True, default=encode_numpy)
+    packed: bytes = msgpack.packb(obj, use_bin_type=True, default=encode_numpy)
+    return packed

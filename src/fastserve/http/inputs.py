@@ -9,8 +9,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fastserve._core import FeatureTransform, fill_rows, first_non_finite
-from fastserve._core.keys import json_top_array_length, json_value_bound, msgpack_item_count
 from fastserve._core.rows import shown, type_name
+from fastserve._core.scan import json_top_array_length, json_value_bound, msgpack_item_count
 from fastserve.config import InputOptions
 from fastserve.exceptions import InvalidInput
 from fastserve.runtime import ModelSession

@@ -83,7 +83,7 @@ class FolderEvents:
                 log.warning("cannot watch %s (%s; see /proc/sys/fs/inotify/max_user_watches); the repository is "
                             "polled instead", path, os.strerror(err))
                 self.failed = True
-        return wd
+        return int(wd)
 
     def watch(self, name: str, path: str) -> None:
         """Report changes in `path` (a model folder or one of its version folders) as changes of model `name`."""

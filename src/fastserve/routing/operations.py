@@ -28,7 +28,8 @@ async def perform(registry: Registry, operation: str, *args: Any) -> dict[str, A
         model = await getattr(registry, operation)(*args)
     else:
         model = await ROUTING_OPERATIONS[operation](registry, *args)
-    return model.status()
+    status: dict[str, Any] = model.status()
+    return status
 
 
 async def set_canary(registry: Registry, name: str, version: int | None, weight: float | None,

@@ -158,7 +158,7 @@ def _g_test_keeps(observed: np.ndarray, requests: float) -> bool:
     g *= min(1.0, requests / observed.sum())
     df = labels - 1  # the chi-squared quantile by Wilson and Hilferty (3% high at df = 1, closer above)
     limit = df * (1 - 2 / (9 * df) + _Z_ALPHA * math.sqrt(2 / (9 * df))) ** 3
-    return g <= limit
+    return bool(g <= limit)
 
 
 def slower_than_chance(canary: np.ndarray, primary: np.ndarray, threshold_s: float) -> bool:

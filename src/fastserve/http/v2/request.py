@@ -10,9 +10,10 @@ import numpy as np
 import orjson
 
 from fastserve._core import FeatureTransform, fill_rows
+from fastserve._core.rows import type_name
 from fastserve.config import InputOptions
 from fastserve.exceptions import InvalidInput, MalformedBody, RequestError
-from fastserve.http.inputs import check_rows, refuse_transformed, to_input_dtype, type_name
+from fastserve.http.inputs import check_rows, refuse_transformed, to_input_dtype
 from fastserve.http.v2.tensors import NUMERIC, Tensor, check_datatype, fail
 from fastserve.runtime import ModelSession
 

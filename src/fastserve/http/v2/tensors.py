@@ -98,10 +98,12 @@ class Tensor:
                 raise fail(f"binary data has {len(self.data)} bytes; shape {self.shape} of BOOL needs {self.size}",
                            f"{self.path}.parameters.binary_data_size")
             return [b != 0 for b in self.data]
-        return self.array().tolist()
+        values: list[Any] = self.array().tolist()
+        return values
 
     def _flat_json(self) -> list[Any]:
         data, size = self.data, self.size
+        flat: list[Any]
         if len(data) == size and (size == 0 or type(data[0]) is not list):
             flat = data
         else:

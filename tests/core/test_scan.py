@@ -6,7 +6,7 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastserve._core.keys import (
+from fastserve._core.scan import (
     json_duplicate_key,
     json_top_array_length,
     json_value_bound,

@@ -1,4 +1,8 @@
-"""Duplicate keys in a JSON or msgpack body: neither orjson nor msgpack reports them (the last one wins), and a body
+"""One pass over a request body's bytes: the keys a JSON or msgpack object repeats (after the decoder accepted it),
+and how many rows or values it holds (before the decoder reads it: `json_top_array_length`, `json_value_bound`,
+`msgpack_item_count`, which refuse a body too big for the model without making an object of it).
+
+Duplicate keys in a JSON or msgpack body: neither orjson nor msgpack reports them (the last one wins), and a body
 that says `"inputs"` twice, or a record that gives a field two values, is ambiguous. One pass over the bytes of a
 body the parser has already accepted. The keys of the maps open at a point form a stack; a hash index over it, sized
 to twice the keys it holds, finds a key's earlier twin in its own map in constant expected time, so the scan is linear
