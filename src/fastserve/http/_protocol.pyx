@@ -22,10 +22,10 @@ from fastserve.http.protocol import (
     FREE_PARTS,
     MIN_PART_BYTES,
     Lingering,
-    _answer,
-    _headers_too_large,
-    _parts_too_small,
-    _raw_header_limit,
+    write_refusal,
+    headers_too_large,
+    parts_too_small,
+    header_block_limit,
     overdue,
     refusal,
     rest_too_long,
@@ -78,7 +78,7 @@ class Settings:
         self.keep_alive_s = keep_alive_s
         self.root_path = root_path
         self.draining = False  # from the listeners' close at SIGTERM: every answer closes its connection
-        self.raw_header_limit = _raw_header_limit(limits)
+        self.raw_header_limit = header_block_limit(limits)
 
     def __call__(self, config=None, server_state=None, app_state=None, _loop=None):
         """A new connection's protocol, made as uvicorn makes its own."""
@@ -497,7 +497,7 @@ cdef class HttpConnection:
         if self.phase == HEADERS and self.lingering is None:
             self.header_bytes_read = max(self.header_bytes_read, -len(data)) + len(data)
             if self.header_bytes_read > self.settings.raw_header_limit:
-                self.refuse(_headers_too_large(self.settings.limits))
+                self.refuse(headers_too_large(self.settings.limits))
 
     # --- the parser's callbacks ---------------------------------------------------------------------------------
 
@@ -531,7 +531,7 @@ cdef class HttpConnection:
         self.read_parsed += size
         limits = self.settings.limits
         if self.header_bytes > limits.max_header_bytes or self.header_count > limits.max_headers:
-            self.refused = _headers_too_large(limits)
+            self.refused = headers_too_large(limits)
             raise ValueError("headers over the limit")
 
     def on_headers_complete(self):
@@ -580,7 +580,7 @@ cdef class HttpConnection:
         self.read_parsed += len(body) + 24
         self.body_parts_n += 1
         if self.body_parts_n > FREE_PARTS and self.body_parts_n * MIN_PART_BYTES > self.body_bytes:
-            self.refused = _parts_too_small()
+            self.refused = parts_too_small()
             raise ValueError("body parts too small")
         if self.reading is not None:
             self.reading.add(body, self.settings.max_body_bytes)
@@ -733,7 +733,7 @@ cdef class HttpConnection:
     def refuse(self, answer):
         """Answer and close a connection whose request has not been read whole."""
         if self.transport is not None and self.lingering is None \
-                and _answer(self.transport, self.settings.refused_counts, answer):
+                and write_refusal(self.transport, self.settings.refused_counts, answer):
             self._linger()
 
     def close(self):

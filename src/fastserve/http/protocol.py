@@ -28,12 +28,12 @@ from fastserve.http.errors import error_body, raw_answer
 from fastserve.metrics import RequestStats
 
 IDLE, HEADERS, BODY = 0, 1, 2  # what the connection waits for from its client
-_SWEEP_S = 1.0
+SWEEP_S = 1.0
 _DEFER_ACCEPT_S = 1
 # The sweep yields to the event loop after looking at this many connections, and after each one it closes (~20 us
 # with its answer and connection_lost). A thousand slow clients time out together, so one pass may close them all:
 # one at a time, requests from everyone else are read in between instead of waiting behind the whole pass.
-_SWEEP_STEP = 64
+SWEEP_STEP = 64
 # A lingering close reads what a client still sends for at most this long in all, and this long with nothing.
 LINGER_S, LINGER_IDLE_S = 5.0, 2.0
 # After an answer sent before its request's body was read whole, the connection is kept (the rest read past) only
@@ -48,7 +48,7 @@ MIN_PART_BYTES, FREE_PARTS = 64, 4096
 log = logging.getLogger("fastserve.http")
 
 
-class _Quiet(logging.Filter):
+class QuietNonHttpWarnings(logging.Filter):
     """uvicorn logs a warning per request that is not HTTP: hostile traffic would flood the log. They are counted in
     `fastserve_connections_refused_total{reason="bad_request"}` instead."""
 
@@ -67,7 +67,7 @@ def _headers_overdue(seconds: float) -> tuple[str, bytes]:
 
 
 @functools.cache
-def _parts_too_small() -> tuple[str, bytes]:
+def parts_too_small() -> tuple[str, bytes]:
     return refusal(400, "bad_request", f"request body in chunks of under {MIN_PART_BYTES} bytes on average; send "
                    "larger chunks, or the body with a Content-Length")
 
@@ -84,7 +84,7 @@ def _door_stalled() -> tuple[str, bytes]:
                    retry_after=1)
 
 
-def _defer_accepts(listeners: list[socket.socket]) -> None:
+def defer_accepts(listeners: list[socket.socket]) -> None:
     """A connection is handed over when its first bytes come, or after _DEFER_ACCEPT_S if none do (the header
     deadline then closes it): accepting and reading the request take one wake-up instead of two, and a burst of
     clients that connect but write later is accepted as each writes, not all at once."""
@@ -95,14 +95,14 @@ def _defer_accepts(listeners: list[socket.socket]) -> None:
 
 
 @functools.cache
-def _headers_too_large(limits: ConnectionLimits) -> tuple[str, bytes]:
+def headers_too_large(limits: ConnectionLimits) -> tuple[str, bytes]:
     return refusal(431, "headers_too_large", f"request line and headers are over the limit of "
                    f"{limits.max_header_bytes} bytes or {limits.max_headers} headers")
 
 
 def door_answers(limits: ConnectionLimits) -> dict[str, bytes]:
     """What the door process answers itself, by reason."""
-    return dict([_headers_overdue(limits.header_timeout_s), _headers_too_large(limits), _door_stalled(),
+    return dict([_headers_overdue(limits.header_timeout_s), headers_too_large(limits), _door_stalled(),
                  _shutting_down()])
 
 
@@ -118,7 +118,7 @@ def bind_listeners(host: str, port: int, backlog: int) -> list[socket.socket]:
         for listener in listeners:
             listener.close()
         raise
-    _defer_accepts(listeners)
+    defer_accepts(listeners)
     return listeners
 
 
@@ -149,11 +149,11 @@ def overdue(limits: ConnectionLimits, phase: int, elapsed: float, body_bytes: in
     return None
 
 
-def _raw_header_limit(limits: ConnectionLimits) -> int:
+def header_block_limit(limits: ConnectionLimits) -> int:
     return raw_header_limit(limits.max_header_bytes, limits.max_headers)
 
 
-def _answer(transport: asyncio.Transport, counts: dict[str, int], answer: tuple[str, bytes]) -> bool:
+def write_refusal(transport: asyncio.Transport, counts: dict[str, int], answer: tuple[str, bytes]) -> bool:
     """Writes a refusal; False when the connection is closing already."""
     if transport.is_closing():
         return False
@@ -270,7 +270,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def refuse(self, answer: tuple[str, bytes]) -> None:
         """Answer and close a connection whose request has not been read whole."""
-        if _answer(self.transport, self.refused_counts, answer):
+        if write_refusal(self.transport, self.refused_counts, answer):
             self._linger()
 
     def close_transport(self) -> None:
@@ -327,7 +327,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.read_parsed += size
         limits = self.limits
         if self.header_bytes > limits.max_header_bytes or self.header_count > limits.max_headers:
-            self.refused = _headers_too_large(limits)
+            self.refused = headers_too_large(limits)
             raise ValueError("headers over the limit")  # stops the parser; data_received answers `refused`
 
     def data_received(self, data: bytes) -> None:
@@ -342,8 +342,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # counted; their line ends are, a few bytes a header.
         if self.phase == HEADERS:
             read = self.header_bytes_read = max(self.header_bytes_read, -len(data)) + len(data)  # credit: this read
-            if read > _raw_header_limit(self.limits):
-                self.refuse(_headers_too_large(self.limits))
+            if read > header_block_limit(self.limits):
+                self.refuse(headers_too_large(self.limits))
 
     def on_headers_complete(self) -> None:
         if self.over_capacity:
@@ -379,7 +379,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.read_parsed += len(body) + _PART_FRAMING
         self.body_parts += 1
         if self.body_parts > FREE_PARTS and self.body_parts * MIN_PART_BYTES > self.body_bytes:
-            self.refused = _parts_too_small()
+            self.refused = parts_too_small()
             raise ValueError("body parts too small")  # stops the parser; send_400_response answers `refused`
         cycle = self.cycle
         if self.shed or cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
@@ -472,7 +472,7 @@ class Doorman(asyncio.Protocol):
         self.args = (config, server_state, app_state, _loop)
         self.connections = server_state.connections
         self.transport: asyncio.Transport | None = None
-        self.block = HeaderBlock(_raw_header_limit(self.full.limits))
+        self.block = HeaderBlock(header_block_limit(self.full.limits))
         self.phase_started = 0.0
         self.lingering: Lingering | None = None
 
@@ -489,7 +489,7 @@ class Doorman(asyncio.Protocol):
         if state == HAND_OVER:
             self.hand_over(bytes(self.block.received))
         elif state == TOO_LARGE:
-            self.refuse(_headers_too_large(self.full.limits))
+            self.refuse(headers_too_large(self.full.limits))
 
     def hand_over(self, received: bytes) -> None:
         transport = self.transport
@@ -513,7 +513,7 @@ class Doorman(asyncio.Protocol):
 
     def refuse(self, answer: tuple[str, bytes]) -> None:
         if self.transport is not None and self.lingering is None \
-                and _answer(self.transport, self.full.refused_counts, answer):
+                and write_refusal(self.transport, self.full.refused_counts, answer):
             self.lingering = Lingering(self.transport)
 
     def shutdown(self) -> None:

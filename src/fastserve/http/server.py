@@ -22,13 +22,13 @@ from fastserve.config import ServerConfig
 from fastserve.http.admission import Admission
 from fastserve.http.door import Door, door_supported
 from fastserve.http.protocol import (
-    _SWEEP_S,
-    _SWEEP_STEP,
+    SWEEP_S,
+    SWEEP_STEP,
     Doorman,
     LimitedHttpToolsProtocol,
-    _defer_accepts,
-    _Quiet,
+    QuietNonHttpWarnings,
     bind_listeners,
+    defer_accepts,
     door_answers,
 )
 from fastserve.metrics import RequestStats
@@ -62,7 +62,7 @@ class Server(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         if self._join is None and (not self._door_process or sockets is not None):
             await super().startup(sockets)
-            _defer_accepts([listener for server in self.servers for listener in server.sockets])
+            defer_accepts([listener for server in self.servers for listener in server.sockets])
             return
         await super().startup(sockets=[])  # the lifespan; the door process accepts the connections
         limits = self.full.limits
@@ -156,7 +156,7 @@ class Server(uvicorn.Server):
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(_SWEEP_S)
+            await asyncio.sleep(SWEEP_S)
             now = time.monotonic()
             looked = 0
             connection: Any  # this protocol, the compiled one (http/_protocol.pyx), a Doorman
@@ -166,7 +166,7 @@ class Server(uvicorn.Server):
                     looked += 1
                     if answer is not None:
                         connection.refuse(answer)
-                    if answer is not None or looked % _SWEEP_STEP == 0:
+                    if answer is not None or looked % SWEEP_STEP == 0:
                         await asyncio.sleep(0)
             if self._admission is not None and self._admission.limits:
                 self._recount()
@@ -220,7 +220,7 @@ def build_server(app: Any, config: ServerConfig, loop: str, on_shutdown: Any, st
         log.info("no door process on this platform (it needs Linux's Unix sequenced-packet sockets): the serving "
                  "process accepts the connections itself")
     doorman = type("FastserveDoorman", (Doorman,), {"full": protocol})  # for the serving process's own accepts
-    logging.getLogger("uvicorn.error").addFilter(_Quiet())
+    logging.getLogger("uvicorn.error").addFilter(QuietNonHttpWarnings())
     server = Server(uvicorn.Config(
         app, host=config.host, port=config.port, loop=loop, http=protocol if door else doorman, lifespan="on",
         log_config=None,
