@@ -397,7 +397,7 @@ class Registry:
             await version.retire()
             model.event("unloaded", version.number, f"outside the version policy ({options.policy})")
 
-    # -- operators' calls (admin API) --------------------------------------------------------------------------
+    # -- what the operators' calls (registry/actions.py) stand on -----------------------------------------------
 
     def model(self, name: str) -> LoadedModel:
         model = self.models.get(name)
@@ -423,67 +423,6 @@ class Registry:
         if version.state != READY:
             raise OperationRefused(f"{version.label} cannot serve: {version.error or version.state}",
                                    detail={"model": model.name, "version": version.number, "state": version.state})
-
-    async def load_version(self, name: str, number: int) -> LoadedModel:
-        """Load (and gate) a version and keep it loaded whatever the policy, until it is unloaded."""
-        model = self.model(name)
-        async with model.lock:
-            version = self.version(model, number)
-            await self.ensure_loaded(model, version)
-            model.kept.add(number)
-            model.choose_primary()
-        return model
-
-    async def unload_version(self, name: str, number: int) -> LoadedModel:
-        """Unload a version and keep it unloaded; the primary moves to another ready version first."""
-        model = self.model(name)
-        async with model.lock:
-            version = self.version(model, number)
-            others = [v for v in model.versions.values() if v.state == READY and v is not version]
-            if version is model.primary and not others:
-                raise OperationRefused(f"{version.label} is the only version serving; load or promote another first",
-                                       detail={"model": name, "version": number})
-            model.kept.discard(number)
-            model.held_out.add(number)
-            if model.pinned == number:
-                model.pinned = None
-            if version.state == READY:
-                version.state = DRAINING
-                model.choose_primary()
-                await version.retire()
-            model.event("unloaded", number, "by an operator")
-        return model
-
-    async def promote(self, name: str, number: int) -> LoadedModel:
-        """Make a version the primary (loading and gating it first when needed)."""
-        model = self.model(name)
-        async with model.lock:
-            version = self.version(model, number)
-            await self.ensure_loaded(model, version)
-            model.pinned = number
-            model.choose_primary()
-            model.event("promoted", number, "by an operator")
-        return model
-
-    async def rollback(self, name: str) -> LoadedModel:
-        """Make the previous primary the primary again."""
-        model = self.model(name)
-        async with model.lock:
-            current = model.primary.number if model.primary else None
-            history = [n for n in model.primaries if n in model.versions]
-            while history and history[-1] == current:
-                history.pop()
-            if not history:
-                raise OperationRefused(f"model {name!r} has no previous primary to roll back to",
-                                       detail={"model": name})
-            previous = history[-1]
-            version = model.versions[previous]
-            await self.ensure_loaded(model, version)
-            model.primaries = history
-            model.pinned = previous
-            model.choose_primary()
-            model.event("rolled_back", previous, f"from v{current}" if current is not None else "")
-        return model
 
     @property
     def ready(self) -> bool:

@@ -8,11 +8,13 @@ from typing import Any
 
 from fastserve.config import CanaryOptions
 from fastserve.exceptions import OperationRefused
-from fastserve.registry import LoadedModel, Registry
+from fastserve.registry import LoadedModel, Registry, actions
 from fastserve.routing.canary import Canary
 from fastserve.routing.routes import routes_of
 
-REGISTRY_OPERATIONS = ("load_version", "unload_version", "promote", "rollback")
+REGISTRY_OPERATIONS: dict[str, Callable[..., Awaitable[LoadedModel]]] = {
+    "load_version": actions.load_version, "unload_version": actions.unload_version, "promote": actions.promote,
+    "rollback": actions.rollback}
 OPERATIONS = (*REGISTRY_OPERATIONS, "set_canary", "remove_canary", "promote_canary", "add_shadow", "remove_shadow",
               "reload")
 
@@ -24,10 +26,8 @@ async def perform(registry: Registry, operation: str, *args: Any) -> dict[str, A
     if operation == "reload":
         await registry.sync()
         return {"models": [m.status() for _, m in sorted(registry.models.items())]}
-    if operation in REGISTRY_OPERATIONS:
-        model = await getattr(registry, operation)(*args)
-    else:
-        model = await ROUTING_OPERATIONS[operation](registry, *args)
+    calls = REGISTRY_OPERATIONS if operation in REGISTRY_OPERATIONS else ROUTING_OPERATIONS
+    model = await calls[operation](registry, *args)
     status: dict[str, Any] = model.status()
     return status
 
@@ -78,7 +78,7 @@ async def promote_canary(registry: Registry, name: str) -> LoadedModel:
     if routes.canary is None:
         raise OperationRefused(f"model {name!r} has no canary to promote", detail={"model": name})
     number = routes.canary.version
-    await registry.promote(name, number)
+    await actions.promote(registry, name, number)
     async with model.lock:
         routes.canary = None
     return model
