@@ -180,3 +180,46 @@ def test_reading_feedback_costs_time_linear_in_its_size() -> None:
         return lambda: store.join(parse_feedback(b)[0])
 
     judge("feedback", 2000, 20000, ratio(work(small), work(large), cold=False))
+
+
+def test_labels_join_while_predictions_flow(served) -> None:
+    """Four clients predict without pause while labels for what they were answered are posted as they come: every
+    request and every feedback answered 200, every label joined once."""
+    import threading
+    import time
+
+    srv, _ = served
+    x, churn, _ = customers(64, 15)
+    answered: list[tuple[str, int]] = []
+    failures: list[int] = []
+    stop = threading.Event()
+
+    def predict(seed: int) -> None:
+        with httpx.Client(base_url=srv.url, timeout=20.0) as c:
+            k = seed
+            while not stop.is_set():
+                r = c.post("/v1/models/churn_mlp/versions/1/predict", json={"inputs": x[k % 64:k % 64 + 1].tolist()})
+                if r.status_code != 200:
+                    failures.append(r.status_code)
+                answered.append((r.headers["x-request-id"], int(churn[k % 64])))
+                k += 4
+
+    threads = [threading.Thread(target=predict, args=(seed,)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    joined = sent = 0
+    with httpx.Client(base_url=srv.url, timeout=20.0) as c:
+        while sent < 2000:
+            batch = answered[sent:]
+            if not batch:
+                time.sleep(0.001)
+                continue
+            r = c.post("/v1/models/churn_mlp/feedback", json={"ids": [i for i, _ in batch],
+                                                             "labels": [label for _, label in batch]})
+            assert r.status_code == 200, r.text
+            joined += r.json()["joined"]
+            sent += len(batch)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not failures and joined == sent >= 2000
