@@ -74,3 +74,19 @@ def test_sampled_out_answers_are_counted_not_kept() -> None:
     store = Store(FeedbackOptions(sample=0.0), width=2)
     store.put("a", 1, _outputs(1))
     assert store.counts["sampled_out"] == 1 and store.join(["a"])[0] == [UNKNOWN]
+
+
+def test_a_store_holds_what_its_answers_need_not_its_budget() -> None:
+    """A server of a thousand models keeps a store for each: one answer in each of 1,000 stores with the default
+    4 MiB budget holds a few MB in all, not the budgets (the filter of fallen ids is made when the first falls out)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        stores = [Store(FeedbackOptions(), width=2) for _ in range(1000)]
+        for store in stores:
+            store.put("one", 1, _outputs(1))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 10 << 20, f"1,000 stores with an answer each hold {held / 2**20:.0f} MiB"
+    assert all(s.nbytes < 8192 for s in stores)

@@ -13,7 +13,9 @@ import numpy as np
 
 cnp.import_array()
 
-cdef Py_ssize_t FIRST_SIZE = 1024  # rows allocated at first; doubled as they fill, up to the capacity
+# Rows allocated at first, doubled as they fill, up to the capacity: a server of thousands of models pays for each
+# model's answers as they come, not for its budget.
+cdef Py_ssize_t FIRST_SIZE = 64
 
 
 cdef class AnswerRing:
@@ -45,8 +47,8 @@ cdef class AnswerRing:
         half = max(8, filter_bytes // 2)
         self.filter_bits = half * 8
         self.filter_capacity = max(1, <Py_ssize_t>(self.filter_bits / 9.6))  # ~1% false positives, two hashes
-        self._current = bytearray(half)
-        self._older = bytearray(half)
+        self._current = bytearray()  # (allocated when the first answer falls out: most models never fill)
+        self._older = bytearray()
         self._filter_count = 0
         self._grow(min(self.capacity, FIRST_SIZE))
 
@@ -79,6 +81,9 @@ cdef class AnswerRing:
     cdef _remember(self, object key):
         cdef Py_ssize_t a = 0, b = 0
         cdef unsigned char* bits
+        if not self._current:
+            self._current = bytearray(self.filter_bits // 8)
+            self._older = bytearray(self.filter_bits // 8)
         if self._filter_count >= self.filter_capacity:
             self._current, self._older = self._older, self._current
             memset(<unsigned char*>self._current, 0, len(self._current))
@@ -94,6 +99,8 @@ cdef class AnswerRing:
         positives)."""
         cdef Py_ssize_t a = 0, b = 0
         cdef unsigned char* bits
+        if not self._current:
+            return False
         self._positions(key, &a, &b)
         for generation in (self._current, self._older):
             bits = <unsigned char*>(<bytearray>generation)
