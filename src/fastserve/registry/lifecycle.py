@@ -86,6 +86,9 @@ class Registry:
         # Models that loaded a version at some point (some may hold none any more): the budget's passes look at
         # these, not at every model (10,000 models, 100 loaded).
         self._holding: set[str] = set()
+        # Models whose versions a load or an eviction changed since the supervisor last looked at every model: a
+        # load on demand tells the workers of these only.
+        self.touched: set[str] = set()
 
     # -- reading the repository -------------------------------------------------------------------------------
 
@@ -306,6 +309,7 @@ class Registry:
             idle = time.monotonic() - victim.last_used
             victim.state = DRAINING  # no new requests: they wait for its next load
             model.evictions += 1
+            self.touched.add(model.name)
             model.event("evicted", victim.number, f"least recently used (idle {idle:.1f} s) to make room for "
                         f"{loading.label}: the budget is {self.max_loaded} loaded versions")
             log.info("%s: evicted (idle %.1f s) for %s", victim.label, idle, loading.label)
@@ -350,6 +354,7 @@ class Registry:
 
     async def _load_now(self, model: LoadedModel, version: LoadedVersion) -> None:
         await asyncio.to_thread(version.load, True, self.gates, self.serves)
+        self.touched.add(model.name)
         if version.state == READY:
             self._holding.add(model.name)
             model.event("loaded", version.number, f"in {version.load_seconds:.3f} s")

@@ -18,22 +18,24 @@ from fastserve.routing.routes import routes_of
 log = logging.getLogger("fastserve.workers")
 
 
+def model_entry(model: LoadedModel) -> dict[str, Any]:
+    """What a worker must hold of one model."""
+    routes = routes_of(model)
+    canary = routes.canary
+    return {
+        "path": str(model.path),
+        "config": model.config_bytes,
+        "loaded": {n: str(v.path) for n, v in model.versions.items() if v.state == READY},
+        "evicted": {n: str(v.path) for n, v in model.versions.items() if v.state == EVICTED},
+        "primary": model.primary.number if model.primary is not None else None,
+        "canary": (canary.version, canary.weight, canary.sticky_key) if canary is not None else None,
+        "shadows": {n: runner.sample for n, runner in routes.shadows.items()},
+    }
+
+
 def model_entries(registry: Registry) -> dict[str, dict[str, Any]]:
     """Per model, what a worker must hold: the whole state."""
-    models = {}
-    for name, model in registry.models.items():
-        routes = routes_of(model)
-        canary = routes.canary
-        models[name] = {
-            "path": str(model.path),
-            "config": model.config_bytes,
-            "loaded": {n: str(v.path) for n, v in model.versions.items() if v.state == READY},
-            "evicted": {n: str(v.path) for n, v in model.versions.items() if v.state == EVICTED},
-            "primary": model.primary.number if model.primary is not None else None,
-            "canary": (canary.version, canary.weight, canary.sticky_key) if canary is not None else None,
-            "shadows": {n: runner.sample for n, runner in routes.shadows.items()},
-        }
-    return models
+    return {name: model_entry(model) for name, model in registry.models.items()}
 
 
 def whole_plan(registry: Registry, seq: int) -> dict[str, Any]:

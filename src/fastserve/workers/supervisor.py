@@ -34,7 +34,7 @@ from fastserve.routing.operations import perform
 from fastserve.routing.routes import ModelRoutes, routes_of
 from fastserve.workers.link import Link
 from fastserve.workers.merge import process_figures, summed
-from fastserve.workers.plan import changes, model_entries, whole_plan
+from fastserve.workers.plan import changes, model_entries, model_entry, whole_plan
 
 log = logging.getLogger("fastserve.workers")
 
@@ -231,7 +231,8 @@ class Supervisor:
             name, number = body
             model = self.registry.model(name)
             await self.registry.warm(model, self.registry.version(model, number))
-            await self.broadcast()
+            touched, self.registry.touched = self.registry.touched, set()
+            await self.broadcast(models=touched | {name})
             return None
         if kind == "feedback":
             return await self.feedback(*body)
@@ -268,10 +269,22 @@ class Supervisor:
                                        return_exceptions=True)
         return [(w, answer) for (w, _), answer in zip(linked, answers, strict=True)]
 
-    async def broadcast(self, only_changes: bool = False) -> None:
+    async def broadcast(self, only_changes: bool = False, models: set[str] | None = None) -> None:
         """The models that changed since the last plan, to every worker; returns once each has followed it (or
-        gone). `only_changes`: nothing is sent when nothing changed."""
-        now = model_entries(self.registry)
+        gone). `only_changes`: nothing is sent when nothing changed. `models`: only these can have changed (a load
+        on demand and the evictions it made), so only their entries are made again: at 10,000 models a whole look
+        took 130 ms of the supervisor's loop."""
+        if models is None:
+            now = model_entries(self.registry)
+            self.registry.touched.clear()  # (this look covers them)
+        else:
+            now = dict(self._sent)
+            for name in models:
+                model = self.registry.models.get(name)
+                if model is None:
+                    now.pop(name, None)
+                else:
+                    now[name] = model_entry(model)
         changed, removed = changes(self._sent, now)
         if only_changes and not changed and not removed and self._sent_loaded == self.registry.loaded:
             return
