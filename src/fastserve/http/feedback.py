@@ -10,12 +10,12 @@ from starlette.responses import Response
 
 from fastserve.exceptions import InvalidInput
 from fastserve.http.codecs import CONTENT_TYPE_HEADER, JSON, decode, encode, request_format, response_format
-from fastserve.http.serving import read_body
+from fastserve.http.serving import MAX_REQUEST_ID, read_body
 from fastserve.registry.feedback import check_labels, feedback_answer, score_labels, take_labels
 from fastserve.registry.operations import quality_report
 from fastserve.routing.routes import routes_of
 
-MAX_ID = 140  # a request id (128) with its `:row`
+MAX_ID = MAX_REQUEST_ID + 12  # a request id with its `:row`
 
 
 def _fail(message: str, path: str) -> InvalidInput:

@@ -313,8 +313,8 @@ async def serve(app: ServingApp, scope: Scope, receive: Any, send: Any, wire: Wi
 
 _ID_PREFIX = os.urandom(4).hex()  # (per process: ids made by different workers never meet)
 _ids = itertools.count(1)
-_HEADER_ID = re.compile(r"[!-~]{1,128}")  # visible ASCII, as a header value carries it
 MAX_REQUEST_ID = 128
+_HEADER_ID = re.compile(rf"[!-~]{{1,{MAX_REQUEST_ID}}}")  # visible ASCII, as a header value carries it
 
 
 def new_request_id() -> str:
