@@ -90,3 +90,23 @@ def test_a_store_holds_what_its_answers_need_not_its_budget() -> None:
         tracemalloc.stop()
     assert held < 10 << 20, f"1,000 stores with an answer each hold {held / 2**20:.0f} MiB"
     assert all(s.nbytes < 8192 for s in stores)
+
+
+def test_a_changed_feedback_config_gets_a_store_of_its_own_and_an_unchanged_one_keeps_it() -> None:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from fastserve.config import ModelConfig
+    from fastserve.registry.feedback import keep_answer
+    from fastserve.registry.models import LoadedModel
+
+    model = LoadedModel("m", ModelConfig(name="m"), Path("/nowhere"))
+    keep_answer(model, 1, "a", _outputs(1))
+    first = model.store
+    model.config = replace(model.config, feedback=FeedbackOptions())  # applied again, the same settings
+    keep_answer(model, 1, "b", _outputs(1))
+    assert model.store is first and first is not None and first.join(["a"])[0] == [JOINED]
+    model.config = replace(model.config, feedback=FeedbackOptions(max_bytes=1 << 20))
+    keep_answer(model, 1, "c", _outputs(1))
+    assert model.store is not first and model.store is not None and model.store.options.max_bytes == 1 << 20
+    assert model.store.join(["b", "c"])[0] == [UNKNOWN, JOINED]

@@ -21,9 +21,11 @@ LISTED = 100  # ids not joined, named in the answer
 
 def keep_answer(model: LoadedModel, version: int, request_id: str, outputs: dict[str, np.ndarray]) -> None:
     """The request path's one step here: keep what the version answered under the request's id."""
-    store = model.store
-    if store is None:
-        store = model.store = Store(model.config.feedback, _width(outputs))
+    store, options = model.store, model.config.feedback
+    if store is None or store.options is not options:
+        if store is None or store.options != options:  # (a changed [feedback]: the answers kept so far go)
+            store = model.store = Store(options, _width(outputs))
+        store.options = options  # (the same settings in a config applied again)
     store.put(request_id, version, outputs)
 
 
