@@ -58,8 +58,11 @@ def test_a_flood_of_unanswered_ids_stays_in_the_budget_and_late_labels_are_told_
     assert store.nbytes <= budget
     assert held <= budget, f"the store holds {held} bytes, over its budget of {budget}"
     assert store.status()["fell_out"] > 30_000
-    outcomes, _ = store.join(["request-00000000", "request-00000001", "request-00059999:2", "never-sent"])
-    assert outcomes == [EXPIRED, EXPIRED, JOINED, UNKNOWN]
+    outcomes, _ = store.join(["request-00000000", "request-00000001", "request-00059999:2"])
+    assert outcomes == [EXPIRED, EXPIRED, JOINED]
+    # An id never sent may be found in the filter of fallen ids (false positives): a few percent at most.
+    never = store.join([f"never-sent-{i}" for i in range(2000)])[0]
+    assert set(never) <= {UNKNOWN, EXPIRED} and never.count(EXPIRED) < 60, never.count(EXPIRED)
 
 
 def test_a_request_written_over_in_part_is_dropped_whole() -> None:
