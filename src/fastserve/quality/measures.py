@@ -50,9 +50,6 @@ class Tally:
             self.hits = np.zeros(self.classes, np.int64)
             self.auc = np.zeros((self.classes, 2, AUC_BINS), np.int64)
 
-    def empty(self) -> Tally:
-        return Tally(self.kind, self.classes, self.scale)
-
     def _losses(self, **values: np.ndarray) -> None:
         for name, value in values.items():
             total = self.loss[name]

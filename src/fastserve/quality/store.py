@@ -130,8 +130,8 @@ class Store:
     def _fell_out(self, key: str) -> bool:
         if self.ring.fell_out_recently(key):
             return True
-        head, sep, tail = key.rpartition(":")
-        return bool(sep) and tail.isdigit() and self.ring.fell_out_recently(head)
+        named = _row_of(key)
+        return named is not None and self.ring.fell_out_recently(named[0])
 
     def _find(self, key: str) -> tuple[int | None, int]:
         """(the request's first row, the row within it) for `id` (a request of one row) or `id:row`."""
@@ -139,14 +139,20 @@ class Store:
         start = where.get(key)
         if start is not None:
             return (start, 0) if rows[start] == 1 else (None, 0)
-        head, sep, tail = key.rpartition(":")
-        if sep and tail.isdigit() and len(tail) < 10:
-            start = where.get(head)
+        named = _row_of(key)
+        if named is not None:
+            start = where.get(named[0])
             if start is not None:
-                return start, int(tail)
+                return start, named[1]
         return None, 0
 
     def status(self) -> dict[str, Any]:
         return {"max_bytes": self.options.max_bytes, "bytes": self.nbytes, "ttl_seconds": self.options.ttl_seconds,
                 "sample": self.options.sample, "capacity_rows": self.capacity, "kept_requests": len(self.ring.where),
                 "fell_out": self.ring.fell_out, **self.counts}
+
+
+def _row_of(key: str) -> tuple[str, int] | None:
+    """`id:row` as (id, row); None for a key without a row."""
+    head, sep, tail = key.rpartition(":")
+    return (head, int(tail)) if sep and tail.isdigit() and len(tail) < 10 else None
