@@ -237,16 +237,16 @@ class _Collector:
         for loaded in self._registry.models.values():
             for v in loaded.versions.values():
                 monitor = v.drift
-                if monitor is None or v.state not in (READY, DRAINING):
+                if monitor.why or v.state not in (READY, DRAINING):
                     continue
                 key = [loaded.name, str(v.number)]
                 status.add_metric(key, STATUSES.index(monitor.status))
                 windows.add_metric(key, monitor.windows)
                 last = monitor.last
-                for column in (last["inputs"] + last["predictions"]) if last else []:
-                    for family, name in ((psi, "psi"), (ks, "ks"), (js, "js")):
-                        if column[name] is not None:
-                            family.add_metric([*key, column["name"]], column[name])
+                for column in (last.inputs + last.predictions) if last else []:
+                    for family, value in ((psi, column.psi), (ks, column.ks), (js, column.js)):
+                        if value is not None:
+                            family.add_metric([*key, column.name], value)
         yield from (status, windows, psi, ks, js)
 
     def _stores(self) -> Iterator[Metric]:

@@ -18,7 +18,7 @@ def reference_profile(rng, categorical=False):
 
 def window(monitor, x):
     monitor.inputs.window.update(np.ascontiguousarray(x, dtype=np.float32))
-    return monitor.close_window()
+    return monitor.close_window().as_json()
 
 
 def test_replayed_reference_rarely_alerts():

@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -54,12 +55,84 @@ def _missing_z(missing: int, rows: int, ref_missing: int, ref_rows: int) -> tupl
     return ((share - ref_share) / spread if spread > 0 else 0.0), share - ref_share
 
 
-def _category_shares(observed: np.ndarray, ref: np.ndarray, column: dict[str, Any]) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class CategoryShare:
+    category: Any
+    share: float
+    reference: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"category": self.category, "share": self.share, "reference": self.reference}
+
+
+def _category_shares(observed: np.ndarray, ref: np.ndarray, column: dict[str, Any]) -> list[CategoryShare]:
     """The five categories whose share moved most (slot 0 holds the values the vocabulary does not know)."""
     share, ref_share = observed / max(observed.sum(), 1), ref / max(ref.sum(), 1)
     order = np.argsort(-np.abs(share - ref_share), kind="stable")[:5]
-    return [{"category": column["categories"][k], "share": round(float(share[k]), 6),
-             "reference": round(float(ref_share[k]), 6)} for k in order]
+    return [CategoryShare(column["categories"][k], round(float(share[k]), 6), round(float(ref_share[k]), 6))
+            for k in order]
+
+
+@dataclass(slots=True)
+class ColumnScores:
+    """One column of a window against the reference. A column with rows on both sides is scored (`mean` on);
+    a continuous one has quantiles, a category column the categories whose share moved most."""
+
+    name: str
+    rows: int
+    nan: int
+    inf: int
+    out_of_range: int
+    status: str = "ok"
+    psi: float | None = None
+    ks: float | None = None
+    js: float | None = None
+    z: float | None = None
+    missing_z: float = 0.0
+    mean: float | None = None
+    reference_mean: float | None = None
+    quantiles: dict[str, list[float | None]] | None = None  # window, reference
+    quantile_bounds: dict[str, list[float] | None] | None = None
+    categories: list[CategoryShare] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "rows": self.rows, "nan": self.nan, "inf": self.inf,
+                               "out_of_range": self.out_of_range, "status": self.status, "psi": self.psi,
+                               "ks": self.ks, "js": self.js, "z": self.z, "missing_z": self.missing_z}
+        if self.mean is not None:
+            out.update(mean=self.mean, reference_mean=self.reference_mean)
+        if self.quantiles is not None:
+            out.update(quantiles=self.quantiles, quantile_bounds=self.quantile_bounds)
+        if self.categories is not None:
+            out["categories"] = [c.as_json() for c in self.categories]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class DriftWindow:
+    """A closed window, scored."""
+
+    closed_at: float
+    rows: int
+    status: str
+    source: str  # "fields" (raw fields) or "model_inputs"
+    top: list[str]  # the most drifting columns
+    inputs: list[ColumnScores]
+    predictions: list[ColumnScores]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"closed_at": self.closed_at, "rows": self.rows, "status": self.status, "source": self.source,
+                "top": self.top, "inputs": [c.as_json() for c in self.inputs],
+                "predictions": [c.as_json() for c in self.predictions]}
+
+
+@dataclass(frozen=True, slots=True)
+class DriftCounts:
+    """A worker's window so far (`take`), for its supervisor's monitor (`add`): sketch states, not scores."""
+
+    rows: int
+    inputs: tuple[int, list[np.ndarray]]
+    predictions: tuple[int, list[np.ndarray]] | None
 
 
 class _Section:
@@ -76,7 +149,7 @@ class _Section:
         self.reference = [np.asarray(c["counts"], dtype=np.float64) for c in self.columns]
 
     def scores(self, sketch: BinnedSketch, critical: dict[str, dict[str, float]], options: DriftOptions,
-               critical_untested: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
+               critical_untested: dict[str, dict[str, float]] | None = None) -> list[ColumnScores]:
         """Each column's scores and status; `critical_untested`: the critical values for a column whose
         missing-share test cannot reject (its budget shared by the other two)."""
         critical_untested = critical_untested or critical
@@ -86,8 +159,8 @@ class _Section:
             observed = sketch.bin_counts(j).astype(np.float64)
             ref = self.reference[j]
             m, k = ref.sum(), observed.sum()
-            entry: dict[str, Any] = {"name": column["name"], "rows": int(k), "nan": int(sketch.nan[j]),
-                                     "inf": int(sketch.inf[j]), "out_of_range": int(sketch.below[j] + sketch.above[j])}
+            entry = ColumnScores(column["name"], int(k), int(sketch.nan[j]), int(sketch.inf[j]),
+                                 int(sketch.below[j] + sketch.above[j]))
             missing_z, missing_change = (_missing_z(int(sketch.nan[j]), n, column["missing"], self.reference_rows)
                                          if "missing" in column else (0.0, 0.0))
             missing_moved = abs(missing_change) >= options.missing_min_change
@@ -100,7 +173,7 @@ class _Section:
                 for level in ("warn", "alert"):
                     if missing_moved and abs(missing_z) > levels[level]["missing"]:
                         status = level
-                entry.update(status=status, psi=None, ks=None, js=None, z=None, missing_z=round(missing_z, 3))
+                entry.status, entry.missing_z = status, round(missing_z, 3)
                 out.append(entry)
                 continue
             p = (ref + 0.5) / (m + 0.5 * len(ref))
@@ -120,17 +193,18 @@ class _Section:
                 if ks > c["ks"] * scale or abs(z) > c["z"] or (n >= options.psi_min_rows and psi >= psi_limit) \
                         or (missing_moved and abs(missing_z) > c["missing"]):
                     status = level
-            entry.update(status=status, psi=round(psi, 6), ks=round(ks, 6), js=round(js, 6), z=round(z, 3),
-                         missing_z=round(missing_z, 3), mean=round(mean, 6), reference_mean=column["mean"])
+            entry.status, entry.missing_z = status, round(missing_z, 3)
+            entry.psi, entry.ks, entry.js, entry.z = round(psi, 6), round(ks, 6), round(js, 6), round(z, 3)
+            entry.mean, entry.reference_mean = round(mean, 6), column["mean"]
             if column["kind"] == "continuous":
                 window_q = {q: _quantile(observed, column, q) for q in QUANTILES}
                 ref_q = {q: _quantile(ref, column, q) for q in QUANTILES}
-                entry["quantiles"] = {f"p{round(q * 100)}": [w[0] if w else None, r[0] if r else None]
+                entry.quantiles = {f"p{round(q * 100)}": [w[0] if w else None, r[0] if r else None]
                                       for (q, w), r in zip(window_q.items(), ref_q.values(), strict=True)}
-                entry["quantile_bounds"] = {f"p{round(q * 100)}": list(w[1:]) if w else None
+                entry.quantile_bounds = {f"p{round(q * 100)}": list(w[1:]) if w else None
                                             for q, w in window_q.items()}
             elif column["kind"] == "category":
-                entry["categories"] = _category_shares(observed, ref, column)
+                entry.categories = _category_shares(observed, ref, column)
             out.append(entry)
         return out
 
@@ -142,6 +216,7 @@ class DriftMonitor:
     (`take`), adds them into its own monitor of the version (`add`), and closes the windows of all traffic there."""
 
     closes_windows = True  # False in worker processes
+    why = ""  # (monitored: no reason it is not)
 
     def __init__(self, profile: dict[str, Any], options: DriftOptions, label: str,
                  fields: tuple[str, ...] | None = None) -> None:
@@ -159,7 +234,7 @@ class DriftMonitor:
                 raise ValueError(f"the profile describes fields the feature spec does not read: {', '.join(unknown)}")
             self.field_index = [read.index(name) for name in self.inputs.names]
         self.status = "ok"
-        self.last: dict[str, Any] | None = None
+        self.last: DriftWindow | None = None
         self.windows = 0
         self._opened = time.monotonic()
         self._inputs: list[np.ndarray] = []
@@ -229,39 +304,39 @@ class DriftMonitor:
                 and time.monotonic() - self._opened >= self.options.window_seconds)):
             self.close_window()
 
-    def take(self) -> dict[str, Any]:
+    def take(self) -> DriftCounts:
         """The current window's counts, handed over and reset (a worker's, for its supervisor)."""
         self.flush()
-        taken = {"rows": self._window_rows, "inputs": self.inputs.window.state(),
-                 "predictions": self.predictions.window.state() if self.predictions else None}
+        taken = DriftCounts(self._window_rows, self.inputs.window.state(),
+                            self.predictions.window.state() if self.predictions else None)
         self._window_rows = 0
         for section in (self.inputs, self.predictions):
             if section is not None:
                 section.window.reset()
         return taken
 
-    def add(self, taken: dict[str, Any]) -> None:
+    def add(self, taken: DriftCounts) -> None:
         """A worker's `take()`, counted in this window; closed when due."""
-        self.inputs.window.add_state(*taken["inputs"])
-        if self.predictions is not None and taken["predictions"] is not None:
-            self.predictions.window.add_state(*taken["predictions"])
-        self._window_rows += taken["rows"]
+        self.inputs.window.add_state(*taken.inputs)
+        if self.predictions is not None and taken.predictions is not None:
+            self.predictions.window.add_state(*taken.predictions)
+        self._window_rows += taken.rows
         self._close_if_due()
 
-    def close_window(self) -> dict[str, Any]:
+    def close_window(self) -> DriftWindow:
         """Score the window against the reference, fold it into the total, start the next one."""
         inputs = self.inputs.scores(self.inputs.window, self.critical, self.options, self.critical_untested)
         predictions = self.predictions.scores(self.predictions.window, self.critical, self.options,
                                               self.critical_untested) if self.predictions else []
-        status = max((c["status"] for c in inputs + predictions), key=STATUSES.index, default="ok")
-        drifting = sorted((c for c in inputs + predictions if c["status"] != "ok"),
-                          key=lambda c: (-STATUSES.index(c["status"]), -abs(c["z"] or 0)))
-        self.last = {"closed_at": time.time(), "rows": max(self.inputs.window.rows, self._window_rows),
-                     "status": status, "source": "fields" if self.from_fields else "model_inputs",
-                     "top": [c["name"] for c in drifting[:5]], "inputs": inputs, "predictions": predictions}
+        status = max((c.status for c in inputs + predictions), key=STATUSES.index, default="ok")
+        drifting = sorted((c for c in inputs + predictions if c.status != "ok"),
+                          key=lambda c: (-STATUSES.index(c.status), -abs(c.z or 0)))
+        self.last = DriftWindow(time.time(), max(self.inputs.window.rows, self._window_rows), status,
+                                "fields" if self.from_fields else "model_inputs", [c.name for c in drifting[:5]],
+                                inputs, predictions)
         if status != self.status:
             log.warning("%s: drift status %s -> %s (%s)", self.label, self.status, status,
-                        ", ".join(self.last["top"]) or "no column drifting")
+                        ", ".join(self.last.top) or "no column drifting")
         self.status = status
         self.windows += 1
         self._window_rows = 0
@@ -273,12 +348,64 @@ class DriftMonitor:
         return self.last
 
     def report(self) -> dict[str, Any]:
+        """What `GET /v1/models/{name}/drift` shows of the version."""
         self.flush()
         total_inputs = self.inputs.scores(self.inputs.total, self.critical, self.options, self.critical_untested) \
             if self.inputs.total.rows else []
         return {"status": self.status, "windows": self.windows, "window_rows": self.options.window_rows,
                 "window_seconds": self.options.window_seconds,
                 "current_window_rows": max(self.inputs.window.rows, self._window_rows),
-                "last_window": self.last, "since_load": {"rows": self.inputs.total.rows, "inputs": total_inputs},
+                "last_window": self.last.as_json() if self.last is not None else None,
+                "since_load": {"rows": self.inputs.total.rows, "inputs": [c.as_json() for c in total_inputs]},
                 "memory_bytes": self.inputs.window.nbytes * 2 + (self.predictions.window.nbytes * 2
                                                                  if self.predictions else 0)}
+
+
+class NoDrift:
+    """The drift of a version that has no monitor (no usable profile, or drift off): it keeps nothing."""
+
+    __slots__ = ()
+    why = "no profile.json in the version folder, or [drift] enabled = false"
+    from_fields = False
+    status = "ok"
+    windows = 0
+    last = None
+
+    def observe(self, x: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+        pass
+
+    def observe_fields(self, raw: np.ndarray) -> None:
+        pass
+
+    def take(self) -> None:
+        """Nothing to hand a supervisor."""
+        return None
+
+    def add(self, taken: DriftCounts) -> None:
+        pass
+
+    def report(self) -> None:
+        return None
+
+
+class Drift(Protocol):
+    """A version's drift, monitored (`DriftMonitor`) or not (`NoDrift`, whose `why` says why not)."""
+
+    @property
+    def why(self) -> str: ...
+    @property
+    def from_fields(self) -> bool: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def windows(self) -> int: ...
+    @property
+    def last(self) -> DriftWindow | None: ...
+    def observe(self, x: np.ndarray, outputs: dict[str, np.ndarray]) -> None: ...
+    def observe_fields(self, raw: np.ndarray) -> None: ...
+    def take(self) -> DriftCounts | None: ...
+    def add(self, taken: DriftCounts) -> None: ...
+    def report(self) -> dict[str, Any] | None: ...
+
+
+NO_DRIFT: Drift = NoDrift()

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from fastserve._core import FeatureTransform
 from fastserve.batching import Batcher
 from fastserve.config import ModelConfig
-from fastserve.drift.monitor import DriftMonitor
+from fastserve.drift.monitor import NO_DRIFT, Drift, DriftMonitor
 from fastserve.drift.profile import PROFILE_FILE, read_profile
 from fastserve.exceptions import FastserveError, ModelLoadError
 from fastserve.features import describe, load_transform
@@ -95,7 +95,7 @@ class LoadedVersion:
     warmup_seconds: float | None = None
     ready_at: float | None = None
     gate: str | None = None
-    drift: DriftMonitor | None = None
+    drift: Drift = NO_DRIFT  # its monitor from its first load on, when it has a usable profile
     quality: QualityMonitor | None = None  # made at its first load, kept while the version is known (labels come late)
     fingerprint: tuple[Any, ...] = ()  # the folder's files when it was loaded
     calls: int = 0  # requests routed to it (the budget's recency: read and reset each second)
@@ -121,7 +121,7 @@ class LoadedVersion:
     @property
     def sketches_raw_fields(self) -> bool:
         """Whether the drift monitor wants each request's raw field codes (a profile of the fields clients send)."""
-        return self.drift is not None and self.drift.from_fields
+        return self.drift.from_fields
 
     @property
     def field_count(self) -> int:
@@ -176,7 +176,7 @@ class LoadedVersion:
         if serve:
             batcher = Batcher(session, self.config.batching, self.label, warm_up=best,
                               inline_max_s=self.config.runtime.inline_run_max_us * 1e-6)
-            if self.drift is not None:
+            if not self.drift.why:  # (a batcher with an observer copies each batch's rows for it)
                 batcher.observe = self.drift.observe
             self.serving = Serving(session, batcher)
         self.load_seconds = time.perf_counter() - started
@@ -185,32 +185,32 @@ class LoadedVersion:
         self.state = READY
         log.info("%s: ready in %.3f s (warm-up %.1f ms)", self.label, self.load_seconds, self.warmup_seconds * 1e3)
 
-    def _drift_monitor(self, session: ModelSession) -> DriftMonitor | None:
+    def _drift_monitor(self, session: ModelSession) -> Drift:
         """From the version's profile.json, when it has one that fits the model's input."""
         if not self.config.drift.enabled:
-            return None
+            return NO_DRIFT
         try:
             profile = read_profile(self.path)
         except ValueError as exc:
             log.warning("%s: %s unreadable, drift not monitored: %s", self.label, PROFILE_FILE, exc)
-            return None
+            return NO_DRIFT
         if profile is None:
-            return None
+            return NO_DRIFT
         if profile["inputs"].get("source") == "fields":
             if self.transform is None:
                 log.warning("%s: %s describes raw fields, but the version has no feature spec; drift not monitored",
                             self.label, PROFILE_FILE)
-                return None
+                return NO_DRIFT
         elif len(profile["inputs"]["columns"]) != session.n_features:
             log.warning("%s: %s describes %d columns, the model takes %d; drift not monitored", self.label,
                         PROFILE_FILE, len(profile["inputs"]["columns"]), session.n_features)
-            return None
+            return NO_DRIFT
         try:
             return DriftMonitor(profile, self.config.drift, self.label,
                                 self.transform.fields if self.transform is not None else None)
         except ValueError as exc:
             log.warning("%s: %s does not fit the feature spec, drift not monitored: %s", self.label, PROFILE_FILE, exc)
-            return None
+            return NO_DRIFT
 
     async def retire(self, timeout: float = 30.0) -> None:
         """Stop taking requests, let the queued ones finish here, then release the session."""

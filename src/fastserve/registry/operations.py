@@ -22,9 +22,8 @@ def drift_report(registry: Registry, name: str) -> dict[str, Any]:
     scores since load."""
     model = registry.model(name)
     return {"model": model.name, "versions": [
-        {"version": n, "state": v.state, "drift": v.drift.report() if v.drift else None,
-         "quality_status": v.quality.status if v.quality else None,
-         **({} if v.drift else {"why": "no profile.json in the version folder, or [drift] enabled = false"})}
+        {"version": n, "state": v.state, "drift": v.drift.report(),
+         "quality_status": v.quality.status if v.quality else None, **({"why": v.drift.why} if v.drift.why else {})}
         for n, v in sorted(model.versions.items())]}
 
 

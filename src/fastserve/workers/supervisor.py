@@ -355,7 +355,7 @@ class Supervisor:
                 self.registry.used.add(model.name)
         for number, taken in entry.get("drift", {}).items():
             version = model.versions.get(number)
-            if version is not None and version.drift is not None:
+            if version is not None:
                 version.drift.add(taken)
 
     async def metrics(self) -> bytes:

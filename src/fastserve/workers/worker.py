@@ -111,7 +111,8 @@ class WorkerControl:
                 entry["calls"] = calls
                 for number in calls:
                     model.versions[number].calls = 0
-            drift = {n: v.drift.take() for n, v in model.versions.items() if v.drift is not None and v.batcher}
+            drift = {n: taken for n, v in model.versions.items()
+                     if v.batcher and (taken := v.drift.take()) is not None}
             if drift:
                 entry["drift"] = drift
             if entry:
