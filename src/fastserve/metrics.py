@@ -288,8 +288,9 @@ class _Collector:
                 if monitor.status in QUALITY_STATUSES:
                     status.add_metric(key, QUALITY_STATUSES.index(monitor.status))
                 labelled.add_metric(key, monitor.since_load.rows)
-                for scope, figures in (("since_load", monitor.since_load.figures()), ("last_window", monitor.last)):
-                    for name, value in (figures or {}).items():
+                last = monitor.last.figures if monitor.last is not None else {}
+                for scope, figures in (("since_load", monitor.since_load.figures()), ("last_window", last)):
+                    for name, value in figures.items():
                         if name in MEASURES and value is not None:
                             measure.add_metric([*key, name, scope], value)
         yield from (status, labelled, measure, outcomes)

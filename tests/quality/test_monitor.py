@@ -36,8 +36,8 @@ def test_healthy_windows_stay_ok_and_a_label_flip_alerts() -> None:
     assert monitor.windows == 20
     monitor.add(*_rows(500, 99, flip=0.3))
     assert monitor.status == "alert"
-    tests = monitor.last["tests"]
-    assert tests["zero_one"]["status"] == "alert" and tests["zero_one"]["live"] > tests["zero_one"]["reference"]
+    tests = monitor.last.tests
+    assert tests["zero_one"].status == "alert" and tests["zero_one"].live > tests["zero_one"].reference
     monitor.add(*_rows(500, 100))
     assert monitor.status == "ok"  # the next healthy window
 
@@ -68,17 +68,17 @@ def test_without_a_reference_classes_are_learned_and_no_alert_is_raised() -> Non
     predicted, p, truth = _rows(600, 4, flip=0.5)
     monitor.add(predicted, p, truth)
     assert monitor.classes == [0, 1] and monitor.status == "no_reference"
-    assert monitor.since_load.rows == 600 and monitor.last is not None and monitor.last["tests"] == {}
+    assert monitor.since_load.rows == 600 and monitor.last is not None and monitor.last.tests == {}
 
 
 def test_compare_tells_a_worse_canary_from_one_that_is_not() -> None:
     primary, canary = _monitor(), _monitor()
     primary.add(*_rows(400, 1))
     canary.add(*_rows(400, 2))
-    assert compare(canary, primary, 1e-3, 100)["verdict"] == "same"
+    assert compare(canary, primary, 1e-3, 100).verdict == "same"
     worse = _monitor()
     worse.add(*_rows(400, 3, flip=0.3))
     verdict = compare(worse, primary, 1e-3, 100)
-    assert verdict["verdict"] == "worse" and verdict["loss"] == "log_loss"
-    assert compare(primary, worse, 1e-3, 100)["verdict"] == "better"
+    assert verdict is not None and verdict.verdict == "worse" and verdict.loss == "log_loss"
+    assert compare(primary, worse, 1e-3, 100).verdict == "better"
     assert compare(worse, primary, 1e-3, 1000) is None  # too few labelled rows to judge

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastserve.config import CanaryOptions, GuardOptions
-from fastserve.routing.canary import Canary, key_position
+from fastserve.routing.canary import Canary, Sides, key_position
 from fastserve.routing.windows import Window, differ_by_chance, js_divergence, quantile_s, slower_than_chance
 
 
@@ -24,10 +24,10 @@ def test_slow_canary_trips_on_p99():
     feed(c, False, 50, latency_s=0.001)
     feed(c, True, 50, latency_s=0.010)
     assert c.check(1000.5) is None and c.check(1000.6) is None  # not yet: it must hold on 3 checks in a row
-    evidence = c.check(1000.7)
-    assert evidence is not None and c.weight == 0 and c.rollbacks == 1
-    assert any(r.startswith("p99 ") for r in evidence["reasons"])
-    assert evidence["p99_ms"]["canary"] > 5 * evidence["p99_ms"]["primary"]
+    tripped = c.check(1000.7)
+    assert tripped is not None and c.weight == 0 and c.rollbacks == 1
+    assert any(r.startswith("p99 ") for r in tripped.reasons)
+    assert tripped.evidence.p99_ms.canary > 5 * tripped.evidence.p99_ms.primary
 
 
 def test_latency_within_the_slack_does_not_trip():
@@ -57,7 +57,7 @@ def test_slower_than_chance_compares_shares_over_the_limit():
         for latency, n in ((0.001, fast), (0.020, slow)):
             for _ in range(n):
                 w.add({}, 100.0, latency_s=latency)
-        return w.read(100.0)["latency"]
+        return w.read(100.0).latency
 
     assert slower_than_chance(histogram(90, 10), histogram(300, 0), 0.005)
     assert not slower_than_chance(histogram(98, 2), histogram(300, 0), 0.005)
@@ -73,7 +73,7 @@ def test_errors_trip_and_too_few_requests_never_do():
     assert c.check(1000.5) is None  # under min_requests
     feed(c, True, 1, error=True)
     evidence = c.check(1000.5)
-    assert evidence is not None and evidence["error_rate"] == {"primary": 0.0, "canary": 1.0}
+    assert evidence is not None and evidence.evidence.error_rate == Sides(0.0, 1.0)
 
 
 def test_divergent_labels_trip():
@@ -82,7 +82,7 @@ def test_divergent_labels_trip():
         feed(c, False, 25, label=label)
     feed(c, True, 50, label=0)
     evidence = c.check(1000.5)
-    assert evidence is not None and evidence["divergence"] == pytest.approx(0.311278, abs=1e-5)
+    assert evidence is not None and evidence.evidence.divergence == pytest.approx(0.311278, abs=1e-5)
 
 
 def test_labels_that_differ_by_chance_do_not_trip():
@@ -98,8 +98,8 @@ def test_labels_that_differ_by_chance_do_not_trip():
         feed(c, on_canary, ones, label=1)
         feed(c, on_canary, 270 - ones, label=0)
     evidence = c.check(1000.5)
-    assert evidence is not None and 0.05 < evidence["divergence"] < 0.1
-    assert any("more than chance explains" in r for r in evidence["reasons"])
+    assert evidence is not None and 0.05 < evidence.evidence.divergence < 0.1
+    assert any("more than chance explains" in r for r in evidence.reasons)
 
 
 def test_rows_of_one_request_count_as_one_draw():
@@ -143,8 +143,8 @@ def test_old_figures_leave_the_window():
     w = Window(10)
     w.add({"requests": 5}, 100.0, labels=["a"] * 5)
     w.add({"requests": 2}, 105.0)
-    assert w.read(108.0)["sums"]["requests"] == 7
-    assert w.read(112.0)["sums"]["requests"] == 2 and w.total["requests"] == 7
+    assert w.read(108.0).sums["requests"] == 7
+    assert w.read(112.0).sums["requests"] == 2 and w.total["requests"] == 7
 
 
 def test_js_divergence_and_quantiles():
@@ -154,7 +154,7 @@ def test_js_divergence_and_quantiles():
     w = Window(10)
     for ms in range(1, 101):
         w.add({}, 100.0, latency_s=ms / 1e3)
-    p99 = quantile_s(w.read(100.0)["latency"], 0.99)
+    p99 = quantile_s(w.read(100.0).latency, 0.99)
     assert 0.099 <= p99 <= 0.099 * 1.19
 
 

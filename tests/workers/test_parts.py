@@ -68,10 +68,10 @@ def test_windows_taken_in_workers_merge_into_the_same_seconds():
                        maxima={"x": float(i)})
     merged.merge(two.take(), now + 3)
     merged.merge(one.take(), now + 3)
-    assert one.read(now + 3)["sums"] == {} and not one.total  # taken: forgotten where they were counted
+    assert one.read(now + 3).sums == {} and not one.total  # taken: forgotten where they were counted
     got, want = merged.read(now + 3), alone.read(now + 3)
-    assert got["sums"] == want["sums"] and got["labels"] == want["labels"]
-    assert (got["latency"] == want["latency"]).all() and dict(merged.total) == dict(alone.total)
+    assert got.sums == want.sums and got.labels == want.labels
+    assert (got.latency == want.latency).all() and dict(merged.total) == dict(alone.total)
 
 
 def test_sketch_state_adds_into_a_sketch_in_another_process():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
@@ -27,6 +28,51 @@ class LabelError(ValueError):
     def __init__(self, message: str, index: int) -> None:
         super().__init__(message)
         self.index = index
+
+
+@dataclass(frozen=True, slots=True)
+class LossTest:
+    """One loss of a window against the reference's."""
+
+    live: float
+    reference: float
+    z: float | None  # (None: infinite)
+    status: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"live": self.live, "reference": self.reference, "z": self.z, "status": self.status}
+
+
+@dataclass(frozen=True, slots=True)
+class QualityWindow:
+    """A closed window: its measures (`Tally.figures`) and its tests against the reference."""
+
+    closed_at: float
+    status: str
+    figures: dict[str, Any]
+    tests: dict[str, LossTest]  # by loss; none for a window not judged
+
+    def as_json(self) -> dict[str, Any]:
+        return {"closed_at": self.closed_at, "status": self.status, **self.figures,
+                "tests": {name: test.as_json() for name, test in self.tests.items()}}
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """The canary's recent loss against the primary's (`compare`), and the verdict: worse, better or same."""
+
+    loss: str
+    canary: float
+    primary: float
+    canary_rows: int
+    primary_rows: int
+    z: float | None  # (None: infinite)
+    verdict: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"loss": self.loss, "canary": self.canary, "primary": self.primary,
+                "rows": {"canary": self.canary_rows, "primary": self.primary_rows}, "z": self.z,
+                "verdict": self.verdict}
 
 
 def one_sided_z(alpha: float) -> float:
@@ -55,7 +101,7 @@ class QualityMonitor:
         self._scale = scale if scale > 0 else None  # (without a reference: from the first labels)
         self.window = self._tally()
         self.since_load = self._tally()
-        self.last: dict[str, Any] | None = None
+        self.last: QualityWindow | None = None
         self.last_tally: Tally | None = None
         self.status = "ok" if reference else "no_reference"
         self.windows = 0
@@ -151,14 +197,14 @@ class QualityMonitor:
                                            and time.monotonic() - self._opened >= options.window_seconds):
             self.close_window()
 
-    def close_window(self) -> dict[str, Any]:
+    def close_window(self) -> QualityWindow:
         """Compare the window with the reference, keep it as the last window, start the next."""
         tally = self.window
         tests, status = self._tests(tally)
-        self.last = {"closed_at": time.time(), "status": status, **tally.figures(self.classes), "tests": tests}
+        self.last = QualityWindow(time.time(), status, tally.figures(self.classes), tests)
         if status != self.status and self.reference:
-            reasons = [f"{name} {t['live']} vs {t['reference']} (z {t['z']})" for name, t in tests.items()
-                       if t["status"] != "ok"]
+            reasons = [f"{name} {t.live} vs {t.reference} (z {t.z})" for name, t in tests.items()
+                       if t.status != "ok"]
             log.warning("%s: quality status %s -> %s (%s)", self.label, self.status, status,
                         "; ".join(reasons) or "as the reference")
         if self.reference:
@@ -169,13 +215,13 @@ class QualityMonitor:
         self._opened = time.monotonic()
         return self.last
 
-    def _tests(self, tally: Tally) -> tuple[dict[str, Any], str]:
+    def _tests(self, tally: Tally) -> tuple[dict[str, LossTest], str]:
         """Each loss of the window against the reference's: one-sided Welch z-tests (worse only), Bonferroni over
         the losses; a window under `min_rows` is not judged."""
         reference = self.reference
         if not reference or tally.rows < self.options.min_rows:
             return {}, self.status
-        tests: dict[str, Any] = {}
+        tests: dict[str, LossTest] = {}
         status = "ok"
         ref_rows = int(reference.get("rows", 0))
         for name in LOSSES[self.kind]:
@@ -186,8 +232,8 @@ class QualityMonitor:
             level = "alert" if z > self.critical["alert"] else "warn" if z > self.critical["warn"] else "ok"
             if STATUSES.index(level) > STATUSES.index(status):
                 status = level
-            tests[name] = {"live": round(tally.mean_var(name)[0], 6), "reference": round(ref["mean"], 6),
-                           "z": round(z, 3) if math.isfinite(z) else None, "status": level}
+            tests[name] = LossTest(round(tally.mean_var(name)[0], 6), round(ref["mean"], 6),
+                                   round(z, 3) if math.isfinite(z) else None, level)
         return tests, status
 
     def recent(self) -> Tally:
@@ -201,17 +247,19 @@ class QualityMonitor:
         return out
 
     def report(self) -> dict[str, Any]:
+        """What `GET /v1/models/{name}/quality` shows of the version."""
         self.close_if_due()
         return {"kind": self.kind, "status": self.status, "classes": self.classes if self.kind == CLASSIFICATION
                 else None, "windows": self.windows, "window_rows": self.options.window_rows,
                 "window_seconds": self.options.window_seconds,
                 "reference": (self.reference or {}).get("figures"),
                 "critical_z": {k: round(v, 3) for k, v in self.critical.items()},
-                "current_window": self.window.figures(self.classes), "last_window": self.last,
+                "current_window": self.window.figures(self.classes),
+                "last_window": self.last.as_json() if self.last is not None else None,
                 "since_load": self.since_load.figures(self.classes)}
 
 
-def compare(canary: QualityMonitor, primary: QualityMonitor, alpha: float, min_rows: int) -> dict[str, Any] | None:
+def compare(canary: QualityMonitor, primary: QualityMonitor, alpha: float, min_rows: int) -> Comparison | None:
     """The canary's recent loss against the primary's, beyond chance either way (a two-sided Welch z-test at
     `alpha`): None with too few labelled rows on a side."""
     a, b = canary.recent(), primary.recent()
@@ -222,9 +270,8 @@ def compare(canary: QualityMonitor, primary: QualityMonitor, alpha: float, min_r
     z = worse_z(a, b_mean, b_var, b.rows, name)
     critical = NormalDist().inv_cdf(1 - alpha / 2)
     verdict = "worse" if z > critical else "better" if z < -critical else "same"
-    return {"loss": name, "canary": round(a.mean_var(name)[0], 6), "primary": round(b_mean, 6),
-            "rows": {"canary": a.rows, "primary": b.rows}, "z": round(z, 3) if math.isfinite(z) else None,
-            "verdict": verdict}
+    return Comparison(name, round(a.mean_var(name)[0], 6), round(b_mean, 6), a.rows, b.rows,
+                      round(z, 3) if math.isfinite(z) else None, verdict)
 
 
 def monitor_for(folder: Path, label: str, options: QualityOptions, outputs: list[dict[str, Any]],

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastserve.quality.monitor import compare
 from fastserve.registry.models import LoadedModel
-from fastserve.routing.canary import Canary
+from fastserve.routing.canary import Canary, Tripped
 from fastserve.routing.shadow import ShadowRunner
 from fastserve.routing.windows import GUARD_ALPHA
 
@@ -75,21 +75,21 @@ class ModelRoutes:
         if verdict is None:
             return False
         canary.quality = verdict
-        if verdict["verdict"] != "worse":
+        if verdict.verdict != "worse":
             return False
         canary.weight = 0.0
         canary.rollbacks += 1
-        canary.tripped = {"quality": verdict, "at": time.time(), "reasons": [
-            f"{verdict['loss']} on live labels {verdict['canary']} vs {verdict['primary']} on the primary, worse "
-            f"beyond chance (Welch z {verdict['z']}, two-sided p < {GUARD_ALPHA:g})"]}
+        canary.tripped = Tripped([
+            f"{verdict.loss} on live labels {verdict.canary} vs {verdict.primary} on the primary, worse beyond "
+            f"chance (Welch z {verdict.z}, two-sided p < {GUARD_ALPHA:g})"], time.time(), quality=verdict)
         self.tripped(canary.tripped)
         return True
 
-    def tripped(self, evidence: dict[str, Any]) -> None:
+    def tripped(self, tripped: Tripped) -> None:
         """The canary's guard pulled it back (weight 0): counted, and why recorded."""
         assert self.canary is not None
         self.rollbacks += 1
-        why = "; ".join(evidence["reasons"])
+        why = "; ".join(tripped.reasons)
         self.model.event("canary_rolled_back", self.canary.version, why)
         log.warning("%s: canary v%d pulled back (weight 0): %s", self.model.name, self.canary.version, why)
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from fastserve.registry.models import READY, LoadedVersion
-from fastserve.routing.windows import Window
+from fastserve.routing.windows import Bucket, Window
 
 log = logging.getLogger("fastserve.routing")
 
@@ -136,17 +136,17 @@ class ShadowRunner:
 
     def status(self) -> dict[str, Any]:
         with self._lock:
-            window = self.window.read()["sums"]
+            window = self.window.read().sums
             total = dict(self.window.total)
         return {"version": self.number, "sample": self.sample,
                 "window": _summary(window, self.window.seconds), "total": _summary(total, None)}
 
-    def take(self) -> list[tuple[int, dict[str, Any]]]:
+    def take(self) -> list[tuple[int, Bucket]]:
         """A worker's comparisons since it was last asked, for its supervisor's `merge`."""
         with self._lock:
             return self.window.take()
 
-    def merge(self, buckets: list[tuple[int, dict[str, Any]]]) -> None:
+    def merge(self, buckets: list[tuple[int, Bucket]]) -> None:
         with self._lock:
             self.window.merge(buckets)
 

@@ -6,6 +6,7 @@ import collections
 import math
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,9 +16,27 @@ import numpy as np
 LATENCY_BOUNDS_S = np.geomspace(1e-5, 100.0, 96)
 
 
-def _empty_bucket() -> dict[str, Any]:
-    return {"sums": collections.defaultdict(float), "max": {},
-            "latency": np.zeros(len(LATENCY_BOUNDS_S) + 1, dtype=np.int64), "labels": collections.Counter()}
+def _empty_histogram() -> np.ndarray:
+    return np.zeros(len(LATENCY_BOUNDS_S) + 1, dtype=np.int64)
+
+
+@dataclass(slots=True)
+class Bucket:
+    """One second's counts; a worker's travel to its supervisor as they are (`Window.take`, `Window.merge`)."""
+
+    sums: collections.defaultdict[str, float] = field(default_factory=lambda: collections.defaultdict(float))
+    maxima: dict[str, float] = field(default_factory=dict)
+    latency: np.ndarray = field(default_factory=_empty_histogram)
+    labels: collections.Counter[Any] = field(default_factory=collections.Counter)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A window's sums (with each maximum as `max_<key>`), latency histogram and label counts."""
+
+    sums: dict[str, float]
+    latency: np.ndarray
+    labels: collections.Counter[Any]
 
 
 class Window:
@@ -25,13 +44,13 @@ class Window:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self._buckets: collections.deque[tuple[int, dict[str, Any]]] = collections.deque()
+        self._buckets: collections.deque[tuple[int, Bucket]] = collections.deque()
         self.total: dict[str, float] = collections.defaultdict(float)
 
-    def _bucket(self, now: float) -> dict[str, Any]:
+    def _bucket(self, now: float) -> Bucket:
         second = int(now)
         if not self._buckets or self._buckets[-1][0] != second:
-            self._buckets.append((second, _empty_bucket()))
+            self._buckets.append((second, Bucket()))
             self._expire(now)
         return self._buckets[-1][1]
 
@@ -44,24 +63,24 @@ class Window:
             labels: Iterable[Any] = (), maxima: dict[str, float] | None = None) -> None:
         bucket = self._bucket(time.monotonic() if now is None else now)
         for key, value in counts.items():
-            bucket["sums"][key] += value
+            bucket.sums[key] += value
             self.total[key] += value
         for key, value in (maxima or {}).items():
-            bucket["max"][key] = max(bucket["max"].get(key, -math.inf), value)
+            bucket.maxima[key] = max(bucket.maxima.get(key, -math.inf), value)
             self.total[f"max_{key}"] = max(self.total.get(f"max_{key}", -math.inf), value)
         if latency_s is not None:
-            bucket["latency"][np.searchsorted(LATENCY_BOUNDS_S, latency_s)] += 1
+            bucket.latency[np.searchsorted(LATENCY_BOUNDS_S, latency_s)] += 1
         if labels:
-            bucket["labels"].update(labels)
+            bucket.labels.update(labels)
 
-    def take(self) -> list[tuple[int, dict[str, Any]]]:
+    def take(self) -> list[tuple[int, Bucket]]:
         """The buckets kept so far, handed over and forgotten: a worker's, for its supervisor's `merge`."""
         buckets = list(self._buckets)
         self._buckets.clear()
         self.total.clear()
         return buckets
 
-    def merge(self, buckets: list[tuple[int, dict[str, Any]]], now: float | None = None) -> None:
+    def merge(self, buckets: list[tuple[int, Bucket]], now: float | None = None) -> None:
         """Add another process's `take()`: seconds are the same in every process (the monotonic clock is the
         machine's), so a second's counts add into that second's bucket."""
         for second, theirs in buckets:
@@ -73,33 +92,32 @@ class Window:
                 if self._buckets[i][0] < second:
                     break
             if mine is None:
-                mine = _empty_bucket()
+                mine = Bucket()
                 self._buckets.append((second, mine))
                 self._buckets = collections.deque(sorted(self._buckets, key=lambda b: b[0]))
-            for key, value in theirs["sums"].items():
-                mine["sums"][key] += value
+            for key, value in theirs.sums.items():
+                mine.sums[key] += value
                 self.total[key] += value
-            for key, value in theirs["max"].items():
-                mine["max"][key] = max(mine["max"].get(key, -math.inf), value)
+            for key, value in theirs.maxima.items():
+                mine.maxima[key] = max(mine.maxima.get(key, -math.inf), value)
                 self.total[f"max_{key}"] = max(self.total.get(f"max_{key}", -math.inf), value)
-            mine["latency"] += theirs["latency"]
-            mine["labels"].update(theirs["labels"])
+            mine.latency += theirs.latency
+            mine.labels.update(theirs.labels)
         self._expire(time.monotonic() if now is None else now)
 
-    def read(self, now: float | None = None) -> dict[str, Any]:
-        """The window's sums, maxima (`max_<key>`), latency histogram and label counts."""
+    def read(self, now: float | None = None) -> Reading:
         self._expire(time.monotonic() if now is None else now)
         sums: dict[str, float] = collections.defaultdict(float)
-        latency = np.zeros(len(LATENCY_BOUNDS_S) + 1, dtype=np.int64)
+        latency = _empty_histogram()
         labels: collections.Counter[Any] = collections.Counter()
         for _, bucket in self._buckets:
-            for key, value in bucket["sums"].items():
+            for key, value in bucket.sums.items():
                 sums[key] += value
-            for key, value in bucket["max"].items():
+            for key, value in bucket.maxima.items():
                 sums[f"max_{key}"] = max(sums.get(f"max_{key}", -math.inf), value)
-            latency += bucket["latency"]
-            labels.update(bucket["labels"])
-        return {"sums": dict(sums), "latency": latency, "labels": labels}
+            latency += bucket.latency
+            labels.update(bucket.labels)
+        return Reading(dict(sums), latency, labels)
 
 
 def quantile_s(histogram: np.ndarray, q: float) -> float | None:
