@@ -261,9 +261,10 @@ class _Collector:
             if store is None:
                 continue
             status = store.status()
-            kept.add_metric([name], status["bytes"])
-            for reason in ("fell_out", "sampled_out", "too_large"):
-                dropped.add_metric([name, reason], status[reason])
+            kept.add_metric([name], status.bytes)
+            for reason, count in (("fell_out", status.fell_out), ("sampled_out", status.sampled_out),
+                                  ("too_large", status.too_large)):
+                dropped.add_metric([name, reason], count)
         yield from (kept, dropped)
 
     def _quality(self) -> Iterator[Metric]:

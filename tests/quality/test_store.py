@@ -57,7 +57,7 @@ def test_a_flood_of_unanswered_ids_stays_in_the_budget_and_late_labels_are_told_
         tracemalloc.stop()
     assert store.nbytes <= budget
     assert held <= budget, f"the store holds {held} bytes, over its budget of {budget}"
-    assert store.status()["fell_out"] > 30_000
+    assert store.status().fell_out > 30_000
     outcomes, _ = store.join(["request-00000000", "request-00000001", "request-00059999:2"])
     assert outcomes == [EXPIRED, EXPIRED, JOINED]
     # An id never sent may be found in the filter of fallen ids (false positives): a few percent at most.

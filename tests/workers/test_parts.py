@@ -18,7 +18,7 @@ from fastserve.routing.routes import ModelRoutes
 from fastserve.routing.windows import Window
 from fastserve.workers.link import Link, LinkClosed
 from fastserve.workers.merge import summed
-from fastserve.workers.plan import changes, follow, model_entries, whole_plan
+from fastserve.workers.plan import Plan, changes, follow, model_entries, whole_plan
 from tests.conftest import MODELS, copy_model
 
 
@@ -154,7 +154,7 @@ def test_a_plan_of_changes_touches_only_the_models_it_names(tmp_path):
         del supervisor.models["c"]
         changed, removed = changes(sent, model_entries(supervisor))
         assert list(changed) == ["b"] and removed == ["c"]
-        plan = {"seq": 2, "base": 1, "loaded": True, "models": changed, "removed": removed}
+        plan = Plan(2, 1, True, changed, removed)
         assert await follow(worker, plan) == []
         assert sorted(worker.models) == ["a", "b"]
         assert worker.models["a"].primary is kept["a"] and kept["a"].state == "ready"  # not named: untouched

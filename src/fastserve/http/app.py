@@ -20,6 +20,7 @@ from fastserve.http.admission import Admission
 from fastserve.http.predict import handle_predict, predict_target
 from fastserve.metrics import Metrics
 from fastserve.registry import Registry
+from fastserve.registry.feedback import FeedbackAnswer
 from fastserve.routing.routes import ModelRoutes
 
 log = logging.getLogger("fastserve")
@@ -33,7 +34,7 @@ class SupervisorLink(Protocol):
     async def operate(self, operation: str, *args: Any) -> Any: ...
     async def view(self, kind: str, *args: Any) -> Any: ...
     async def warm(self, name: str, number: int) -> None: ...
-    async def feedback(self, name: str, ids: list[str], labels: list[Any]) -> dict[str, Any]: ...
+    async def feedback(self, name: str, ids: list[str], labels: list[Any]) -> FeedbackAnswer: ...
 
 
 class App:

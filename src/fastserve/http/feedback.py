@@ -85,7 +85,7 @@ async def feedback(request: Request) -> Response:
         score_labels(model, joined, labels)
         routes_of(model).judge_quality()
         answer = feedback_answer(model, ids, outcomes)
-    return Response(encode(answer, fmt), media_type=CONTENT_TYPE_HEADER[fmt].decode())
+    return Response(encode(answer.as_json(), fmt), media_type=CONTENT_TYPE_HEADER[fmt].decode())
 
 
 async def quality(request: Request) -> Response:

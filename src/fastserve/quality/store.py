@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,32 @@ class Joined:
     predicted: np.ndarray  # predicted labels (their values: integers, or strings as objects)
     scores: np.ndarray  # float32, rows x width: class probabilities, or a regressor's prediction
     places: np.ndarray  # each row's index in the ids (and labels) of the feedback
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    """What a store holds and let go; with workers, each worker's, added up (`plus`)."""
+
+    max_bytes: int
+    bytes: int
+    ttl_seconds: float
+    sample: float
+    capacity_rows: int
+    kept_requests: int
+    fell_out: int
+    stored: int
+    sampled_out: int
+    too_large: int
+    stores: int = 1
+
+    def plus(self, other: StoreStatus) -> StoreStatus:
+        """Two processes' stores as one: counts and bytes add up (each worker has a budget of its own); the
+        settings are the model's."""
+        return replace(self, **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)
+                                if f.name not in ("ttl_seconds", "sample")})
+
+    def as_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class Store:
@@ -146,10 +172,9 @@ class Store:
                 return start, named[1]
         return None, 0
 
-    def status(self) -> dict[str, Any]:
-        return {"max_bytes": self.options.max_bytes, "bytes": self.nbytes, "ttl_seconds": self.options.ttl_seconds,
-                "sample": self.options.sample, "capacity_rows": self.capacity, "kept_requests": len(self.ring.where),
-                "fell_out": self.ring.fell_out, **self.counts}
+    def status(self) -> StoreStatus:
+        return StoreStatus(self.options.max_bytes, self.nbytes, self.options.ttl_seconds, self.options.sample,
+                           self.capacity, len(self.ring.where), self.ring.fell_out, **self.counts)
 
 
 def _row_of(key: str) -> tuple[str, int] | None:

@@ -6,6 +6,7 @@ With worker processes the answers are kept where they were made (each worker's s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -93,12 +94,25 @@ def score_labels(model: LoadedModel, joined: list[Joined], labels: list[Any]) ->
         version.quality.add(part.predicted, part.scores, [labels[i] for i in part.places.tolist()])
 
 
-def feedback_answer(model: LoadedModel, ids: list[str], outcomes: list[str]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class FeedbackAnswer:
+    """What became of a feedback's ids: counted by outcome, and the first ones not joined with theirs."""
+
+    model: str
+    received: int
+    counts: dict[str, int]  # by outcome, in OUTCOMES' order
+    not_joined: list[tuple[str, str]]  # (id, outcome)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"model": self.model, "received": self.received, **self.counts,
+                "not_joined": [{"id": key, "outcome": outcome} for key, outcome in self.not_joined]}
+
+
+def feedback_answer(model: LoadedModel, ids: list[str], outcomes: list[str]) -> FeedbackAnswer:
     """The feedback's answer, its outcomes counted in the model's (with workers: the supervisor's)."""
     counts = {outcome: 0 for outcome in OUTCOMES}
     for outcome in outcomes:
         counts[outcome] += 1
     model.feedback_ids.update(counts)
-    missed = [{"id": key, "outcome": outcome} for key, outcome in zip(ids, outcomes, strict=True)
-              if outcome != JOINED][:LISTED]
-    return {"model": model.name, "received": len(ids), **counts, "not_joined": missed}
+    missed = [(key, outcome) for key, outcome in zip(ids, outcomes, strict=True) if outcome != JOINED][:LISTED]
+    return FeedbackAnswer(model.name, len(ids), counts, missed)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from fastserve.quality.store import StoreStatus
 from fastserve.registry.feedback import OUTCOMES
 from fastserve.registry.lifecycle import Registry
 
@@ -27,31 +29,16 @@ def drift_report(registry: Registry, name: str) -> dict[str, Any]:
         for n, v in sorted(model.versions.items())]}
 
 
-def quality_report(registry: Registry, name: str, stores: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def quality_report(registry: Registry, name: str, stores: list[StoreStatus] | None = None) -> dict[str, Any]:
     """`GET /v1/models/{name}/quality`: per version, its live quality against labels, by window and since load,
     beside its reference; and the store of answers awaiting labels (`stores`: each worker's, with workers)."""
     model = registry.model(name)
     if stores is None:
         stores = [model.store.status()] if model.store is not None else []
-    return {"model": model.name, "feedback": model.config.feedback.enabled, "store": sum_stores(stores),
+    return {"model": model.name, "feedback": model.config.feedback.enabled,
+            "store": functools.reduce(StoreStatus.plus, stores).as_json() if stores else None,
             "ids": {outcome: model.feedback_ids[outcome] for outcome in OUTCOMES},
             "versions": [{"version": n, "state": v.state, "quality": v.quality.report() if v.quality else None,
                           **({} if v.quality else {"why": "its outputs are neither classes nor a prediction, or it "
                                                           "was never loaded"})}
                          for n, v in sorted(model.versions.items())]}
-
-
-def sum_stores(stores: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Stores' status as one (with workers, each worker keeps its own answers, in a budget of its own): counts and
-    bytes add up; the settings are the model's."""
-    if not stores:
-        return None
-    total = dict(stores[0])
-    for other in stores[1:]:
-        for key, value in other.items():
-            if key not in SETTINGS:
-                total[key] += value
-    return {**total, "stores": len(stores)}
-
-
-SETTINGS = ("ttl_seconds", "sample")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fastserve.config import CanaryOptions, load_model_config
 from fastserve.registry import LoadedModel, LoadedVersion, Registry
@@ -18,68 +18,86 @@ from fastserve.routing.routes import routes_of
 log = logging.getLogger("fastserve.workers")
 
 
-def model_entry(model: LoadedModel) -> dict[str, Any]:
-    """What a worker must hold of one model."""
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """What a worker must hold of one model (compared with the entry sent before, to send only changes)."""
+
+    path: str
+    config: bytes | None  # its fastserve.toml as the supervisor read it
+    loaded: dict[int, str]  # version -> its folder
+    evicted: dict[int, str]
+    primary: int | None
+    canary: tuple[int, float, str | None] | None  # version, weight, sticky key
+    shadows: dict[int, float]  # version -> sample
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    seq: int
+    base: int | None  # the plan this one changes (None: the whole state)
+    loaded: bool  # whether the supervisor's first loading is done
+    models: dict[str, ModelEntry]
+    removed: list[str]
+
+
+def model_entry(model: LoadedModel) -> ModelEntry:
     routes = routes_of(model)
     canary = routes.canary
-    return {
-        "path": str(model.path),
-        "config": model.config_bytes,
-        "loaded": {n: str(v.path) for n, v in model.versions.items() if v.state == READY},
-        "evicted": {n: str(v.path) for n, v in model.versions.items() if v.state == EVICTED},
-        "primary": model.primary.number if model.primary is not None else None,
-        "canary": (canary.version, canary.weight, canary.sticky_key) if canary is not None else None,
-        "shadows": {n: runner.sample for n, runner in routes.shadows.items()},
-    }
+    return ModelEntry(str(model.path), model.config_bytes,
+                      {n: str(v.path) for n, v in model.versions.items() if v.state == READY},
+                      {n: str(v.path) for n, v in model.versions.items() if v.state == EVICTED},
+                      model.primary.number if model.primary is not None else None,
+                      (canary.version, canary.weight, canary.sticky_key) if canary is not None else None,
+                      {n: runner.sample for n, runner in routes.shadows.items()})
 
 
-def model_entries(registry: Registry) -> dict[str, dict[str, Any]]:
+def model_entries(registry: Registry) -> dict[str, ModelEntry]:
     """Per model, what a worker must hold: the whole state."""
     return {name: model_entry(model) for name, model in registry.models.items()}
 
 
-def whole_plan(registry: Registry, seq: int) -> dict[str, Any]:
-    return {"seq": seq, "base": None, "loaded": registry.loaded, "models": model_entries(registry), "removed": []}
+def whole_plan(registry: Registry, seq: int) -> Plan:
+    return Plan(seq, None, registry.loaded, model_entries(registry), [])
 
 
-def changes(before: dict[str, dict[str, Any]], now: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+def changes(before: dict[str, ModelEntry], now: dict[str, ModelEntry]) -> tuple[dict[str, ModelEntry], list[str]]:
     """The models whose entries differ from `before`, and those gone."""
     return {n: e for n, e in now.items() if before.get(n) != e}, [n for n in before if n not in now]
 
 
-async def follow(registry: Registry, plan: dict[str, Any]) -> list[str]:
+async def follow(registry: Registry, plan: Plan) -> list[str]:
     """Bring this worker's registry in line with `plan`: versions loaded first (without their gate: the supervisor
     ran it), then the primary, canary and shadows switched, then what the plan no longer holds retired (its queued
     requests finish). Returns what could not be followed, for the supervisor's log."""
     problems: list[str] = []
-    whole = plan["base"] is None
+    whole = plan.base is None
     retired: list[LoadedVersion] = []
     evicted: list[LoadedVersion] = []  # of those, the ones the supervisor evicted (still wanted: loaded on demand)
-    for name, wanted in plan["models"].items():
+    for name, wanted in plan.models.items():
         model = registry.models.get(name)
-        path = Path(wanted["path"])
+        path = Path(wanted.path)
         if model is None or model.path != path:
             model = registry.add(name, path, load_model_config(path))
-        elif wanted["config"] != model.config_bytes:
+        elif wanted.config != model.config_bytes:
             await registry.apply_config(model)
         async with model.lock:
-            problems += await _load(model, wanted["loaded"])
-            _mark_evicted(model, wanted["evicted"])
+            problems += await _load(model, wanted.loaded)
+            _mark_evicted(model, wanted.evicted)
             _route(model, wanted)
             for number, version in model.versions.items():
-                if version.state == READY and number not in wanted["loaded"] and (version is not model.primary
-                                                                                 or number in wanted["evicted"]):
+                if version.state == READY and number not in wanted.loaded and (version is not model.primary
+                                                                               or number in wanted.evicted):
                     version.state = DRAINING  # no new requests from here on (they wait for its next load)
                     retired.append(version)
-                    if number in wanted["evicted"]:
+                    if number in wanted.evicted:
                         evicted.append(version)
-    gone = [n for n in registry.models if n not in plan["models"]] if whole else plan["removed"]
+    gone = [n for n in registry.models if n not in plan.models] if whole else plan.removed
     for name in [n for n in gone if n in registry.models]:
         model = registry.models.pop(name)
         model.primary = None
         model.routes.stop()
         retired += [v for v in model.versions.values() if v.state == READY]
-    registry.loaded = plan["loaded"]
+    registry.loaded = plan.loaded
     for version in retired:  # in the background: the plan is followed once no new request can reach them
         asyncio.get_running_loop().create_task(_retire(version, version in evicted))
     return problems
@@ -116,16 +134,16 @@ async def _load(model: LoadedModel, loaded: dict[int, str]) -> list[str]:
     return problems
 
 
-def _route(model: LoadedModel, wanted: dict[str, Any]) -> None:
-    primary = model.versions.get(wanted["primary"]) if wanted["primary"] is not None else None
+def _route(model: LoadedModel, wanted: ModelEntry) -> None:
+    primary = model.versions.get(wanted.primary) if wanted.primary is not None else None
     if primary is not None and primary.state in (READY, EVICTED) and primary is not model.primary:
         if model.primary is not None:
             model.swaps += 1
         model.primary = primary
-    elif wanted["primary"] is None:
+    elif wanted.primary is None:
         model.primary = None
     routes = routes_of(model)
-    canary = wanted["canary"]
+    canary = wanted.canary
     if canary is None:
         routes.canary = None
     else:
@@ -136,9 +154,9 @@ def _route(model: LoadedModel, wanted: dict[str, Any]) -> None:
             routes.canary = Canary(CanaryOptions(number, weight, sticky), model.config.routing.guard, judge=False)
         else:
             current.weight = weight
-    for number in [n for n in routes.shadows if n not in wanted["shadows"]]:
+    for number in [n for n in routes.shadows if n not in wanted.shadows]:
         routes.shadows.pop(number).stop()
-    for number, sample in wanted["shadows"].items():
+    for number, sample in wanted.shadows.items():
         runner = routes.shadows.get(number)
         if runner is None:
             routes.add_shadow(number, sample)

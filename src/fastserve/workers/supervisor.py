@@ -27,14 +27,16 @@ from fastserve.config import ServerConfig
 from fastserve.http.door import Door, _package_root
 from fastserve.http.protocol import bind_listeners, door_answers
 from fastserve.metrics import build_info, control_families, render
+from fastserve.quality.store import StoreStatus
 from fastserve.registry import Registry
-from fastserve.registry.feedback import feedback_answer, merge_outcomes, score_labels
+from fastserve.registry.feedback import FeedbackAnswer, feedback_answer, merge_outcomes, score_labels
 from fastserve.registry.operations import drift_report, listing, quality_report
 from fastserve.routing.operations import perform
 from fastserve.routing.routes import ModelRoutes, routes_of
 from fastserve.workers.link import Link
 from fastserve.workers.merge import process_figures, summed
-from fastserve.workers.plan import changes, model_entries, model_entry, whole_plan
+from fastserve.workers.plan import ModelEntry, Plan, changes, model_entries, model_entry, whole_plan
+from fastserve.workers.worker import Counted
 
 log = logging.getLogger("fastserve.workers")
 
@@ -62,7 +64,7 @@ class Supervisor:
         self.workers = [_Worker(i) for i in range(workers)]
         self.balance = balance
         self.seq = 0  # the last plan broadcast; a worker's hello gets the whole state under it
-        self._sent: dict[str, dict[str, Any]] = {}  # per model, its entry in the plans sent so far
+        self._sent: dict[str, ModelEntry] = {}  # per model, its entry in the plans sent so far
         self._sent_loaded = False
         self.stopping = False
         self.stopped: asyncio.Event | None = None
@@ -241,7 +243,7 @@ class Supervisor:
             if view == "listing":
                 return listing(self.registry)
             if view == "quality":
-                stores = [s for _, s in await self._ask_all("store", args[0]) if isinstance(s, dict)]
+                stores = [s for _, s in await self._ask_all("store", args[0]) if isinstance(s, StoreStatus)]
                 return quality_report(self.registry, args[0], stores)
             await self.gather()  # the workers' latest evidence, comparisons and sketches in what is shown
             if view == "status":
@@ -252,7 +254,7 @@ class Supervisor:
                 return await self.metrics()
         raise ValueError(f"unknown call {kind!r}")
 
-    async def feedback(self, name: str, ids: list[str], labels: list[Any]) -> dict[str, Any]:
+    async def feedback(self, name: str, ids: list[str], labels: list[Any]) -> FeedbackAnswer:
         """Labels: joined in each worker's store (the answers are kept where they were made), scored here."""
         model = self.registry.model(name)
         answers = [a for _, a in await self._ask_all("join", (name, ids)) if not isinstance(a, BaseException)]
@@ -290,8 +292,7 @@ class Supervisor:
             return
         self._sent, self._sent_loaded = now, self.registry.loaded
         self.seq += 1
-        plan = {"seq": self.seq, "base": self.seq - 1, "loaded": self.registry.loaded, "models": changed,
-                "removed": removed}
+        plan = Plan(self.seq, self.seq - 1, self.registry.loaded, changed, removed)
         for _, result in await self._ask_all("plan", plan, _PLAN_TIMEOUT_S):
             if isinstance(result, BaseException):
                 log.error("a worker did not follow the plan: %s", result)
@@ -336,24 +337,24 @@ class Supervisor:
         if tripped:
             await self.broadcast()
 
-    def _merge(self, name: str, entry: dict[str, Any]) -> None:
+    def _merge(self, name: str, entry: Counted) -> None:
         model = self.registry.models.get(name)
         if model is None:
             return
         routes = routes_of(model)
-        canary = entry.get("canary")
+        canary = entry.canary
         if canary is not None and routes.canary is not None and routes.canary.version == canary[0]:
             routes.canary.add_evidence(canary[1])
-        for number, buckets in entry.get("shadows", {}).items():
+        for number, buckets in entry.shadows.items():
             runner = routes.shadows.get(number)
             if runner is not None:
                 runner.merge(buckets)
-        for number, calls in entry.get("calls", {}).items():  # the budget's recency
+        for number, calls in entry.calls.items():  # the budget's recency
             version = model.versions.get(number)
             if version is not None:
                 version.calls += calls
                 self.registry.used.add(model.name)
-        for number, taken in entry.get("drift", {}).items():
+        for number, taken in entry.drift.items():
             version = model.versions.get(number)
             if version is not None:
                 version.drift.add(taken)

@@ -8,20 +8,35 @@ import asyncio
 import logging
 import os
 import signal
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fastserve.drift.monitor import DriftMonitor
+from fastserve.drift.monitor import DriftCounts, DriftMonitor
 from fastserve.quality.store import UNKNOWN
-from fastserve.registry.feedback import take_labels
+from fastserve.registry.feedback import FeedbackAnswer, take_labels
 from fastserve.registry.lifecycle import freeze_loaded
 from fastserve.routing.routes import routes_of
+from fastserve.routing.windows import Bucket
 from fastserve.workers.link import Link
-from fastserve.workers.plan import follow
+from fastserve.workers.plan import Plan, follow
 
 if TYPE_CHECKING:
     from fastserve.http.app import App
 
 log = logging.getLogger("fastserve.workers")
+
+
+@dataclass(slots=True)
+class Counted:
+    """What a worker counted of one model since it was last asked (`collect`), for its supervisor to merge."""
+
+    canary: tuple[int, dict[bool, list[tuple[int, Bucket]]]] | None = None  # its version, and the evidence
+    shadows: dict[int, list[tuple[int, Bucket]]] = field(default_factory=dict)
+    calls: dict[int, int] = field(default_factory=dict)  # requests per version (the budget's recency)
+    drift: dict[int, DriftCounts] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.canary is not None or bool(self.shadows or self.calls or self.drift)
 
 
 class WorkerControl:
@@ -50,19 +65,19 @@ class WorkerControl:
             log.error("worker %d: the supervisor went away; stopping", self.index)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    async def _follow(self, plan: dict[str, Any]) -> list[str]:
+    async def _follow(self, plan: Plan) -> list[str]:
         async with self._following:
-            if plan["seq"] < self._seq:
+            if plan.seq < self._seq:
                 return []
-            if plan["base"] is not None and self._seq < plan["base"]:  # changes to a plan this worker missed
+            if plan.base is not None and self._seq < plan.base:  # changes to a plan this worker missed
                 assert self.link is not None
                 plan = await self.link.call("whole_plan")
-            self._seq = plan["seq"]
-            first_loaded = plan["loaded"] and not self.app.registry.loaded
+            self._seq = plan.seq
+            first_loaded = plan.loaded and not self.app.registry.loaded
             problems = await follow(self.app.registry, plan)
             # Shadow comparisons finish after their requests: these are collected whether asked for or not.
             models = self.app.registry.models
-            named = plan["models"] if plan["base"] is not None else models
+            named = plan.models if plan.base is not None else models
             self._routed = {n for n in self._routed if n in models and n not in named} | {
                 n for n in named if n in models and routes_of(models[n]).versions()}
             if first_loaded:
@@ -91,30 +106,23 @@ class WorkerControl:
             return families
         raise ValueError(f"unknown call {kind!r}")
 
-    def collect(self) -> dict[str, Any]:
+    def collect(self) -> dict[str, Counted]:
         """What this worker counted since it was last asked, per model: canary evidence, shadow comparisons, and
         each version's drift window."""
-        out: dict[str, Any] = {}
+        out: dict[str, Counted] = {}
         registry = self.app.registry
         for name in registry.take_used() | self._routed:  # (drift, evidence and calls come with requests)
             model = registry.models.get(name)
             if model is None:
                 continue
-            entry: dict[str, Any] = {}
             routes = routes_of(model)
-            if routes.canary is not None:
-                entry["canary"] = (routes.canary.version, routes.canary.take_evidence())
-            if routes.shadows:
-                entry["shadows"] = {n: runner.take() for n, runner in routes.shadows.items()}
-            calls = {n: v.calls for n, v in model.versions.items() if v.calls}
-            if calls:
-                entry["calls"] = calls
-                for number in calls:
-                    model.versions[number].calls = 0
-            drift = {n: taken for n, v in model.versions.items()
-                     if v.batcher and (taken := v.drift.take()) is not None}
-            if drift:
-                entry["drift"] = drift
+            entry = Counted(
+                (routes.canary.version, routes.canary.take_evidence()) if routes.canary is not None else None,
+                {n: runner.take() for n, runner in routes.shadows.items()},
+                {n: v.calls for n, v in model.versions.items() if v.calls},
+                {n: taken for n, v in model.versions.items() if v.batcher and (taken := v.drift.take()) is not None})
+            for number in entry.calls:
+                model.versions[number].calls = 0
             if entry:
                 out[name] = entry
         return out
@@ -128,10 +136,10 @@ class WorkerControl:
         assert self.link is not None
         await self.link.call("warm", (name, number))
 
-    async def feedback(self, name: str, ids: list[str], labels: list[Any]) -> dict[str, Any]:
+    async def feedback(self, name: str, ids: list[str], labels: list[Any]) -> FeedbackAnswer:
         """Labels, joined in every worker's store and scored in the supervisor."""
         assert self.link is not None
-        answer: dict[str, Any] = await self.link.call("feedback", (name, ids, labels))
+        answer: FeedbackAnswer = await self.link.call("feedback", (name, ids, labels))
         return answer
 
     async def view(self, kind: str, *args: Any) -> Any:
