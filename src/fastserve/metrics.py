@@ -322,16 +322,17 @@ class _Collector:
             for number, runner in routes.shadows.items():
                 status = runner.status()
                 key = [loaded.name, str(number)]
-                total = status["total"]
-                for outcome in ("compared", "dropped", "errors"):
-                    shadow_requests.add_metric([*key, outcome], total[outcome])
-                for scope in ("window", "total"):
-                    figures = status[scope]
-                    for family, name, scale in ((agreement, "label_agreement", 1.0),
-                                                (mean_diff, "mean_abs_diff", 1.0), (max_diff, "max_abs_diff", 1.0),
-                                                (latency, "latency_ms_mean", 1e-3)):
-                        if figures[name] is not None:
-                            family.add_metric([*key, scope], figures[name] * scale)
+                total = status.total
+                for outcome, count in (("compared", total.compared), ("dropped", total.dropped),
+                                       ("errors", total.errors)):
+                    shadow_requests.add_metric([*key, outcome], count)
+                for scope, figures in (("window", status.window), ("total", total)):
+                    for family, value, scale in ((agreement, figures.label_agreement, 1.0),
+                                                 (mean_diff, figures.mean_abs_diff, 1.0),
+                                                 (max_diff, figures.max_abs_diff, 1.0),
+                                                 (latency, figures.latency_ms_mean, 1e-3)):
+                        if value is not None:
+                            family.add_metric([*key, scope], value * scale)
         yield from (weight, rollbacks, shadow_requests, agreement, mean_diff, max_diff, latency)
 
     def _lifecycle(self) -> Iterator[Metric]:

@@ -73,6 +73,24 @@ def warm_up_sizes(max_batch_size: int) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class Event:
+    """One step in a model's history (loaded, failed, primary, rolled back, ...), as its status lists them."""
+
+    at: str  # ISO 8601, UTC, to the millisecond
+    kind: str
+    version: int | None = None
+    detail: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"at": self.at, "event": self.kind}
+        if self.version is not None:
+            out["version"] = self.version
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Serving:
     """What a loaded version serves with, made together at its load and dropped together at its close: a version
     that has one has both."""
@@ -260,7 +278,7 @@ class LoadedModel:
     kept: set[int] = field(default_factory=set)  # loaded through the admin API: kept whatever the policy
     held_out: set[int] = field(default_factory=set)  # unloaded through the admin API: not loaded again by the policy
     primaries: list[int] = field(default_factory=list)  # the primary's history, for rollback
-    events: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=EVENTS_KEPT))
+    events: collections.deque[Event] = field(default_factory=lambda: collections.deque(maxlen=EVENTS_KEPT))
     swaps: int = 0
     gate_failures: int = 0
     evictions: int = 0
@@ -278,12 +296,7 @@ class LoadedModel:
         return kept
 
     def event(self, kind: str, version: int | None = None, detail: str = "") -> None:
-        entry: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": kind}
-        if version is not None:
-            entry["version"] = version
-        if detail:
-            entry["detail"] = detail
-        self.events.append(entry)
+        self.events.append(Event(datetime.now(UTC).isoformat(timespec="milliseconds"), kind, version, detail))
 
     def choose_primary(self) -> None:
         """The promoted version when ready, else the configured primary when ready, else the newest ready one that
@@ -326,7 +339,7 @@ class LoadedModel:
                        "specific": list(self.config.versions.specific)},
             "versions": [self.versions[n].status(self.versions[n] is primary) for n in sorted(self.versions)],
             "routing": self.routes.status(),
-            "events": list(self.events),
+            "events": [e.as_json() for e in self.events],
         }
 
 

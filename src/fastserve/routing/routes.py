@@ -95,7 +95,7 @@ class ModelRoutes:
 
     def status(self) -> dict[str, Any]:
         return {"canary": self.canary.status() if self.canary else None,
-                "shadows": [self.shadows[n].status() for n in sorted(self.shadows)]}
+                "shadows": [self.shadows[n].status().as_json() for n in sorted(self.shadows)]}
 
 
 def routes_of(model: LoadedModel) -> ModelRoutes:

@@ -18,6 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,43 @@ def _score_name(primary: dict[str, np.ndarray], shadow: dict[str, np.ndarray]) -
         if name in primary and name in shadow and np.asarray(primary[name]).dtype.kind == "f":
             return name
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Comparisons:
+    """How a shadow's answers compared with the primary's, over its window or since it started."""
+
+    compared: int
+    dropped: int
+    errors: int
+    label_agreement: float | None
+    mean_abs_diff: float | None
+    max_abs_diff: float | None
+    latency_ms_mean: float | None
+    latency_ms_max: float | None
+    seconds: float | None  # the window's (None: since it started)
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "compared": self.compared, "dropped": self.dropped, "errors": self.errors,
+            "label_agreement": self.label_agreement, "mean_abs_diff": self.mean_abs_diff,
+            "max_abs_diff": self.max_abs_diff, "latency_ms_mean": self.latency_ms_mean,
+            "latency_ms_max": self.latency_ms_max}
+        if self.seconds is not None:
+            out["seconds"] = self.seconds
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowStatus:
+    version: int
+    sample: float
+    window: Comparisons
+    total: Comparisons
+
+    def as_json(self) -> dict[str, Any]:
+        return {"version": self.version, "sample": self.sample, "window": self.window.as_json(),
+                "total": self.total.as_json()}
 
 
 class ShadowRunner:
@@ -134,12 +172,12 @@ class ShadowRunner:
         with self._lock:
             self.window.add(figures, maxima=maxima)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ShadowStatus:
         with self._lock:
             window = self.window.read().sums
             total = dict(self.window.total)
-        return {"version": self.number, "sample": self.sample,
-                "window": _summary(window, self.window.seconds), "total": _summary(total, None)}
+        return ShadowStatus(self.number, self.sample, _comparisons(window, self.window.seconds),
+                            _comparisons(total, None))
 
     def take(self) -> list[tuple[int, Bucket]]:
         """A worker's comparisons since it was last asked, for its supervisor's `merge`."""
@@ -157,18 +195,15 @@ class ShadowRunner:
         self._thread.join(5)
 
 
-def _summary(sums: dict[str, float], seconds: float | None) -> dict[str, Any]:
+def _comparisons(sums: dict[str, float], seconds: float | None) -> Comparisons:
     requests = sums.get("requests", 0.0)
-    out: dict[str, Any] = {
-        "compared": int(requests - sums.get("errors", 0.0)),
-        "dropped": int(sums.get("dropped", 0.0)),
-        "errors": int(sums.get("errors", 0.0)),
-        "label_agreement": sums["agree"] / sums["rows"] if sums.get("rows") else None,
-        "mean_abs_diff": sums["abs_diff"] / sums["values"] if sums.get("values") else None,
-        "max_abs_diff": sums.get("max_abs_diff") if sums.get("values") else None,
-        "latency_ms_mean": 1e3 * sums["latency_s"] / requests if requests and "latency_s" in sums else None,
-        "latency_ms_max": 1e3 * sums["max_latency_s"] if "max_latency_s" in sums else None,
-    }
-    if seconds is not None:
-        out["seconds"] = seconds
-    return out
+    return Comparisons(
+        compared=int(requests - sums.get("errors", 0.0)),
+        dropped=int(sums.get("dropped", 0.0)),
+        errors=int(sums.get("errors", 0.0)),
+        label_agreement=sums["agree"] / sums["rows"] if sums.get("rows") else None,
+        mean_abs_diff=sums["abs_diff"] / sums["values"] if sums.get("values") else None,
+        max_abs_diff=sums.get("max_abs_diff") if sums.get("values") else None,
+        latency_ms_mean=1e3 * sums["latency_s"] / requests if requests and "latency_s" in sums else None,
+        latency_ms_max=1e3 * sums["max_latency_s"] if "max_latency_s" in sums else None,
+        seconds=seconds)
