@@ -274,11 +274,10 @@ def compare(canary: QualityMonitor, primary: QualityMonitor, alpha: float, min_r
                       round(z, 3) if math.isfinite(z) else None, verdict)
 
 
-def monitor_for(folder: Path, label: str, options: QualityOptions, outputs: list[dict[str, Any]],
-                ) -> QualityMonitor | None:
-    """A version's monitor from its outputs (classes or a prediction), its quality.json when export wrote one, and
-    else its validation set's labels (which classes the probability columns are)."""
-    names = {o["name"] for o in outputs}
+def monitor_for(folder: Path, label: str, options: QualityOptions, outputs: list[str]) -> QualityMonitor | None:
+    """A version's monitor from its outputs' names (classes or a prediction), its quality.json when export wrote
+    one, and else its validation set's labels (which classes the probability columns are)."""
+    names = set(outputs)
     kind = CLASSIFICATION if "label" in names or "probabilities" in names else \
         REGRESSION if "prediction" in names or "variable" in names else None
     if kind is None:

@@ -24,7 +24,7 @@ from fastserve.registry.gate import check as gate_check
 from fastserve.registry.gate_cache import GateCache, gate_key
 from fastserve.registry.repository import MODEL_FILE, folder_fingerprint
 from fastserve.runtime import ModelSession
-from fastserve.runtime.session import TensorInfo
+from fastserve.runtime.session import SessionInfo, TensorInfo
 
 log = logging.getLogger("fastserve.registry")
 
@@ -119,14 +119,13 @@ class LoadedVersion:
     calls: int = 0  # requests routed to it (the budget's recency: read and reset each second)
     last_used: float = 0.0  # monotonic seconds: when it last had a request, or was loaded
     warming: asyncio.Future[None] | None = None  # its load on demand, shared by every request waiting for it
-    metadata: dict[str, Any] = field(default_factory=dict)  # the session's inputs and outputs, kept after it goes
+    info: SessionInfo | None = None  # its session's, from its first load on (kept after the session goes)
     tensors: tuple[TensorInfo, list[TensorInfo]] | None = None  # its input and outputs, from its first load on
 
     @property
     def provider(self) -> str:
         """The execution provider its session ran on ("" before its first load)."""
-        providers = self.metadata.get("providers")
-        return providers[0] if providers else ""
+        return self.info.providers[0] if self.info is not None and self.info.providers else ""
 
     @property
     def session(self) -> ModelSession | None:
@@ -185,12 +184,12 @@ class LoadedVersion:
             log.error("%s: failed to load: %s", self.label, exc.message)
             return
         self.gate = ("passed (cached)" if cached else "passed") if self.config.gate.enabled else "off"
-        self.metadata = session.metadata()
+        self.info = session.info()
         self.tensors = (session.input, session.outputs)
         self.transform = transform
         self.drift = self._drift_monitor(session)
         if self.quality is None:
-            self.quality = monitor_for(self.path, self.label, self.config.quality, self.metadata["outputs"])
+            self.quality = monitor_for(self.path, self.label, self.config.quality, [o.name for o in session.outputs])
         if serve:
             batcher = Batcher(session, self.config.batching, self.label, warm_up=best,
                               inline_max_s=self.config.runtime.inline_run_max_us * 1e-6)
@@ -254,8 +253,8 @@ class LoadedVersion:
             out["error"] = self.error
         if self.gate:
             out["gate"] = self.gate
-        if self.state == READY:
-            out.update(self.metadata)
+        if self.state == READY and self.info is not None:
+            out.update(self.info.as_json())
         if self.load_seconds is not None:
             out["load_seconds"] = round(self.load_seconds, 6)
             out["warmup_seconds"] = round(self.warmup_seconds or 0.0, 6)

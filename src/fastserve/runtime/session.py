@@ -51,6 +51,20 @@ class TensorInfo:
         return {"name": self.name, "datatype": self.dtype, "shape": [d if d is not None else -1 for d in self.shape]}
 
 
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A session's input and outputs and where it runs: its version's status shows them after the session goes."""
+
+    input: TensorInfo
+    outputs: list[TensorInfo]
+    device: str
+    providers: list[str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"inputs": [self.input.as_dict()], "outputs": [o.as_dict() for o in self.outputs],
+                "device": self.device, "providers": self.providers}
+
+
 def _tensor_info(arg: Any, where: str) -> TensorInfo:
     dtype = _DTYPES.get(arg.type)
     if dtype is None:
@@ -167,10 +181,5 @@ class ModelSession:
                 best[n] = min(best.get(n, float("inf")), time.perf_counter() - started)
         return best
 
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "inputs": [self.input.as_dict()],
-            "outputs": [o.as_dict() for o in self.outputs],
-            "device": self.device,
-            "providers": self.providers,
-        }
+    def info(self) -> SessionInfo:
+        return SessionInfo(self.input, list(self.outputs), self.device, self.providers)
