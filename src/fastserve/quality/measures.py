@@ -158,7 +158,8 @@ class Tally:
         return out
 
     def figures(self, names: list[Any] | None = None) -> dict[str, Any]:
-        """The tally's measures, as the API shows them."""
+        """The tally's measures, as the API shows them: a map, which quality.json holds too (the reference's),
+        whose measures depend on the kind and on whether any row was labelled."""
         n = self.rows
         out: dict[str, Any] = {"rows": n}
         if n == 0:

@@ -43,7 +43,7 @@ class Routes(Protocol):
     def apply_config(self) -> None: ...
     def stop(self) -> None: ...
     def versions(self) -> set[int]: ...
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> dict[str, Any]: ...  # (JSON, as the model's status shows it)
 
 
 class NoRoutes:
@@ -327,6 +327,8 @@ class LoadedModel:
         return self.primary is not None
 
     def status(self) -> dict[str, Any]:
+        """The model as `GET /v1/models/{name}` and the admin calls answer it. JSON, not a dataclass: nothing in
+        the server reads it back, it is only sent (a supervisor's to its workers, which send it on)."""
         primary = self.primary
         return {
             "name": self.name,
