@@ -105,7 +105,7 @@ MAX_WINDOWS = 40  # a trial not flagged within this many windows counts as not f
 
 def _close(monitor: DriftMonitor, x: np.ndarray) -> dict:
     monitor.inputs.window.update(np.ascontiguousarray(x, dtype=np.float32))
-    return monitor.close_window()
+    return monitor.close_window().as_json()
 
 
 def _rows_until_flagged(profile: dict, column: str, windows_of: Callable[[], np.ndarray]) -> int | None:

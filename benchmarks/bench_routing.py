@@ -234,14 +234,14 @@ def worker_per_copy(runner_for: Callable[[int], Any], x: np.ndarray, outputs: di
         for _ in range(copies):
             runner.offer(x, outputs)
         while True:
-            total = runner.status()["total"]
-            if total["compared"] + total["dropped"] + total["errors"] >= copies:
+            total = runner.status().total
+            if total.compared + total.dropped + total.errors >= copies:
                 break
             time.sleep(0.0005)
         times.append(time.perf_counter() - started)
         runner.stop()
-        if total["compared"] != copies:
-            raise RuntimeError(f"shadow worker: {total['compared']} of {copies} copies compared: {total}")
+        if total.compared != copies:
+            raise RuntimeError(f"shadow worker: {total.compared} of {copies} copies compared: {total}")
     return statistics.median(times) / copies * 1e6
 
 
