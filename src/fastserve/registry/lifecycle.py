@@ -33,6 +33,7 @@ from fastserve.registry.models import (
     with_config,
 )
 from fastserve.registry.repository import (
+    Look,
     Watcher,
     config_fingerprint,
     folder_fingerprint,
@@ -79,7 +80,7 @@ class Registry:
         self._refused: dict[Path, bytes | None] = {}  # configs of new models already refused (logged once)
         self._sync_lock = asyncio.Lock()
         self._watcher = Watcher()
-        self._synced: dict[str, Any] = {}  # per model, the look it was last brought in line with, nothing pending
+        self._synced: Look = {}  # per model, the look it was last brought in line with, nothing pending
         # Models asked for since this was last taken (each second): what is looked at for recency, and what a
         # worker hands its supervisor, without a pass over every model.
         self.used: set[str] = set()

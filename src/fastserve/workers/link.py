@@ -10,6 +10,7 @@ import logging
 import pickle
 import struct
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastserve import exceptions
@@ -41,17 +42,31 @@ def _raise(kind: str, message: str, detail: Any) -> None:
     raise cls(message, detail=detail)
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    number: int
+    kind: str
+    body: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    number: int  # the call's
+    ok: Any = None
+    error: tuple[str, str, Any] | None = None  # (FastserveError class, message, detail), raised again at the caller
+
+
 class Link:
     """One end. `handle(kind, body)` answers the other end's calls; `call(kind, body)` makes one."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handle: Handler) -> None:
         self.reader, self.writer, self.handle = reader, writer, handle
         self._ids = itertools.count()
-        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._waiting: dict[int, asyncio.Future[_Reply]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = asyncio.Event()
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: _Call | _Reply) -> None:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         self.writer.write(_FRAME.pack(len(data)) + data)
 
@@ -60,14 +75,14 @@ class Link:
             raise LinkClosed(f"{kind}: the other process is gone")
         number = next(self._ids)
         future = self._waiting[number] = asyncio.get_running_loop().create_future()
-        self._send({"call": number, "kind": kind, "body": body})
+        self._send(_Call(number, kind, body))
         try:
             reply = await asyncio.wait_for(future, timeout)
         finally:
             self._waiting.pop(number, None)
-        if "error" in reply:
-            _raise(*reply["error"])
-        return reply["ok"]
+        if reply.error is not None:
+            _raise(*reply.error)
+        return reply.ok
 
     async def run(self) -> None:
         """Read until the other end closes; each call is answered on a task of its own."""
@@ -75,8 +90,8 @@ class Link:
             while True:
                 size = _FRAME.unpack(await self.reader.readexactly(_FRAME.size))[0]
                 message = pickle.loads(await self.reader.readexactly(size))
-                if "reply" in message:
-                    future = self._waiting.get(message["reply"])
+                if isinstance(message, _Reply):
+                    future = self._waiting.get(message.number)
                     if future is not None and not future.done():
                         future.set_result(message)
                     continue
@@ -88,14 +103,13 @@ class Link:
         finally:
             self.close()
 
-    async def _answer(self, message: dict[str, Any]) -> None:
+    async def _answer(self, message: _Call) -> None:
         try:
-            reply: dict[str, Any] = {"reply": message["call"], "ok": await self.handle(message["kind"],
-                                                                                       message["body"])}
+            reply = _Reply(message.number, ok=await self.handle(message.kind, message.body))
         except Exception as exc:  # the caller gets it, as the same kind of error
             if not isinstance(exc, FastserveError):
-                log.exception("%s failed", message["kind"])
-            reply = {"reply": message["call"], "error": _error(exc)}
+                log.exception("%s failed", message.kind)
+            reply = _Reply(message.number, error=_error(exc))
         if not self.closed.is_set():
             with contextlib.suppress(ConnectionError, OSError):
                 self._send(reply)
