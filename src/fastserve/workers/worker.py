@@ -8,7 +8,7 @@ import asyncio
 import logging
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastserve.drift.monitor import DriftCounts, DriftMonitor
@@ -26,16 +26,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastserve.workers")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Counted:
     """What a worker counted of one model since it was last asked (`collect`), for its supervisor to merge."""
 
-    canary: tuple[int, dict[bool, list[tuple[int, Bucket]]]] | None = None  # its version, and the evidence
-    shadows: dict[int, list[tuple[int, Bucket]]] = field(default_factory=dict)
-    calls: dict[int, int] = field(default_factory=dict)  # requests per version (the budget's recency)
-    drift: dict[int, DriftCounts] = field(default_factory=dict)
+    canary: tuple[int, dict[bool, list[tuple[int, Bucket]]]] | None  # its version, and the evidence
+    shadows: dict[int, list[tuple[int, Bucket]]]
+    calls: dict[int, int]  # requests per version (the budget's recency)
+    drift: dict[int, DriftCounts]
 
     def __bool__(self) -> bool:
+        """Whether there is anything to send."""
         return self.canary is not None or bool(self.shadows or self.calls or self.drift)
 
 
