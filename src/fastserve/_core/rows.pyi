@@ -20,3 +20,7 @@ def msgpack_tensor(
 def json_rows(
     body: bytes, width: int, max_rows: int, float32: bool
 ) -> npt.NDArray[np.float32] | npt.NDArray[np.float64] | None: ...
+
+def v2_tensor(
+    request: object, tail: object, input_name: str, width: int, max_rows: int, float32: bool
+) -> tuple[npt.NDArray[np.float32] | npt.NDArray[np.float64], str | None, bool, float | None] | None: ...

@@ -119,6 +119,8 @@ cpdef Py_ssize_t first_non_finite(const real[:, ::1] x) noexcept:
 
 # --- a body of rows, from its bytes ----------------------------------------------------------------------------------
 
+cimport numpy as cnp
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdlib cimport free, realloc, strtod
 from libc.string cimport memcmp, memcpy
@@ -126,6 +128,8 @@ from libc.string cimport memcmp, memcpy
 import sys
 
 import numpy as np
+
+cnp.import_array()
 
 cdef enum:
     NUMBER_MAX = 40  # bytes a number may take here: more (long digit strings) goes the general way
@@ -429,3 +433,146 @@ cpdef object msgpack_tensor(bytes body, Py_ssize_t width, Py_ssize_t max_rows, b
     elif first_non_finite[double](x) >= 0:
         return None
     return x
+
+
+# --- the common V2 inference request, once its JSON is decoded --------------------------------------------------------
+
+cdef frozenset _V2_REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "model_name", "model_version"})
+cdef frozenset _V2_INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
+
+
+cdef bint _v2_parameters_plain(object parameters):
+    """Parameters that ask for nothing this reader leaves to the general way (other extensions)."""
+    return parameters is None or (type(parameters) is dict and "shared_memory_region" not in parameters
+                                  and "classification" not in parameters)
+
+
+cdef object _v2_values(list data, Py_ssize_t rows, Py_ssize_t width, bint float32):
+    """JSON data of `rows` x `width` numbers, flat or as rows of `width`, every one a finite int or float (in the
+    float32 range when `float32`): the matrix, else None."""
+    cdef Py_ssize_t n = PyList_GET_SIZE(data), i, j
+    cdef bint flat = n == rows * width and n > 0 and type(<object>PyList_GET_ITEM(data, 0)) is not list
+    cdef object row, value
+    cdef double x
+    if not flat and n != rows:
+        return None
+    out = np.empty((rows, width), dtype=np.float32 if float32 else np.float64)
+    cdef float[:, ::1] out32
+    cdef double[:, ::1] out64
+    if float32:
+        out32 = out
+    else:
+        out64 = out
+    for i in range(rows):
+        if not flat:
+            row = <object>PyList_GET_ITEM(data, i)
+            if type(row) is not list or PyList_GET_SIZE(row) != width:
+                return None
+        for j in range(width):
+            value = <object>PyList_GET_ITEM(data, i * width + j) if flat else <object>PyList_GET_ITEM(row, j)
+            if type(value) is float:
+                x = PyFloat_AS_DOUBLE(value)
+            elif type(value) is int:
+                x = PyLong_AsDouble(value)  # (an int past the double range raises: the general way tells it)
+            else:
+                return None
+            if not isfinite(x) or (float32 and fabs(x) > _FLOAT32_MAX):
+                return None
+            if float32:
+                out32[i, j] = <float>x
+            else:
+                out64[i, j] = x
+    return out
+
+
+cdef object _v2_binary(object tail, Py_ssize_t rows, Py_ssize_t width, bint float32):
+    """Binary data of `rows` x `width` little-endian floats, every one finite: the matrix (a copy: one pass, and no
+    view to keep the body alive), else None."""
+    cdef Py_buffer view
+    cdef Py_ssize_t i, n = rows * width
+    cdef const float* f
+    cdef const double* d
+    if not _LITTLE_ENDIAN:
+        return None
+    PyObject_GetBuffer(tail, &view, PyBUF_SIMPLE)
+    try:
+        if view.len != n * (4 if float32 else 8):
+            return None
+        if float32:
+            f = <const float*>view.buf
+            for i in range(n):
+                if not isfinite(f[i]):
+                    return None
+            out = np.empty((rows, width), dtype=np.float32)
+        else:
+            d = <const double*>view.buf
+            for i in range(n):
+                if not isfinite(d[i]):
+                    return None
+            out = np.empty((rows, width), dtype=np.float64)
+        memcpy(cnp.PyArray_DATA(<cnp.ndarray>out), view.buf, view.len)
+        return out
+    finally:
+        PyBuffer_Release(&view)
+
+
+cpdef object v2_tensor(object request, object tail, str input_name, Py_ssize_t width, Py_ssize_t max_rows,
+                       bint float32):
+    """The common V2 inference request, decoded from its JSON: one input named `input_name`, shape [1 to `max_rows`,
+    `width`], of the model's own float datatype, its finite values as JSON data (flat or rows) or as the whole binary
+    tail; no `outputs` list, no parameters of other extensions. Returns (the matrix, the request's id or None,
+    `binary_data_output`, the `timeout` parameter in microseconds or None), the matrix a read-only view of binary
+    data; None for any other request, which then takes the general way (http/v2/request.py), where whatever is wrong
+    with it is told: so this accepts only what that way accepts, and gives the same matrix."""
+    cdef object item, shape, parameters, request_id, timeout, binary_output, size, data, first, second
+    cdef Py_ssize_t rows, itemsize = 4 if float32 else 8
+    try:
+        if type(request) is not dict or not (<dict>request).keys() <= _V2_REQUEST_KEYS:
+            return None
+        request_id = (<dict>request).get("id")
+        if request_id is not None and type(request_id) is not str:
+            return None
+        parameters = (<dict>request).get("parameters")
+        if not _v2_parameters_plain(parameters):
+            return None
+        binary_output, timeout = (False, None) if parameters is None else (
+            (<dict>parameters).get("binary_data_output", False), (<dict>parameters).get("timeout"))
+        if type(binary_output) is not bool:
+            return None
+        if timeout is not None and (type(timeout) is not int and type(timeout) is not float or not 0 < timeout < 1e12):
+            return None
+        inputs = (<dict>request).get("inputs")
+        if type(inputs) is not list or PyList_GET_SIZE(inputs) != 1:
+            return None
+        item = <object>PyList_GET_ITEM(inputs, 0)
+        if type(item) is not dict or not (<dict>item).keys() <= _V2_INPUT_KEYS:
+            return None
+        if (<dict>item).get("name") != input_name or type(input_name) is not str:
+            return None
+        if (<dict>item).get("datatype") != ("FP32" if float32 else "FP64"):
+            return None
+        shape = (<dict>item).get("shape")
+        if type(shape) is not list or PyList_GET_SIZE(shape) != 2:
+            return None
+        first, second = <object>PyList_GET_ITEM(shape, 0), <object>PyList_GET_ITEM(shape, 1)
+        if type(first) is not int or type(second) is not int or second != width or not 1 <= first <= max_rows:
+            return None
+        rows = first
+        parameters = (<dict>item).get("parameters")
+        if not _v2_parameters_plain(parameters):
+            return None
+        size = None if parameters is None else (<dict>parameters).get("binary_data_size")
+        if size is None:
+            data = (<dict>item).get("data")
+            if type(data) is not list or len(tail) != 0:
+                return None
+            x = _v2_values(data, rows, width, float32)
+        else:
+            if type(size) is not int or "data" in item or size != rows * width * itemsize or len(tail) != size:
+                return None
+            x = _v2_binary(tail, rows, width, float32)
+        if x is None:
+            return None
+        return x, request_id, binary_output, timeout
+    except (OverflowError, TypeError, ValueError):  # (an int past the double range; an unhashable key)
+        return None

@@ -20,6 +20,9 @@ PREDICT_KEYS = frozenset({*DATA_KEYS, "timeout_ms"})
 _TENSOR_KEYS = frozenset({"dtype", "shape", "data"})
 VALUES_ROOM = 1024  # values a request may hold outside its data: keys, shapes, parameters, several inputs
 # Raw tensors are little-endian whatever the machine.
+# The input dtypes whose common bodies are read straight from their bytes (`_core.rows`).
+FLOAT32 = np.dtype(np.float32)
+ROW_DTYPES = (FLOAT32, np.dtype(np.float64))
 TENSOR_DTYPES = {"float32": "<f4", "float64": "<f8", "int32": "<i4", "int64": "<i8"}
 
 

@@ -13,16 +13,13 @@ from fastserve._core.rows import json_rows, msgpack_tensor
 from fastserve.exceptions import FastserveError, NotAcceptable
 from fastserve.http.codecs import CONTENT_TYPE_HEADER, JSON, MSGPACK, decode, encode, request_format, response_format
 from fastserve.http.errors import error_body, status_for
-from fastserve.http.inputs import Inputs, predict_inputs, refuse_oversized, row_limit
+from fastserve.http.inputs import FLOAT32, ROW_DTYPES, Inputs, predict_inputs, refuse_oversized, row_limit
 from fastserve.http.serving import Headers, Outputs, Scope, ServingApp, model_path, serve
 from fastserve.routing.routes import routes_of
 
 if TYPE_CHECKING:
     from fastserve.registry import LoadedModel, LoadedVersion
     from fastserve.runtime import ModelSession
-
-_FLOAT32 = np.dtype(np.float32)
-_ROW_DTYPES = (_FLOAT32, np.dtype(np.float64))
 
 
 def predict_target(path: str) -> tuple[str, str | None] | None:
@@ -82,12 +79,12 @@ class NativeWire:
         if primary is not None and primary.session is not None:  # (an evicted primary has none)
             session: ModelSession = primary.session
             options = primary.config.inputs
-            if routes_of(model).canary is None and session.input_dtype in _ROW_DTYPES:
+            if routes_of(model).canary is None and session.input_dtype in ROW_DTYPES:
                 # The common bodies, JSON `{"inputs": [[...], ...]}` and a msgpack raw tensor of the model's dtype,
                 # read from their bytes into the matrix: no object per value, nothing to bound or scan for duplicate
                 # keys. Any other body goes the general way.
                 read = json_rows if self.body_fmt == JSON else msgpack_tensor
-                rows = read(body, session.n_features, row_limit(session, options), session.input_dtype == _FLOAT32)
+                rows = read(body, session.n_features, row_limit(session, options), session.input_dtype == FLOAT32)
                 if rows is not None and session.fixed_batch in (None, len(rows)):
                     self.rows, self.body, self.rows_for = rows, body, primary
                     return None

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 
+from fastserve._core.rows import v2_tensor
 from fastserve.exceptions import FastserveError, UnsupportedMediaType
 from fastserve.http.errors import v2_error_body, v2_status_for
-from fastserve.http.inputs import Inputs, refuse_oversized
+from fastserve.http.inputs import FLOAT32, ROW_DTYPES, Inputs, refuse_oversized, row_limit
 from fastserve.http.serving import Headers, Outputs, Scope, ServingApp, model_path, serve
 from fastserve.http.v2.request import (
     InferRequest,
     first_values,
+    load_request,
     model_input,
     parse_request,
     selected_outputs,
@@ -39,12 +42,16 @@ class V2Wire:
     """The inference request object (JSON, optionally followed by binary tensor data); the inference response object
     (JSON, optionally followed by binary output data); errors as `{"error": message}`."""
 
-    __slots__ = ("header_length", "outputs", "request")
+    __slots__ = ("decoded", "header_length", "outputs", "request", "rows", "rows_for", "tail")
 
     def __init__(self) -> None:
         self.header_length: bytes | None = None
         self.request: InferRequest | None = None
         self.outputs: list[tuple[str, bool]] = []
+        self.decoded: Any = None  # the request object's JSON, decoded
+        self.tail = memoryview(b"")  # the binary tensor data after it
+        self.rows: np.ndarray | None = None  # the common request's matrix, read for `rows_for` (`v2_tensor`)
+        self.rows_for: LoadedVersion | None = None
 
     def start(self, headers: Headers) -> tuple[bytes | None, bytes | None, bytes | None]:
         content_length = timeout_header = request_id = None
@@ -68,10 +75,26 @@ class V2Wire:
 
     def decode(self, body: bytes, model: LoadedModel) -> Any:
         primary = model.primary
-        head, tail = split_body(body, self.header_length)  # the binary tensor data is never parsed
-        if primary is not None and primary.session is not None:  # (an evicted primary has none)
-            refuse_oversized(head, False, primary.session, primary.config.inputs, primary.field_count, "$.inputs")
-        self.request = request = parse_request(head, tail)
+        head, self.tail = split_body(body, self.header_length)  # the binary tensor data is never parsed
+        session = primary.session if primary is not None else None  # (an evicted primary has none)
+        if primary is None or session is None:
+            self.request = request = parse_request(load_request(head), self.tail)
+        else:
+            options = primary.config.inputs
+            refuse_oversized(head, False, session, options, primary.field_count, "$.inputs")
+            self.decoded = decoded = load_request(head)
+            if routes_of(model).canary is None and session.input_dtype in ROW_DTYPES:
+                # The common request (one input of the model's float dtype, its values as JSON or binary data)
+                # read in one pass in C; any other takes the general way, which tells what is wrong with it.
+                common = v2_tensor(decoded, self.tail, session.input.name, session.n_features,
+                                   row_limit(session, options), session.input_dtype == FLOAT32)
+                if common is not None and session.fixed_batch in (None, len(common[0])):
+                    self.rows, request_id, binary_output, timeout = common
+                    self.rows_for = primary
+                    self.request = InferRequest(request_id, [], None, binary_output,
+                                                timeout / 1000 if timeout is not None else None)
+                    return None
+            self.request = request = parse_request(decoded, self.tail)
         canary = routes_of(model).canary
         if canary is not None and canary.field is not None:
             return first_values(request, canary.field)
@@ -80,6 +103,11 @@ class V2Wire:
     def inputs(self, target: LoadedVersion, session: ModelSession) -> Inputs:
         request = self.request
         assert request is not None  # (read by decode)
+        if self.rows_for is not None:
+            if self.rows_for is target and self.rows is not None:
+                self.outputs = [(name, request.binary_output) for name in session.output_names]
+                return Inputs(self.rows, request.timeout_ms, None)
+            self.request = request = parse_request(self.decoded, self.tail)  # a version named in the path: its own
         self.outputs = selected_outputs(request, session)
         x, raw = model_input(request, session, target.config.inputs, target.transform, target.sketches_raw_fields)
         return Inputs(x, request.timeout_ms, raw)

@@ -47,14 +47,19 @@ def split_body(body: bytes, header_length: bytes | None) -> tuple[bytes, memoryv
     return body[:n], memoryview(body)[n:]
 
 
-def parse_request(head: bytes, tail: memoryview) -> InferRequest:
-    """The request object, with each input's data as sent: a JSON array, or its slice of the binary tail."""
+def load_request(head: bytes) -> Any:
+    """The request object's JSON, decoded (not yet checked)."""
     if not head:
         raise MalformedBody("empty body; send an inference request object such as {\"inputs\": [...]}")
     try:
-        request = orjson.loads(head)
+        return orjson.loads(head)
     except orjson.JSONDecodeError as exc:
         raise MalformedBody(f"inference request is not valid JSON: {exc}") from exc
+
+
+def parse_request(request: Any, tail: memoryview) -> InferRequest:
+    """The request object (as `load_request` decoded it), with each input's data as sent: a JSON array, or its slice
+    of the binary tail."""
     if type(request) is not dict:
         raise fail(f"expected an inference request object, got {type_name(request)}", "$")
     if not request.keys() <= _REQUEST_KEYS:
