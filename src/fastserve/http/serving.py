@@ -238,7 +238,7 @@ class Prediction:
         """The run's outputs: drift, the canary's guard, the shadows' copies; the answer's body and headers."""
         target, model, x = self.target, self.model, self.x
         assert target is not None and model is not None and x is not None  # (set by prepare, before any run)
-        if self.raw is not None and target.drift is not None:
+        if self.raw is not None:  # (set only for a version whose drift monitor sketches raw fields)
             target.drift.observe_fields(self.raw)
         if self.version is None:
             routes = routes_of(model)
