@@ -121,7 +121,7 @@ async def drive(requests: int, connections: int, model: str, fmt: str) -> dict[s
     async def round_() -> None:
         nonlocal turn
         done = round_state.expect(connections)
-        for (protocol, _), datas in zip(conns, requests_of):
+        for (protocol, _), datas in zip(conns, requests_of, strict=True):
             protocol.data_received(datas[turn % 61])
         turn += 1
         await done
@@ -143,7 +143,8 @@ async def drive(requests: int, connections: int, model: str, fmt: str) -> dict[s
     batches = queue.stats()["batches"] - batches_before
     app.registry.close()
     return {"requests": n, "connections": connections, "model": model, "format": fmt,
-            "rows_per_batch": n / max(1, batches), "cpu_us_per_request": cpu / n * 1e6, "wall_us_per_request": wall / n * 1e6}
+            "rows_per_batch": n / max(1, batches), "cpu_us_per_request": cpu / n * 1e6,
+            "wall_us_per_request": wall / n * 1e6}
 
 
 def main(argv: list[str] | None = None) -> None:
