@@ -303,3 +303,26 @@ def test_a_body_in_tiny_chunks_is_refused(server):
             answer = s.recv(65536)
         assert answer.startswith(b"HTTP/1.1 " + expected), answer[:300]
         assert (b"chunks of under 64 bytes" in answer) == (chunk == 1)
+
+
+KEEP_ALIVE_S = 0.5
+
+
+@pytest.fixture(scope="module")
+def short_keep_alive():
+    srv = start_server(MODELS, "--keep-alive-timeout", str(KEEP_ALIVE_S))
+    yield srv
+    srv.stop()
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_its_timeout_and_not_before(short_keep_alive):
+    with connect(short_keep_alive) as s:
+        for _ in range(3):  # each request starts the idle time again: 0.3 s apart, the connection stays
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_answer(s)[0] == 200
+            time.sleep(0.3)
+        answered = time.monotonic()
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(s)[0] == 200
+        assert_closed(s)  # by the sweep, once idle past the timeout (the read gives up after 15 s)
+        assert time.monotonic() - answered >= KEEP_ALIVE_S

@@ -403,7 +403,7 @@ cdef class HttpConnection:
     cdef public Cycle cycle
     cdef object pending  # deque of Cycle
     cdef object task_done
-    cdef object keep_alive_timer
+    cdef double idle_since  # (monotonic) answered everything and waiting for the next request; 0: not idle
     cdef public object lingering
     cdef bint reading_paused
     cdef Cycle deferred  # a request whose headers this read brought: it starts once the read is parsed
@@ -441,7 +441,7 @@ cdef class HttpConnection:
         if self.lingering is not None:
             self.lingering.end()
         self._forget()
-        self._cancel_keep_alive()
+        self.idle_since = 0.0
         if self.cycle is not None:
             self.cycle.lost()
         for cycle in self.pending:
@@ -478,7 +478,7 @@ cdef class HttpConnection:
         if self.lingering is not None:
             self.lingering.heard_from()
             return
-        self._cancel_keep_alive()
+        self.idle_since = 0.0
         self.read_parsed = 0
         try:
             self.parser.feed_data(data)
@@ -713,17 +713,9 @@ cdef class HttpConnection:
             self.reading_paused = False
             self.transport.resume_reading()
         if self.phase == IDLE:
-            self.keep_alive_timer = self.loop.call_later(self.settings.keep_alive_s, self._keep_alive_over)
-
-    def _keep_alive_over(self):
-        self.keep_alive_timer = None
-        if self.transport is not None and self.cycle is None and self.phase == IDLE:
-            self.transport.close()
-
-    cdef _cancel_keep_alive(self):
-        if self.keep_alive_timer is not None:
-            self.keep_alive_timer.cancel()
-            self.keep_alive_timer = None
+            # Closed by the server's sweep once idle for the keep-alive timeout (within SWEEP_S after it): a
+            # timer armed and cancelled per request cost more than the rest of the connection's bookkeeping.
+            self.idle_since = time.monotonic()
 
     cdef bint _rest_too_long(self):
         return rest_too_long(self.headers, self.body_bytes)
@@ -774,5 +766,10 @@ cdef class HttpConnection:
 
     def overdue(self, double now):
         if self.lingering is not None or self.transport is None:
+            return None
+        if self.idle_since and self.phase == IDLE and self.cycle is None \
+                and now - self.idle_since > self.settings.keep_alive_s:
+            self.idle_since = 0.0
+            self.transport.close()
             return None
         return overdue(self.settings.limits, self.phase, now - self.phase_started, self.body_bytes)
