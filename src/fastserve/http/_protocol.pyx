@@ -85,6 +85,31 @@ class Settings:
         return HttpConnection(self, config, server_state, app_state, _loop)
 
 
+cdef dict _ROUTES = {}  # path -> (its wire's class, model, version or None), or None: not a prediction
+cdef Py_ssize_t _ROUTES_KEPT = 1024
+
+
+cdef object _prediction_route(str path):
+    """The prediction route a path names, read once per path (the paths a server sees are few; any others only
+    churn the cache, which is bounded)."""
+    try:
+        return _ROUTES[path]
+    except KeyError:
+        pass
+    route = None
+    target = predict_target(path)
+    if target is not None:
+        route = (NativeWire, target[0], target[1])
+    else:
+        target = infer_target(path)
+        if target is not None:
+            route = (V2Wire, target[0], target[1])
+    if len(_ROUTES) >= _ROUTES_KEPT:
+        _ROUTES.clear()
+    _ROUTES[path] = route
+    return route
+
+
 cdef class Cycle:
     """One request, from its parsed head and whole body to its answer. A prediction (`predict`, V2 `infer`) is
     answered here, from the batch's completion (it is the batcher's waiter), with no coroutine, Task or ASGI message;
@@ -635,16 +660,10 @@ cdef class HttpConnection:
             self.drained().add_done_callback(lambda _: self._run_cycle(cycle))
             return
         path = cycle.path
-        target = predict_target(path)
-        wire = None
-        if target is not None:
-            wire = NativeWire()
-        else:
-            target = infer_target(path)
-            if target is not None:
-                wire = V2Wire()
-        if wire is not None:
-            cycle.prediction = Prediction(self.settings.app, wire, target[0], target[1], path)
+        route = _prediction_route(path)
+        if route is not None:
+            wire_class, name, version = route
+            cycle.prediction = Prediction(self.settings.app, wire_class(), name, version, path)
             self.loop.call_soon(cycle.begin_prediction)
             return
         cycle.scope = self._scope(cycle)
