@@ -83,12 +83,12 @@ def exchange(registry: Registry, body: Body) -> Callable[[], int]:
         try:
             wire.start(headers)
             model = registry.model(name)
-            target, _ = choose(model, None, wire.decode(body.body, model), headers)
-            assert target.serving is not None
-            x, _, _ = wire.inputs(target, target.serving.session)
+            route = choose(model, None, wire.decode(body.body, model), headers)
+            assert route.serving is not None
+            x, _, _ = wire.inputs(route.version, route.serving.session)
             if not outputs:  # the model runs on a worker thread: once, in the first (untimed) call
-                outputs.update(target.serving.session.run(x))
-            wire.answer(target, outputs)
+                outputs.update(route.serving.session.run(x))
+            wire.answer(route.version, outputs)
             return 200
         except FastserveError as exc:
             return wire.error(exc)[0]

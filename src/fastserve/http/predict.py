@@ -15,6 +15,7 @@ from fastserve.http.codecs import CONTENT_TYPE_HEADER, JSON, MSGPACK, decode, en
 from fastserve.http.errors import error_body, status_for
 from fastserve.http.inputs import FLOAT32, ROW_DTYPES, Inputs, predict_inputs, refuse_oversized, row_limit
 from fastserve.http.serving import Headers, Outputs, Scope, ServingApp, model_path, serve
+from fastserve.routing.router import reading
 from fastserve.routing.routes import routes_of
 
 if TYPE_CHECKING:
@@ -75,9 +76,10 @@ class NativeWire:
         return None
 
     def decode(self, body: bytes, model: LoadedModel) -> Any:
-        primary = model.primary
-        if primary is not None and primary.session is not None:  # (an evicted primary has none)
-            session: ModelSession = primary.session
+        read_for = reading(model)
+        if read_for is not None:
+            primary, serving = read_for
+            session: ModelSession = serving.session
             options = primary.config.inputs
             if routes_of(model).canary is None and session.input_dtype in ROW_DTYPES:
                 # The common bodies, JSON `{"inputs": [[...], ...]}` and a msgpack raw tensor of the model's dtype,

@@ -191,11 +191,12 @@ class Prediction:
         if self.version is None and primary is not None and primary.state != READY:
             self._cold(model, primary)  # (the body is read with the primary's session: once it is loaded)
         payload = self.wire.decode(body, model)
-        self.target, self.on_canary = target, _ = choose(model, self.version, payload, headers)
+        route = choose(model, self.version, payload, headers)
+        self.target, self.on_canary = target, _ = route.version, route.canary
         self.model_label, self.version_label = target.model, str(target.number)
         target.calls += 1
-        serving = target.serving
-        if target.state != READY or serving is None:
+        serving = route.serving
+        if serving is None:
             self._cold(model, target)
         self.x, timeout, self.raw = self.wire.inputs(target, serving.session)
         if self.timeout_header is not None:

@@ -23,6 +23,7 @@ from fastserve.http.v2.request import (
     split_body,
 )
 from fastserve.http.v2.tensors import encode_output
+from fastserve.routing.router import reading
 from fastserve.routing.routes import routes_of
 
 if TYPE_CHECKING:
@@ -74,12 +75,13 @@ class V2Wire:
         return self.request.id if self.request is not None else None
 
     def decode(self, body: bytes, model: LoadedModel) -> Any:
-        primary = model.primary
+        read_for = reading(model)
         head, self.tail = split_body(body, self.header_length)  # the binary tensor data is never parsed
-        session = primary.session if primary is not None else None  # (an evicted primary has none)
-        if primary is None or session is None:
+        if read_for is None:
             self.request = request = parse_request(load_request(head), self.tail)
         else:
+            primary, serving = read_for
+            session = serving.session
             options = primary.config.inputs
             refuse_oversized(head, False, session, options, primary.field_count, "$.inputs")
             self.decoded = decoded = load_request(head)
