@@ -5,6 +5,7 @@ from __future__ import annotations
 import tracemalloc
 
 import numpy as np
+import pytest
 
 from fastserve.config import FeedbackOptions
 from fastserve.quality.store import EXPIRED, JOINED, REPEATED, UNKNOWN, Store
@@ -27,6 +28,24 @@ def test_a_label_joins_the_row_its_id_names_once() -> None:
     assert sorted(by_version[2].places.tolist()) == [0, 6] and by_version[2].predicted.tolist() == [0, 0]
     np.testing.assert_allclose(by_version[2].scores, [[0.25, 0.75]] * 2)
     assert store.join(["three:2"])[0] == [REPEATED]  # a label counts once, in a later feedback too
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.bool_])
+def test_labels_of_any_integer_kind_are_kept_as_their_values(dtype: type) -> None:
+    store = Store(FeedbackOptions(), width=2)
+    store.put("a", 1, {"label": np.array([0, 1], dtype=dtype), "probabilities": np.eye(2, dtype=np.float64)})
+    _, joined = store.join(["a:1", "a:0"])
+    assert joined[0].predicted.tolist() == [1, 0]
+    np.testing.assert_array_equal(joined[0].scores, [[0, 1], [1, 0]])
+
+
+@pytest.mark.parametrize("name", ["prediction", "variable"])
+def test_a_regressors_prediction_is_kept_as_its_score(name: str) -> None:
+    store = Store(FeedbackOptions(), width=1)
+    store.put("r", 3, {name: np.array([[2.5], [-1.0]], dtype=np.float32)})
+    _, joined = store.join(["r:0", "r:1"])
+    assert joined[0].version == 3
+    np.testing.assert_array_equal(joined[0].scores.ravel(), [2.5, -1.0])
 
 
 def test_string_labels_come_back_as_strings() -> None:

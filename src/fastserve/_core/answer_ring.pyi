@@ -3,6 +3,8 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
+LABEL_NOT_INTEGER: int
+
 @final
 class AnswerRing:
     versions: npt.NDArray[np.int32]
@@ -26,3 +28,4 @@ class AnswerRing:
     def fell_out_recently(self, key: str) -> bool: ...
     def put(self, key: str, version: int, label: npt.NDArray[np.generic] | None,
             scores: npt.NDArray[np.generic] | None, now: float) -> int: ...
+    def keep(self, key: str, version: int, outputs: dict[str, npt.NDArray[np.generic]], now: float) -> int: ...

@@ -16,6 +16,7 @@ cnp.import_array()
 # Rows allocated at first, doubled as they fill, up to the capacity: a server of thousands of models pays for each
 # model's answers as they come, not for its budget.
 cdef Py_ssize_t FIRST_SIZE = 64
+LABEL_NOT_INTEGER = -3  # what `keep` leaves to its caller
 cdef int PROBES = 4  # bits a fallen id sets in the filter: at 9.6 bits an id, 1.4% false positives
 
 
@@ -143,6 +144,23 @@ cdef class AnswerRing:
             back -= 1
         if back >= 0 and ids[back] is not None and back + self._rows[back] > start:
             self._drop(back)
+
+    cpdef Py_ssize_t keep(self, str key, int version, dict outputs, double now) except -2:
+        """`put` from a version's outputs as the session gives them: its `label` (integers) and its `probabilities`
+        (or `prediction`, or `variable`: a regressor's). Returns as `put` does, or LABEL_NOT_INTEGER for labels
+        of another kind (text: coded by the caller, then `put`)."""
+        label = outputs.get("label")
+        if label is not None and (type(label) is not cnp.ndarray or cnp.PyArray_TYPE(<cnp.ndarray>label) not in (
+                cnp.NPY_INT64, cnp.NPY_INT32, cnp.NPY_LONGLONG, cnp.NPY_BOOL)):
+            return LABEL_NOT_INTEGER
+        scores = outputs.get("probabilities")
+        if scores is None:
+            scores = outputs.get("prediction")
+            if scores is None:
+                scores = outputs.get("variable")
+        if scores is not None and type(scores) is not cnp.ndarray:
+            return LABEL_NOT_INTEGER
+        return self.put(key, version, label, scores, now)
 
     cpdef Py_ssize_t put(self, str key, int version, cnp.ndarray label, cnp.ndarray scores, double now) except -2:
         """Keep a request's rows under `key`: `label` int64 (n,) or None, `scores` float32 C-contiguous (n, k) or

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fastserve._core.answer_ring import AnswerRing
+from fastserve._core.answer_ring import LABEL_NOT_INTEGER, AnswerRing
 from fastserve.config import FeedbackOptions
 
 # A request's own cost beyond its rows: its dict entry, key string and slot (tracemalloc: tests/quality/test_store.py).
@@ -92,16 +92,24 @@ class Store:
         if self._sample < 1.0 and self._random() >= self._sample:
             self.counts["sampled_out"] += 1
             return
-        label = outputs.get("label")
-        if label is not None and label.dtype.kind not in "iub":
-            label = np.array([self._code(str(v)) for v in label.tolist()], dtype=np.int64)
-        scores = outputs.get("probabilities")
-        if scores is None:
-            scores = outputs.get("prediction", outputs.get("variable"))
-        if self.ring.put(request_id, version, label, scores, time.monotonic()) < 0:
+        kept = self.ring.keep(request_id, version, outputs, time.monotonic())
+        if kept == LABEL_NOT_INTEGER:  # text labels (or outputs that are not arrays): coded here
+            kept = self._put_coded(request_id, version, outputs)
+        if kept < 0:
             self.counts["too_large"] += 1
             return
         self.counts["stored"] += 1
+
+    def _put_coded(self, request_id: str, version: int, outputs: dict[str, np.ndarray]) -> int:
+        label = outputs.get("label")
+        if label is not None:
+            label = np.asarray(label)
+            if label.dtype.kind not in "iub":
+                label = np.array([self._code(str(v)) for v in label.tolist()], dtype=np.int64)
+        scores = outputs.get("probabilities")
+        if scores is None:
+            scores = outputs.get("prediction", outputs.get("variable"))
+        return self.ring.put(request_id, version, label, None if scores is None else np.asarray(scores), time.monotonic())
 
     def _code(self, name: str) -> int:
         code = self.names.get(name)
