@@ -109,7 +109,8 @@ class Store:
         scores = outputs.get("probabilities")
         if scores is None:
             scores = outputs.get("prediction", outputs.get("variable"))
-        return self.ring.put(request_id, version, label, None if scores is None else np.asarray(scores), time.monotonic())
+        scores = None if scores is None else np.asarray(scores)
+        return self.ring.put(request_id, version, label, scores, time.monotonic())
 
     def _code(self, name: str) -> int:
         code = self.names.get(name)
