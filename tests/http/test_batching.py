@@ -187,32 +187,42 @@ def _raw_request(port: int, body: bytes) -> socket.socket:
     return s
 
 
+def _until(srv, name: str, value: float) -> None:
+    """Wait (up to 20 s) until the server's metric `name` reads `value`."""
+    for _ in range(2000):
+        if metric(httpx.get(f"{srv.url}/metrics").text, name) == value:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{name} never reached {value}")
+
+
 def test_client_that_leaves_while_queued_leaves_no_work_behind(tmp_path):
-    """Requests of 8,192 rows (a run of 15-40 ms) arriving 5 ms apart: waiting for companions pays while they keep
-    coming, so the batcher holds them (max_delay 1.5 s); one client hangs up meanwhile: its request is dropped unrun,
-    the others answered."""
-    copy_model("churn_mlp", tmp_path, config="[inputs]\nmax_rows = 8192\n[batching]\nmax_batch_size = 262144\n"
-                                             "max_queue_rows = 262144\nmax_delay_us = 1500000\n")
+    """A request of 65,536 rows (a run of about 0.2 s) takes the model's one instance; eight requests of 8,192 rows
+    queue behind it, and one of their clients hangs up while they wait: its request is dropped unrun, the others
+    answered. The run in progress holds the queue, seen through the server's own gauges, however fast or loaded the
+    machine (a loaded one only runs longer)."""
+    copy_model("churn_mlp", tmp_path, config="[inputs]\nmax_rows = 65536\n[batching]\nmax_batch_size = 262144\n"
+                                             "max_queue_rows = 262144\n")
     srv = start_server(tmp_path)
     try:
+        socks = [_raw_request(srv.port, tensor_body(np.ones((65536, 22), dtype=np.float32)))]
+        _until(srv, "fastserve_batches_in_flight", 1)
         body = tensor_body(np.ones((8192, 22), dtype=np.float32))
-        socks = []
-        for i in range(24):  # 120 ms of arrivals; the fourth client leaves after 100 ms, while they still come
-            socks.append(_raw_request(srv.port, body))
-            time.sleep(0.005)
-            if i == 19:
-                socks.pop(3).close()
+        socks += [_raw_request(srv.port, body) for _ in range(8)]
+        _until(srv, "fastserve_queue_rows", 8 * 8192)  # all queued, the first still running
+        socks.pop(4).close()
         replies = []
         for s in socks:
             s.settimeout(20)
             replies.append(s.recv(64))
             s.close()
+        _until(srv, "fastserve_batches_in_flight", 0)
         text = httpx.get(f"{srv.url}/metrics").text
     finally:
         srv.stop()
     assert all(r.startswith(b"HTTP/1.1 200") for r in replies), replies
     assert metric(text, "fastserve_shed_requests_total", reason="cancelled") == 1
-    assert metric(text, "fastserve_batch_size_rows_sum") == 23 * 8192  # the others, in batches
+    assert metric(text, "fastserve_batch_size_rows_sum") == 65536 + 7 * 8192  # the others, in batches
     assert metric(text, "fastserve_requests_total", code="499") == 1
 
 
