@@ -22,6 +22,7 @@ from fastserve.http.v2.request import model_input, parse_request, split_body
 from fastserve.runtime import ModelSession
 from fastserve.runtime.session import RuntimeOptions
 from tests.conftest import write_tiny_model
+from tests.timing import judge, ratio
 
 MAX_ROWS = 8
 OPTIONS = InputOptions(max_rows=MAX_ROWS)
@@ -199,3 +200,27 @@ def test_the_request_it_reads_is_not_changed(session: ModelSession) -> None:
     kept = copy.deepcopy(request)
     v2_tensor(request, memoryview(b""), session.input.name, 3, MAX_ROWS, session.input_dtype == np.float32)
     assert request == kept
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_time_is_linear_in_the_request(binary: bool) -> None:
+    # Its worst request: the most rows, read to the last value, which it declines (a string in JSON data, NaN in
+    # binary data).
+    def request(rows: int) -> tuple[dict[str, Any], memoryview]:
+        tensor: dict[str, Any] = {"name": "x", "shape": [rows, 100], "datatype": "FP32"}
+        if binary:
+            x = np.ones((rows, 100), dtype=np.float32)
+            x[-1, -1] = np.nan
+            tensor["parameters"] = {"binary_data_size": x.nbytes}
+            return {"inputs": [tensor]}, memoryview(x.tobytes())
+        data: list[Any] = [[1.5] * 100 for _ in range(rows)]
+        data[-1][-1] = "1"
+        tensor["data"] = data
+        return {"inputs": [tensor]}, memoryview(b"")
+
+    (small, small_tail), (large, large_tail) = request(2_000), request(20_000)
+    assert v2_tensor(small, small_tail, "x", 100, 10 ** 6, True) is None
+    judge(f"v2_tensor ({'binary' if binary else 'json'} data)", len(orjson.dumps(small)) + len(small_tail),
+          len(orjson.dumps(large)) + len(large_tail),
+          ratio(lambda: v2_tensor(small, small_tail, "x", 100, 10 ** 6, True),
+                lambda: v2_tensor(large, large_tail, "x", 100, 10 ** 6, True), cold=False))
