@@ -101,16 +101,15 @@ class Store:
         self.counts["stored"] += 1
 
     def _put_coded(self, request_id: str, version: int, outputs: dict[str, np.ndarray]) -> int:
-        label = outputs.get("label")
+        """What `keep` leaves: text labels, coded as integers here (their names kept), or outputs that are not plain
+        arrays; then kept as `keep` keeps the others (which output holds the scores is its choice alone)."""
+        arrays = {name: np.asarray(value).view(np.ndarray) for name, value in outputs.items()}
+        label = arrays.get("label")
         if label is not None:
-            label = np.asarray(label)
             if label.dtype.kind not in "iub":
-                label = np.array([self._code(str(v)) for v in label.tolist()], dtype=np.int64)
-        scores = outputs.get("probabilities")
-        if scores is None:
-            scores = outputs.get("prediction", outputs.get("variable"))
-        scores = None if scores is None else np.asarray(scores)
-        return self.ring.put(request_id, version, label, scores, time.monotonic())
+                label = np.array([self._code(str(v)) for v in label.tolist()])
+            arrays["label"] = label.astype(np.int64)
+        return self.ring.keep(request_id, version, arrays, time.monotonic())
 
     def _code(self, name: str) -> int:
         code = self.names.get(name)
