@@ -75,7 +75,7 @@ class V2Wire:
         return self.request.id if self.request is not None else None
 
     def decode(self, body: bytes, model: LoadedModel) -> Any:
-        read_for = reading(model)
+        read_for, canary = reading(model), routes_of(model).canary
         head, self.tail = split_body(body, self.header_length)  # the binary tensor data is never parsed
         if read_for is None:
             self.request = request = parse_request(load_request(head), self.tail)
@@ -85,7 +85,7 @@ class V2Wire:
             options = primary.config.inputs
             refuse_oversized(head, False, session, options, primary.field_count, "$.inputs")
             self.decoded = decoded = load_request(head)
-            if routes_of(model).canary is None and session.input_dtype in ROW_DTYPES:
+            if canary is None and session.input_dtype in ROW_DTYPES:
                 # The common request (one input of the model's float dtype, its values as JSON or binary data)
                 # read in one pass in C; any other takes the general way, which tells what is wrong with it.
                 common = v2_tensor(decoded, self.tail, session.input.name, session.n_features,
@@ -97,7 +97,6 @@ class V2Wire:
                                                 timeout / 1000 if timeout is not None else None)
                     return None
             self.request = request = parse_request(decoded, self.tail)
-        canary = routes_of(model).canary
         if canary is not None and canary.field is not None:
             return first_values(request, canary.field)
         return None
